@@ -1,0 +1,114 @@
+//! The admin HTTP listener on `[admin].http`: `/health`, `/ready`,
+//! `/status`, `/metrics`. Runs as a pingora background service on its own
+//! small runtime, so a slow scraper never competes with proxy workers.
+
+use std::convert::Infallible;
+use std::net::TcpListener as StdTcpListener;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::shared::Shared;
+
+pub struct AdminHttp {
+    shared: Arc<Shared>,
+    /// Bound before the server starts so a busy port is a startup error;
+    /// taken (once) when the service starts.
+    listener: Mutex<Option<StdTcpListener>>,
+}
+
+impl AdminHttp {
+    pub fn new(shared: Arc<Shared>, listener: StdTcpListener) -> Self {
+        AdminHttp {
+            shared,
+            listener: Mutex::new(Some(listener)),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminHttp {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(std_listener) = self.listener.lock().take() else {
+            return;
+        };
+        let listener = match std_listener
+            .set_nonblocking(true)
+            .and_then(|_| TcpListener::from_std(std_listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("admin http listener unusable: {e}");
+                return;
+            }
+        };
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let shared = Arc::clone(&self.shared);
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| route(req, Arc::clone(&shared)));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+async fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "only GET\n".into(),
+        ));
+    }
+    let response = match req.uri().path() {
+        "/health" => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        "/ready" => {
+            if shared.is_ready() {
+                text(StatusCode::OK, PLAIN, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "not ready\n".into())
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found; try /health /ready /status /metrics\n".into(),
+        ),
+    };
+    Ok(response)
+}

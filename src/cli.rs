@@ -1,0 +1,109 @@
+//! The command line (SPEC §1): `run`, `check`, `ctl`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+pub const DEFAULT_CONFIG: &str = "conf/switchyard.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Edge reverse proxy that switches live traffic between deployment pools and rolls back by itself"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy in the foreground.
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Take over the listening sockets of a running switchyard (zero-downtime upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config file like `nginx -t`: every error with its key path; exit 0 valid, 1 invalid.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Start built-in blue and green origins and the proxy on loopback, to try switchyard out.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo's admin HTTP endpoints listen.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_http: SocketAddr,
+    },
+}
+
+/// Runs the parsed command line; the binary's `main` is just this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, upgrade } => {
+            init_logging();
+            exit_on_error(crate::server::run(&config, upgrade))
+        }
+        Command::Check { config } => check(&config),
+        Command::Demo { listen, admin_http } => {
+            init_logging();
+            exit_on_error(crate::demo::run(listen, admin_http))
+        }
+    }
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+fn exit_on_error(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("switchyard: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `switchyard check`: never binds a port; errors to stderr, one per line.
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: configuration is valid ({} pools, split {})",
+                path.display(),
+                config.pools.len(),
+                config
+                    .split
+                    .iter()
+                    .map(|(pool, share)| format!("{pool}={share}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            let n = errors.0.len();
+            eprintln!(
+                "{}: configuration is invalid ({n} error{}):",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            eprint!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The validated configuration: what the rest of switchyard consumes.
+//!
+//! Every value here has already been checked; code that holds a `Config`
+//! never needs to re-validate it. The raw serde layer lives in `raw.rs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A traffic share in hundredths of a percent: 0..=10_000 (100.00 %).
+///
+/// Integer units keep 0.01 % granularity exact and make "sums to 100" an
+/// integer comparison instead of a floating-point one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Share(pub u16);
+
+impl Share {
+    pub const ZERO: Share = Share(0);
+    pub const FULL: Share = Share(10_000);
+
+    /// Basis points (hundredths of a percent).
+    pub fn units(self) -> u16 {
+        self.0
+    }
+
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl std::fmt::Display for Share {
+    /// `90`, `99.99`, `0.5` — no trailing zeros, as an operator would write it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whole = self.0 / 100;
+        let frac = self.0 % 100;
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else if frac % 10 == 0 {
+            write!(f, "{whole}.{}", frac / 10)
+        } else {
+            write!(f, "{whole}.{frac:02}")
+        }
+    }
+}
+
+/// Pool name → share. Always sums to exactly `Share::FULL` once validated.
+/// A `BTreeMap` so iteration order (and thus rendering, hashing) is stable.
+pub type Split = BTreeMap<String, Share>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub pools: BTreeMap<String, PoolConfig>,
+    pub split: Split,
+    pub sticky: Option<StickyKey>,
+    pub routes: Vec<RouteRule>,
+    pub health: HealthConfig,
+    pub guard: GuardConfig,
+    pub canary: CanaryConfig,
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Plain HTTP/1.1 listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads for the proxy service (pingora `threads`).
+    pub threads: usize,
+    /// If set, responses carry the serving pool's name in this header (lower-case).
+    pub pool_header: Option<String>,
+    pub tls: Vec<TlsListener>,
+    /// Upstream TCP connect timeout (per attempt).
+    pub connect_timeout: Duration,
+    /// Upstream read timeout (time between reads once connected).
+    pub read_timeout: Duration,
+    /// Upstream write timeout.
+    pub write_timeout: Duration,
+    /// How long an idle upstream keep-alive connection is kept in the pool.
+    pub idle_timeout: Duration,
+    /// On SIGTERM: how long in-flight requests get to finish.
+    pub grace_period: Duration,
+    /// Idle upstream connections kept for reuse (across all backends).
+    pub upstream_keepalive_pool: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SNI names this certificate answers for; empty = default certificate.
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    /// `None` when `http = ""` disables the admin HTTP listener.
+    pub http: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// What the operator wrote (`"app-1.internal:9001"`), for status and metrics labels.
+    pub name: String,
+    /// Resolved once at load time; the request path never resolves names.
+    pub addr: SocketAddr,
+    /// Relative weight inside the pool, >= 1.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// `cookie:NAME`
+    Cookie(String),
+    /// `header:NAME` (stored lower-case)
+    Header(String),
+    /// `ip`: the client's address
+    ClientIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// Header name (lower-case) equals value exactly.
+    Header { name: String, value: String },
+    /// Cookie `name` equals value exactly.
+    Cookie { name: String, value: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub matcher: RouteMatch,
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Passive ejection: consecutive failures (upstream errors or 5xx) that eject a backend.
+    pub eject_consecutive_failures: u32,
+    /// First ejection lasts this long; it doubles on repeated ejection.
+    pub eject_base_time: Duration,
+    /// Upper bound of an ejection.
+    pub eject_max_time: Duration,
+    /// Never eject passively more than this percent of a pool's backends.
+    pub eject_max_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfig {
+    pub enabled: bool,
+    pub window: Duration,
+    pub min_requests: u64,
+    /// Percent, 0..=100.
+    pub max_error_rate: Option<f64>,
+    pub max_p95: Option<Duration>,
+    pub max_p99: Option<Duration>,
+    pub max_error_rate_vs_baseline: Option<f64>,
+    pub max_p95_vs_baseline: Option<f64>,
+    pub watch: Duration,
+    pub rollback_target_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    pub steps: Vec<CanaryStep>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryStep {
+    pub weight: Share,
+    /// `None` on the last step (nothing to hold for).
+    pub hold: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub webhooks: Vec<String>,
+    /// Per-attempt timeout of a webhook POST.
+    pub timeout: Duration,
+    /// Give up retrying one event after this long.
+    pub retry_for: Duration,
+}

@@ -1,0 +1,31 @@
+//! switchyard — an edge reverse proxy that switches live HTTP traffic between
+//! deployment pools (blue/green, splits, canaries) and switches it back by
+//! itself when the new pool misbehaves.
+//!
+//! Module map (data flows top to bottom):
+//!
+//! | module     | owns                                                              |
+//! |------------|-------------------------------------------------------------------|
+//! | `cli`      | the command line: `run`, `check`, `ctl`, `demo`                  |
+//! | `config`   | TOML → validated [`config::Config`], every error with its key path |
+//! | `server`   | assembling one process: pingora server, services, lifecycle       |
+//! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
+//! | `routing`  | the immutable routing table; pool and backend choice per request |
+//! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
+//! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
+//! | `admin`    | admin HTTP endpoints                                              |
+//! | `origin`   | a small HTTP origin for the demo, the tests and the benchmarks   |
+//! | `demo`     | `switchyard demo`                                                 |
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod origin;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod shared;
+pub mod stats;

@@ -1,0 +1,181 @@
+//! A small HTTP origin: the demo's "blue" and "green" servers, and the real
+//! backend that integration tests and the load benchmark proxy to.
+//!
+//! It answers every request with its name (`blue\n`), `GET /health` with 200
+//! (or 503 when told to be unhealthy), and `/echo` with the request line and
+//! headers it received, so tests can see what the proxy forwarded. Its
+//! behaviour can be changed while it runs (fail every Nth request, add
+//! latency) to play a deployment going bad.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Live-adjustable behaviour of an origin.
+#[derive(Debug, Default)]
+pub struct OriginControl {
+    /// Answer 500 to every Nth request (0 = never).
+    fail_every: AtomicU32,
+    /// Added before every answer, in microseconds.
+    delay_us: AtomicU64,
+    /// `/health` answers 503 while set.
+    unhealthy: AtomicBool,
+    requests: AtomicU64,
+}
+
+impl OriginControl {
+    pub fn set_fail_every(&self, n: u32) {
+        self.fail_every.store(n, Ordering::Relaxed);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.unhealthy.store(!healthy, Ordering::Relaxed);
+    }
+
+    /// Requests answered so far, health checks excluded.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A running origin; stopping it (or dropping it) closes the listener and
+/// every open connection, like a process that died.
+pub struct Origin {
+    addr: SocketAddr,
+    control: Arc<OriginControl>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Origin {
+    /// Binds `addr` (use port 0 for any free port) and serves until stopped.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(addr: SocketAddr, name: &str) -> std::io::Result<Origin> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let control = Arc::new(OriginControl::default());
+        let (stop, stopped) = watch::channel(false);
+        let name: Arc<str> = Arc::from(name);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&control),
+            name,
+            stopped,
+        ));
+        Ok(Origin {
+            addr,
+            control,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn control(&self) -> &Arc<OriginControl> {
+        &self.control
+    }
+
+    /// Closes the listener and all connections, and waits until they are gone.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    control: Arc<OriginControl>,
+    name: Arc<str>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Connections live in the set: when this loop ends the set is dropped and
+    // every connection task is aborted, closing its socket.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let control = Arc::clone(&control);
+                let name = Arc::clone(&name);
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        answer(req, Arc::clone(&control), Arc::clone(&name))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    control: Arc<OriginControl>,
+    name: Arc<str>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = http::HeaderValue::from_str(&name) {
+            response.headers_mut().insert("x-origin", value);
+        }
+        Ok(response)
+    };
+    if req.uri().path() == "/health" {
+        return if control.unhealthy.load(Ordering::Relaxed) {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".into())
+        } else {
+            reply(StatusCode::OK, "ok\n".into())
+        };
+    }
+    let n = control.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let delay = control.delay_us.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+    }
+    let fail_every = u64::from(control.fail_every.load(Ordering::Relaxed));
+    if fail_every > 0 && n % fail_every == 0 {
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed\n"));
+    }
+    if req.uri().path() == "/echo" {
+        let mut body = format!("{} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            body.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
+        }
+        return reply(StatusCode::OK, body);
+    }
+    reply(StatusCode::OK, format!("{name}\n"))
+}

@@ -1,0 +1,118 @@
+//! Per-request pool choice: route rules, then the sticky bucket, then the
+//! weighted random split. Reads headers in place; allocates nothing.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use super::rng::below;
+use super::sticky::bucket_of;
+use super::table::{CompiledMatch, CompiledSticky, PoolId, RoutingTable};
+
+/// Why a pool was chosen (kept small; useful in tests and debug logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolChoice {
+    Route(PoolId),
+    Sticky(PoolId),
+    Split(PoolId),
+}
+
+impl PoolChoice {
+    pub fn pool(self) -> PoolId {
+        match self {
+            PoolChoice::Route(p) | PoolChoice::Sticky(p) | PoolChoice::Split(p) => p,
+        }
+    }
+}
+
+impl RoutingTable {
+    /// Chooses the pool for one request. `random` is a fresh random value
+    /// (from [`super::fast_random`]); passing it in keeps this deterministic
+    /// under test. `None` only when no pool has a share and no rule matched.
+    #[inline]
+    pub fn choose_pool(
+        &self,
+        headers: &HeaderMap,
+        client_ip: Option<IpAddr>,
+        random: u64,
+    ) -> Option<PoolChoice> {
+        for (matcher, pool) in &self.routes {
+            if matches(matcher, headers) {
+                return Some(PoolChoice::Route(*pool));
+            }
+        }
+        if let Some(bucket) = self.sticky_bucket(headers, client_ip) {
+            if let Some(pool) = self.sticky_map.get(usize::from(bucket)) {
+                return Some(PoolChoice::Sticky(usize::from(*pool)));
+            }
+        }
+        let point = below(10_000, random) as u16;
+        self.split_ranges
+            .iter()
+            .find(|(end, _)| point < *end)
+            .map(|(_, pool)| PoolChoice::Split(*pool))
+    }
+
+    /// The sticky bucket of this request, if stickiness is on and the request
+    /// carries the key (a client without the cookie/header falls back to the
+    /// random split).
+    fn sticky_bucket(&self, headers: &HeaderMap, client_ip: Option<IpAddr>) -> Option<u16> {
+        match self.sticky.as_ref()? {
+            CompiledSticky::Header(name) => headers.get(name).map(|v| bucket_of(v.as_bytes())),
+            CompiledSticky::Cookie(name) => cookie_value(headers, name).map(bucket_of),
+            CompiledSticky::ClientIp => client_ip.map(|ip| match ip {
+                IpAddr::V4(v4) => bucket_of(&v4.octets()),
+                IpAddr::V6(v6) => bucket_of(&v6.octets()),
+            }),
+        }
+    }
+}
+
+fn matches(matcher: &CompiledMatch, headers: &HeaderMap) -> bool {
+    match matcher {
+        CompiledMatch::Header { name, value } => headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == value.as_slice()),
+        CompiledMatch::Cookie { name, value } => {
+            cookie_value(headers, name).is_some_and(|v| v == value.as_slice())
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` header(s), if present.
+/// HTTP/2 may split cookies over several header lines, so all are searched.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &[u8]) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii_start();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii_end() == name).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn cookie_values_are_found_in_any_cookie_line() {
+        let h = headers(&[("cookie", "a=1; session=abc ; b=2"), ("cookie", "canary=true")]);
+        assert_eq!(cookie_value(&h, b"session"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&h, b"canary"), Some(&b"true"[..]));
+        assert_eq!(cookie_value(&h, b"missing"), None);
+        assert_eq!(cookie_value(&headers(&[("cookie", "garbage;;=;x")]), b"x"), None);
+    }
+}

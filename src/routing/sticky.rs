@@ -1,0 +1,135 @@
+//! Sticky buckets: a client key hashes to one of 10 000 buckets, and each
+//! bucket belongs to one pool.
+//!
+//! Buckets are assigned to pools by weighted rendezvous hashing: every pool
+//! scores every bucket with `share / -ln(u)`, `u` a stable hash of
+//! (pool name, bucket) in (0, 1), and the highest score wins. Raising one
+//! pool's share raises only that pool's scores, so buckets can only move
+//! *into* it; lowering a share can only move buckets *out* of it. No other
+//! pair of pools trades clients. The expected number of buckets per pool is
+//! proportional to its share (exact counts vary by a fraction of a percent,
+//! which is the price of that guarantee for more than two pools).
+//!
+//! The hash is FNV-1a (64-bit): stable across processes and versions, so a
+//! client keeps its bucket across restarts and upgrades.
+
+pub const BUCKETS: u32 = 10_000;
+
+/// FNV-1a over bytes; stable forever (persisted behaviour depends on it).
+#[inline]
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Finaliser that spreads FNV's weak low bits (from splitmix64).
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The bucket (0..10 000) of a sticky key.
+#[inline]
+pub fn bucket_of(key: &[u8]) -> u16 {
+    (mix(fnv1a(key, 0)) % u64::from(BUCKETS)) as u16
+}
+
+/// Bucket → index into `shares`. Pools with share 0 never own a bucket.
+/// Returns an empty vector when every share is 0 (no pool can take traffic).
+pub fn sticky_bucket_map(shares: &[(&str, u16)]) -> Vec<u16> {
+    if shares.iter().all(|(_, share)| *share == 0) {
+        return Vec::new();
+    }
+    let pool_seeds: Vec<u64> = shares
+        .iter()
+        .map(|(name, _)| fnv1a(name.as_bytes(), 0x5eed))
+        .collect();
+    (0..BUCKETS)
+        .map(|bucket| {
+            let mut best = 0usize;
+            let mut best_score = f64::NEG_INFINITY;
+            for (i, (_, share)) in shares.iter().enumerate() {
+                if *share == 0 {
+                    continue;
+                }
+                let h = mix(pool_seeds[i] ^ mix(u64::from(bucket)));
+                // u in (0, 1): 53 random bits, never exactly 0 or 1.
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let score = f64::from(*share) / -u.ln();
+                if score > best_score {
+                    best_score = score;
+                    best = i;
+                }
+            }
+            best as u16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_by(map: &[u16], pool: u16) -> Vec<usize> {
+        map.iter()
+            .enumerate()
+            .filter(|(_, p)| **p == pool)
+            .map(|(b, _)| b)
+            .collect()
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        assert_eq!(bucket_of(b"user-42"), bucket_of(b"user-42"));
+        let mut counts = [0u32; 10];
+        for i in 0..100_000u32 {
+            counts[(bucket_of(format!("client-{i}").as_bytes()) / 1000) as usize] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "uneven bucket spread: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn shares_are_honoured_in_expectation() {
+        let map = sticky_bucket_map(&[("blue", 9000), ("green", 1000)]);
+        let green = owned_by(&map, 1).len();
+        assert!((850..=1150).contains(&green), "green owns {green} of 10000 buckets");
+    }
+
+    #[test]
+    fn zero_share_owns_nothing_and_all_zero_is_empty() {
+        let map = sticky_bucket_map(&[("blue", 10_000), ("green", 0)]);
+        assert!(owned_by(&map, 1).is_empty());
+        assert!(sticky_bucket_map(&[("blue", 0)]).is_empty());
+    }
+
+    #[test]
+    fn raising_a_share_only_moves_buckets_into_that_pool() {
+        let pools = ["blue", "green", "red"];
+        let steps = [
+            [9000u16, 500, 500],
+            [8000, 1500, 500],  // green up, blue down
+            [6000, 3500, 500],  // again
+            [6000, 1000, 3000], // red up, green down
+        ];
+        for pair in steps.windows(2) {
+            let before: Vec<(&str, u16)> = pools.iter().copied().zip(pair[0]).collect();
+            let after: Vec<(&str, u16)> = pools.iter().copied().zip(pair[1]).collect();
+            let (m0, m1) = (sticky_bucket_map(&before), sticky_bucket_map(&after));
+            for b in 0..BUCKETS as usize {
+                let (from, to) = (m0[b] as usize, m1[b] as usize);
+                if from != to {
+                    assert!(pair[1][to] > pair[0][to], "bucket {b} moved into a pool that did not grow");
+                    assert!(pair[1][from] < pair[0][from], "bucket {b} left a pool that did not shrink");
+                }
+            }
+        }
+    }
+}

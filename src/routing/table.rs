@@ -1,0 +1,293 @@
+//! The immutable routing table and how it is built.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+
+use super::rng::below;
+use super::sticky::sticky_bucket_map;
+use crate::config::{Config, PoolConfig, RouteMatch, Share, Split, StickyKey};
+use crate::stats::PoolStats;
+
+/// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
+pub type PoolId = usize;
+
+/// Liveness of one backend, shared across table rebuilds so health verdicts
+/// survive reloads for backends that did not change. Flipped by health
+/// checking without rebuilding the table.
+#[derive(Debug)]
+pub struct BackendHealth {
+    up: AtomicBool,
+}
+
+impl BackendHealth {
+    pub fn new(up: bool) -> Self {
+        BackendHealth {
+            up: AtomicBool::new(up),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    /// The address as the operator wrote it (label in status and metrics).
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Drained by an operator: no new requests, in-flight ones finish.
+    pub drained: bool,
+    pub health: Arc<BackendHealth>,
+    /// Built once per table so the request path only clones it.
+    pub peer: HttpPeer,
+}
+
+impl Backend {
+    /// May this backend take a new request?
+    #[inline]
+    pub fn usable(&self) -> bool {
+        !self.drained && self.health.is_up()
+    }
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    /// The name as a header value, for `pool_header` (cloning it is a refcount bump).
+    pub name_header: HeaderValue,
+    pub share: Share,
+    pub backends: Vec<Backend>,
+    /// Running sum of backend weights, for a weighted pick by binary search.
+    cumulative_weights: Vec<u32>,
+    pub stats: Arc<PoolStats>,
+    /// The configuration this pool was built from; an identical one on the
+    /// next build keeps `stats`.
+    pub config: PoolConfig,
+}
+
+impl Pool {
+    /// A weighted random backend that may take a request, other than `exclude`
+    /// (the one that just failed, on a retry). `None` if no backend qualifies.
+    #[inline]
+    pub fn pick_backend(&self, random: u64, exclude: Option<usize>) -> Option<usize> {
+        let total = *self.cumulative_weights.last()?;
+        let target = below(total, random);
+        let start = self.cumulative_weights.partition_point(|&c| c <= target);
+        // Usually the weighted pick itself is usable; otherwise walk on to the
+        // next usable backend so a down backend's share spreads over the rest.
+        let n = self.backends.len();
+        (0..n)
+            .map(|step| (start + step) % n)
+            .find(|&i| Some(i) != exclude && self.backends[i].usable())
+    }
+
+    /// Does any backend of this pool accept new requests right now?
+    pub fn has_usable_backend(&self) -> bool {
+        self.backends.iter().any(Backend::usable)
+    }
+}
+
+/// How a route rule reads the request, compiled for the hot path.
+#[derive(Debug)]
+pub(super) enum CompiledMatch {
+    Header { name: HeaderName, value: Vec<u8> },
+    Cookie { name: Vec<u8>, value: Vec<u8> },
+}
+
+#[derive(Debug)]
+pub(super) enum CompiledSticky {
+    Header(HeaderName),
+    Cookie(Vec<u8>),
+    ClientIp,
+}
+
+/// What the controller keeps at runtime on top of the file: the split in
+/// force and the drained backends, as `(pool, backend name)`.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeView<'a> {
+    pub revision: u64,
+    pub split: &'a Split,
+    pub drained: &'a BTreeSet<(String, String)>,
+}
+
+/// Everything a request needs to be routed; immutable once built.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub revision: u64,
+    pub pools: Vec<Pool>,
+    /// The split in force (each pool's share is also on its `Pool`).
+    pub split: Split,
+    pub config: Arc<Config>,
+    pub pool_header: Option<HeaderName>,
+    /// `(cumulative share end, pool)` for pools with a share above 0.
+    pub(super) split_ranges: Vec<(u16, PoolId)>,
+    pub(super) routes: Vec<(CompiledMatch, PoolId)>,
+    pub(super) sticky: Option<CompiledSticky>,
+    /// Bucket → pool, empty when there is no stickiness.
+    pub(super) sticky_map: Vec<u16>,
+}
+
+impl RoutingTable {
+    /// Builds a table from a validated config and the runtime state.
+    ///
+    /// Pools whose configuration is unchanged from `previous` keep their
+    /// statistics; backends keep their health verdict when pool and address
+    /// are unchanged. `split` must name only pools of `config` (the controller
+    /// checks commands before building).
+    pub fn build(
+        config: Arc<Config>,
+        runtime: RuntimeView<'_>,
+        previous: Option<&RoutingTable>,
+    ) -> RoutingTable {
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .map(|(name, pool_config)| {
+                let share = runtime.split.get(name).copied().unwrap_or(Share::ZERO);
+                let prior = previous.and_then(|t| t.pool(name));
+                build_pool(&config, name, pool_config, share, runtime.drained, prior)
+            })
+            .collect();
+
+        let mut split_ranges = Vec::new();
+        let mut end = 0u16;
+        for (id, pool) in pools.iter().enumerate() {
+            if pool.share.units() > 0 {
+                end += pool.share.units();
+                split_ranges.push((end, id));
+            }
+        }
+
+        let id_of = |name: &str| pools.iter().position(|p| p.name == name);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|rule| {
+                let compiled = match &rule.matcher {
+                    RouteMatch::Header { name, value } => CompiledMatch::Header {
+                        name: HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        value: value.as_bytes().to_vec(),
+                    },
+                    RouteMatch::Cookie { name, value } => CompiledMatch::Cookie {
+                        name: name.as_bytes().to_vec(),
+                        value: value.as_bytes().to_vec(),
+                    },
+                };
+                Some((compiled, id_of(&rule.pool)?))
+            })
+            .collect();
+
+        let sticky = config.sticky.as_ref().and_then(|key| match key {
+            StickyKey::Header(name) => HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(CompiledSticky::Header),
+            StickyKey::Cookie(name) => Some(CompiledSticky::Cookie(name.as_bytes().to_vec())),
+            StickyKey::ClientIp => Some(CompiledSticky::ClientIp),
+        });
+        let sticky_map = if sticky.is_some() {
+            let shares: Vec<(&str, u16)> = pools
+                .iter()
+                .map(|p| (p.name.as_str(), p.share.units()))
+                .collect();
+            sticky_bucket_map(&shares)
+        } else {
+            Vec::new()
+        };
+
+        let pool_header = config
+            .server
+            .pool_header
+            .as_deref()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
+
+        RoutingTable {
+            revision: runtime.revision,
+            split: runtime.split.clone(),
+            pools,
+            pool_header,
+            split_ranges,
+            routes,
+            sticky,
+            sticky_map,
+            config,
+        }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+fn build_pool(
+    config: &Config,
+    name: &str,
+    pool_config: &PoolConfig,
+    share: Share,
+    drained: &BTreeSet<(String, String)>,
+    prior: Option<&Pool>,
+) -> Pool {
+    let stats = match prior {
+        Some(p) if p.config == *pool_config && p.stats.window_len() == config.guard.window => {
+            Arc::clone(&p.stats)
+        }
+        _ => Arc::new(PoolStats::new(config.guard.window)),
+    };
+    let backends: Vec<Backend> = pool_config
+        .backends
+        .iter()
+        .map(|b| {
+            let health = prior
+                .and_then(|p| p.backends.iter().find(|old| old.addr == b.addr))
+                .map(|old| Arc::clone(&old.health))
+                .unwrap_or_else(|| Arc::new(BackendHealth::new(true)));
+            Backend {
+                name: b.name.clone(),
+                addr: b.addr,
+                weight: b.weight,
+                drained: drained.contains(&(name.to_string(), b.name.clone())),
+                health,
+                peer: build_peer(config, b.addr),
+            }
+        })
+        .collect();
+    let cumulative_weights = backends
+        .iter()
+        .scan(0u32, |sum, b| {
+            *sum += b.weight;
+            Some(*sum)
+        })
+        .collect();
+    Pool {
+        name: name.to_string(),
+        name_header: HeaderValue::from_str(name)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid-pool-name")),
+        share,
+        backends,
+        cumulative_weights,
+        stats,
+        config: pool_config.clone(),
+    }
+}
+
+/// An upstream peer with every timeout set explicitly: pingora's defaults
+/// are "wait forever", which no edge proxy wants.
+fn build_peer(config: &Config, addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    let server = &config.server;
+    peer.options.connection_timeout = Some(server.connect_timeout);
+    peer.options.read_timeout = Some(server.read_timeout);
+    peer.options.write_timeout = Some(server.write_timeout);
+    peer.options.idle_timeout = Some(server.idle_timeout);
+    peer
+}

@@ -1,0 +1,50 @@
+//! The state every service of one switchyard process shares.
+//!
+//! One `Arc<Shared>` is built in `server::run` and cloned into the proxy,
+//! the admin listeners and the background services. Only the controller
+//! writes `table`; everything else reads it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::routing::RoutingTable;
+
+#[derive(Debug)]
+pub struct Shared {
+    /// The routing table in force. One `store` = one atomic change.
+    pub table: ArcSwap<RoutingTable>,
+    /// Listeners are up and the config is loaded (`/ready`).
+    ready: AtomicBool,
+    /// SIGTERM received: `/ready` answers 503 while in-flight requests drain.
+    shutting_down: AtomicBool,
+    /// Config reloads by result, for `config_reloads_total`.
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(table: RoutingTable) -> Arc<Shared> {
+        Arc::new(Shared {
+            table: ArcSwap::from_pointee(table),
+            ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        })
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for traffic: started and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+}
