@@ -29,3 +29,4 @@ pub mod routing;
 pub mod server;
 pub mod shared;
 pub mod stats;
+pub mod status;

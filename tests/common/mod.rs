@@ -1,0 +1,283 @@
+//! Test harness shared by the integration tests: real origins on
+//! `127.0.0.1:0`, the real `switchyard` binary as a child process, and a
+//! small keep-alive HTTP client. Every wait is bounded and polls for a
+//! condition instead of sleeping a fixed time.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+pub use switchyard::origin::Origin;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sy-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create test dir");
+        TestDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port that was free a moment ago (pingora binds listeners
+/// itself, so the test cannot hand it a bound socket).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub async fn origin(name: &str) -> Origin {
+    Origin::start(loopback(0), name).await.expect("start origin")
+}
+
+/// The switchyard binary under test, running `run -c <dir>/switchyard.toml`.
+pub struct Proxy {
+    child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TestDir,
+}
+
+impl Proxy {
+    /// Writes a config whose `[server]` and `[admin]` sections are generated
+    /// (free ports, private socket and state dir) followed by `body`, starts
+    /// the proxy and waits until `/ready` answers 200.
+    pub async fn start(body: &str) -> Proxy {
+        Proxy::start_with("", body).await
+    }
+
+    /// Like [`Proxy::start`], with extra lines for the `[server]` section.
+    pub async fn start_with(server_extra: &str, body: &str) -> Proxy {
+        let dir = TestDir::new("proxy");
+        let listen = loopback(free_port());
+        let admin = loopback(free_port());
+        let config = format!(
+            "[server]\nlisten = [\"{listen}\"]\nthreads = 1\ngrace_period = \"1s\"\n{server_extra}\n\
+             [admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\n{body}",
+            d = dir.path().display()
+        );
+        std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
+        std::fs::write(dir.path().join("switchyard.toml"), config).expect("write config");
+        Proxy::spawn(dir, listen, admin).await
+    }
+
+    async fn spawn(dir: TestDir, listen: SocketAddr, admin: SocketAddr) -> Proxy {
+        let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("run")
+            .arg("-c")
+            .arg(dir.path().join("switchyard.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn switchyard");
+        let mut proxy = Proxy {
+            child,
+            listen,
+            admin,
+            dir,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("switchyard.toml")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("switchyard exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(reply) = get(self.admin, "/ready", &[]).await {
+                if reply.status == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("switchyard not ready within 30 s:\n{}", self.log());
+    }
+
+    /// GET on the admin HTTP listener.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        get(self.admin, path, &[]).await.expect("admin request")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- switchyard log ---\n{}", self.log());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Result<Conn, String> {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Conn { sender, addr })
+    }
+
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        let mut request = http::Request::get(path).header("host", self.addr.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+        let exchange = async {
+            self.sender.ready().await.map_err(|e| e.to_string())?;
+            let response = self
+                .sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| "request timed out".to_string())?
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// GET over a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    Conn::open(addr).await?.get(path, headers).await
+}
+
+/// Sends `total` GETs over `concurrency` keep-alive connections (reopening a
+/// connection the server closed) and returns every outcome in order of
+/// completion. Bounded: each request has its own timeout.
+pub async fn load(
+    addr: SocketAddr,
+    total: usize,
+    concurrency: usize,
+    path: &'static str,
+) -> Vec<Result<Reply, String>> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let next = next.clone();
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            let mut conn: Option<Conn> = None;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                    conn = Conn::open(addr).await.ok();
+                }
+                let result = match conn.as_mut() {
+                    Some(c) => c.get(path, &[]).await,
+                    None => Err("cannot connect".to_string()),
+                };
+                if result.is_err() {
+                    conn = None;
+                }
+                results.push(result);
+            }
+            results
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(done) = workers.join_next().await {
+        all.extend(done.expect("load worker"));
+    }
+    all
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,179 @@
+//! The core proxy through real loopback sockets: split accuracy, route
+//! rules, sticky monotonicity, retry on a dead backend, 503 naming the pool,
+//! headers forwarded.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+
+fn pools(blue: &Origin, green: &Origin) -> String {
+    format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n",
+        blue.addr(),
+        green.addr()
+    )
+}
+
+fn tally(results: &[Result<Reply, String>]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in results {
+        let key = match r {
+            Ok(reply) if reply.status == 200 => reply.body.trim().to_string(),
+            Ok(reply) => format!("status {}", reply.status),
+            Err(e) => format!("error {e}"),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_90_10_is_honoured_over_20000_requests() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let proxy = Proxy::start(&format!(
+        "{}[split]\nblue = 90\ngreen = 10\n",
+        pools(&blue, &green)
+    ))
+    .await;
+
+    let results = load(proxy.listen, 20_000, 16, "/").await;
+    let counts = tally(&results);
+    let (b, g) = (counts.get("blue").copied().unwrap_or(0), counts.get("green").copied().unwrap_or(0));
+    assert_eq!(b + g, 20_000, "every request answered by blue or green: {counts:?}");
+    let green_pct = g as f64 * 100.0 / 20_000.0;
+    assert!(
+        (8.5..=11.5).contains(&green_pct),
+        "green got {green_pct:.2} % (want 10 ± 1.5): {counts:?}"
+    );
+    // The origins saw exactly what the proxy reported.
+    assert_eq!(green.control().requests() as usize, g);
+    assert_eq!(blue.control().requests() as usize, b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_rule_overrides_the_split() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let proxy = Proxy::start(&format!(
+        "{}[split]\nblue = 100\n[[route]]\nheader = \"x-canary\"\nequals = \"true\"\npool = \"green\"\n\
+         [[route]]\ncookie = \"beta\"\nequals = \"yes\"\npool = \"green\"\n",
+        pools(&blue, &green)
+    ))
+    .await;
+
+    let mut conn = Conn::open(proxy.listen).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(conn.get("/", &[]).await.unwrap().body, "blue\n");
+        assert_eq!(conn.get("/", &[("x-canary", "true")]).await.unwrap().body, "green\n");
+        assert_eq!(conn.get("/", &[("x-canary", "false")]).await.unwrap().body, "blue\n");
+        let beta = conn.get("/", &[("cookie", "a=b; beta=yes")]).await.unwrap();
+        assert_eq!(beta.body, "green\n");
+    }
+}
+
+/// Which of `clients` (sticky cookie values) the proxy sends to green.
+async fn clients_on_green(proxy: &Proxy, clients: usize) -> Vec<bool> {
+    let mut conn = Conn::open(proxy.listen).await.unwrap();
+    let mut on_green = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let cookie = format!("session=client-{i}");
+        let reply = conn.get("/", &[("cookie", &cookie)]).await.unwrap();
+        on_green.push(reply.body == "green\n");
+    }
+    on_green
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_clients_only_move_into_a_growing_pool() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    const CLIENTS: usize = 2000;
+    let mut previous: Option<Vec<bool>> = None;
+    for green_share in [10, 25, 50] {
+        let proxy = Proxy::start(&format!(
+            "{}[split]\nblue = {}\ngreen = {green_share}\n[sticky]\nkey = \"cookie:session\"\n",
+            pools(&blue, &green),
+            100 - green_share
+        ))
+        .await;
+        let now = clients_on_green(&proxy, CLIENTS).await;
+        // The same client lands on the same pool on every request.
+        assert_eq!(now, clients_on_green(&proxy, CLIENTS).await, "sticky is stable");
+        let share = now.iter().filter(|g| **g).count() as f64 * 100.0 / CLIENTS as f64;
+        assert!(
+            (share - green_share as f64).abs() < 4.0,
+            "{share:.1} % of clients on green at a {green_share} % split"
+        );
+        if let Some(before) = &previous {
+            for (client, (was, is)) in before.iter().zip(&now).enumerate() {
+                assert!(!was || *is, "client {client} left green when green grew to {green_share} %");
+            }
+        }
+        previous = Some(now);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_is_retried_on_a_live_one() {
+    let live = origin("blue").await;
+    let green = origin("green").await;
+    let dead = loopback(free_port()); // nothing listens here: connect is refused
+    let proxy = Proxy::start(&format!(
+        "[pools.blue]\nbackends = [\"{dead}\", \"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[split]\nblue = 100\n",
+        live.addr(),
+        green.addr()
+    ))
+    .await;
+
+    let results = load(proxy.listen, 500, 4, "/").await;
+    let counts = tally(&results);
+    assert_eq!(counts.get("blue"), Some(&500), "no request failed: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_without_usable_backend_answers_503_naming_it() {
+    let blue = origin("blue").await;
+    let dead = loopback(free_port());
+    let proxy = Proxy::start(&format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = []\n[pools.red]\nbackends = [\"{dead}\"]\n\
+         [split]\nblue = 100\n\
+         [[route]]\nheader = \"x-pool\"\nequals = \"green\"\npool = \"green\"\n\
+         [[route]]\nheader = \"x-pool\"\nequals = \"red\"\npool = \"red\"\n",
+        blue.addr()
+    ))
+    .await;
+
+    // green has no backend at all: 503, and the body says which pool.
+    let reply = get(proxy.listen, "/", &[("x-pool", "green")]).await.unwrap();
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(reply.body.contains("\"green\""), "body names the pool: {:?}", reply.body);
+    // red's only backend refuses connections and there is none to retry on.
+    let reply = get(proxy.listen, "/", &[("x-pool", "red")]).await.unwrap();
+    assert_eq!(reply.status, 502, "{reply:?}");
+    // The proxy keeps serving blue.
+    assert_eq!(get(proxy.listen, "/", &[]).await.unwrap().body, "blue\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_passed_through_and_forwarded_for_added() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let proxy = Proxy::start_with(
+        "pool_header = \"x-switchyard-pool\"",
+        &format!("{}[split]\nblue = 100\n", pools(&blue, &green)),
+    )
+    .await;
+
+    let mut conn = Conn::open(proxy.listen).await.unwrap();
+    let reply = conn.get("/echo", &[("x-forwarded-for", "203.0.113.9")]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body.contains(&format!("host: {}\n", proxy.listen)),
+        "Host passed through unchanged: {}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "client address appended: {}",
+        reply.body
+    );
+    assert_eq!(reply.header("x-switchyard-pool"), Some("blue"));
+}
