@@ -1,0 +1,157 @@
+//! Prometheus text rendering of switchyard's series (SPEC §7).
+//!
+//! Rendered at scrape time from the routing table in force, so the series of
+//! a pool removed by a reload disappear with it (no stale registry entries).
+//! Our series are written directly in the text exposition format — their
+//! values already live in our own atomics, and a histogram with precomputed
+//! buckets has no setter in the `prometheus` crate; the crate's default
+//! registry (process and library metrics) is appended after them.
+
+use std::fmt::Write;
+
+use crate::routing::RoutingTable;
+use crate::shared::Shared;
+use crate::stats::{now_ms, FailureKind, StatusClass};
+
+/// The full `/metrics` body.
+pub fn render(shared: &Shared) -> String {
+    let table = shared.table.load();
+    let mut out = String::with_capacity(8 * 1024);
+    render_table(&mut out, &table);
+    render_process(&mut out, shared, &table);
+    let encoder = prometheus::TextEncoder::new();
+    if let Ok(text) = encoder.encode_to_string(&prometheus::gather()) {
+        out.push_str(&text);
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP switchyard_{name} {help}");
+    let _ = writeln!(out, "# TYPE switchyard_{name} {kind}");
+}
+
+/// Label values escaped per the exposition format (\\, \", \n).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_table(out: &mut String, table: &RoutingTable) {
+    let totals: Vec<_> = table.pools.iter().map(|p| (escape(&p.name), p.stats.totals())).collect();
+
+    header(out, "requests_total", "counter", "Requests finished, by pool and status class (error = no response from upstream).");
+    for (pool, t) in &totals {
+        for class in StatusClass::ALL {
+            let _ = writeln!(
+                out,
+                "switchyard_requests_total{{pool=\"{pool}\",class=\"{}\"}} {}",
+                class.label(),
+                t.by_class[class as usize]
+            );
+        }
+    }
+
+    header(out, "request_duration_seconds", "histogram", "Request latency through the proxy, by pool.");
+    for (pool, t) in &totals {
+        for (le, count) in &t.buckets {
+            let _ = writeln!(
+                out,
+                "switchyard_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"+Inf\"}} {}",
+            t.latency_count
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_sum{{pool=\"{pool}\"}} {}",
+            t.latency_sum.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_count{{pool=\"{pool}\"}} {}",
+            t.latency_count
+        );
+    }
+
+    header(out, "upstream_failures_total", "counter", "Failed upstream attempts (each retry counts), by pool and kind.");
+    for (pool, t) in &totals {
+        for kind in FailureKind::ALL {
+            let _ = writeln!(
+                out,
+                "switchyard_upstream_failures_total{{pool=\"{pool}\",kind=\"{}\"}} {}",
+                kind.label(),
+                t.failures[kind as usize]
+            );
+        }
+    }
+
+    header(out, "split_percent", "gauge", "Share of traffic per pool in the split in force.");
+    for pool in &table.pools {
+        let _ = writeln!(
+            out,
+            "switchyard_split_percent{{pool=\"{}\"}} {}",
+            escape(&pool.name),
+            pool.share.percent()
+        );
+    }
+
+    header(out, "backend_healthy", "gauge", "1 if the backend may receive requests (up and not drained), else 0.");
+    for pool in &table.pools {
+        for backend in &pool.backends {
+            let _ = writeln!(
+                out,
+                "switchyard_backend_healthy{{pool=\"{}\",backend=\"{}\"}} {}",
+                escape(&pool.name),
+                escape(&backend.name),
+                u8::from(backend.usable())
+            );
+        }
+    }
+
+    let now = now_ms();
+    header(out, "window_requests", "gauge", "Requests in the guard's sliding window, by pool.");
+    let windows: Vec<_> = table.pools.iter().map(|p| (escape(&p.name), p.stats.window(now))).collect();
+    for (pool, w) in &windows {
+        let _ = writeln!(out, "switchyard_window_requests{{pool=\"{pool}\"}} {}", w.requests);
+    }
+    header(out, "window_error_ratio", "gauge", "Share of requests in the window answered 5xx or failed upstream (0..1).");
+    for (pool, w) in &windows {
+        let _ = writeln!(out, "switchyard_window_error_ratio{{pool=\"{pool}\"}} {}", w.error_rate() / 100.0);
+    }
+    header(out, "window_latency_seconds", "gauge", "Latency quantiles over the window, by pool (absent without requests).");
+    for (pool, w) in &windows {
+        for (q, value) in [("0.5", w.p50), ("0.95", w.p95), ("0.99", w.p99)] {
+            if let Some(v) = value {
+                let _ = writeln!(
+                    out,
+                    "switchyard_window_latency_seconds{{pool=\"{pool}\",quantile=\"{q}\"}} {}",
+                    v.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    header(out, "revision", "gauge", "Revision of the routing table in force.");
+    let _ = writeln!(out, "switchyard_revision {}", table.revision);
+}
+
+fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
+    use std::sync::atomic::Ordering::Relaxed;
+    header(out, "config_reloads_total", "counter", "Config reloads by result (error = rejected, the running config stayed).");
+    let _ = writeln!(
+        out,
+        "switchyard_config_reloads_total{{result=\"ok\"}} {}",
+        shared.reloads_ok.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_config_reloads_total{{result=\"error\"}} {}",
+        shared.reloads_failed.load(Relaxed)
+    );
+}
