@@ -1,12 +1,102 @@
-//! TEMPORARY STUB — replaced by the real config module.
+//! Configuration: TOML text → validated [`Config`] in one step that reports
+//! *every* error with its key path (`pools.green.backends[1]: invalid
+//! address "x:y"`). A file with any error is rejected whole; nothing that
+//! holds a `Config` needs to re-check it.
+//!
+//! - `walk`: reading the TOML tree, type checks, unknown keys
+//! - `sections`: one reader per section, defaults and semantic rules
+//! - `duration`: `"250ms"` / `"5m"` / `"1h30m"`
+//! - `types`: the validated types everyone else uses
+
+mod duration;
+mod sections;
 pub mod types;
-pub use types::*;
+mod walk;
+
+use std::fmt;
 use std::path::Path;
-#[derive(Debug)]
-pub struct ConfigError { pub path: String, pub message: String }
-#[derive(Debug)]
+
+pub use duration::{format_duration, parse_duration};
+pub use types::*;
+
+/// One problem in a config file, located by its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `pools.green.backends[1]`; empty for whole-file problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file, in the order the file was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
-impl std::fmt::Display for ConfigErrors { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { for e in &self.0 { writeln!(f, "{}: {}", e.path, e.message)?; } Ok(()) } }
-pub fn load(_path: &Path) -> Result<Config, ConfigErrors> { Err(ConfigErrors(vec![])) }
-pub fn parse(_t: &str, _b: &Path) -> Result<Config, ConfigErrors> { Err(ConfigErrors(vec![])) }
-pub fn format_duration(d: std::time::Duration) -> String { format!("{d:?}") }
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.0 {
+            writeln!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates a config file. Relative paths inside it resolve
+/// against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read \"{}\": {e}", path.display()),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base)
+}
+
+/// Validates config text; `base_dir` anchors relative paths.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let document: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let location = e
+            .span()
+            .map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("TOML syntax error at {location}{}", e.message()),
+        }])
+    })?;
+    sections::read(&document, base_dir)
+}
+
+/// A percentage with at most two decimals → hundredths of a percent.
+pub fn parse_share(percent: f64) -> Result<Share, String> {
+    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+        return Err(format!("{percent} is not a percentage between 0 and 100"));
+    }
+    let units = (percent * 100.0).round();
+    if (percent * 100.0 - units).abs() > 1e-6 {
+        return Err(format!("{percent} has more than two decimals (0.01 % is the finest step)"));
+    }
+    Ok(Share(units as u16))
+}
+
+#[cfg(test)]
+mod tests;

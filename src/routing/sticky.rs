@@ -3,12 +3,16 @@
 //!
 //! Buckets are assigned to pools by weighted rendezvous hashing: every pool
 //! scores every bucket with `share / -ln(u)`, `u` a stable hash of
-//! (pool name, bucket) in (0, 1), and the highest score wins. Raising one
-//! pool's share raises only that pool's scores, so buckets can only move
-//! *into* it; lowering a share can only move buckets *out* of it. No other
-//! pair of pools trades clients. The expected number of buckets per pool is
-//! proportional to its share (exact counts vary by a fraction of a percent,
-//! which is the price of that guarantee for more than two pools).
+//! (pool name, bucket) in (0, 1), and the highest score wins; a pool owns a
+//! bucket with probability share / 100. Raising one pool's share raises only
+//! that pool's scores, so buckets can only move *into* it, and lowering it
+//! can only move buckets *out* of it. With two pools (blue/green) every move
+//! therefore goes from the shrinking pool to the growing one. With three or
+//! more, a change that raises one pool and lowers the others in proportion
+//! moves clients only into the raised pool; an arbitrary change moves each
+//! client only into a pool whose score rose or out of one whose score fell.
+//! Bucket counts follow the shares in expectation (within a fraction of a
+//! percent), not exactly: that is the price of not keeping history.
 //!
 //! The hash is FNV-1a (64-bit): stable across processes and versions, so a
 //! client keeps its bucket across restarts and upgrades.
@@ -110,26 +114,38 @@ mod tests {
         assert!(sticky_bucket_map(&[("blue", 0)]).is_empty());
     }
 
+    /// Buckets that changed owner between two share vectors, as (from, to).
+    fn moves(pools: &[&'static str], before: &[u16], after: &[u16]) -> Vec<(usize, usize)> {
+        let zip = |shares: &[u16]| -> Vec<(&str, u16)> { pools.iter().copied().zip(shares.iter().copied()).collect() };
+        let (m0, m1) = (sticky_bucket_map(&zip(before)), sticky_bucket_map(&zip(after)));
+        (0..BUCKETS as usize)
+            .filter(|b| m0[*b] != m1[*b])
+            .map(|b| (m0[b] as usize, m1[b] as usize))
+            .collect()
+    }
+
     #[test]
-    fn raising_a_share_only_moves_buckets_into_that_pool() {
-        let pools = ["blue", "green", "red"];
-        let steps = [
-            [9000u16, 500, 500],
-            [8000, 1500, 500],  // green up, blue down
-            [6000, 3500, 500],  // again
-            [6000, 1000, 3000], // red up, green down
-        ];
+    fn two_pools_trade_clients_only_from_the_shrinking_to_the_growing() {
+        let steps: [[u16; 2]; 5] = [[9000, 1000], [7500, 2500], [5000, 5000], [10_000, 0], [9999, 1]];
         for pair in steps.windows(2) {
-            let before: Vec<(&str, u16)> = pools.iter().copied().zip(pair[0]).collect();
-            let after: Vec<(&str, u16)> = pools.iter().copied().zip(pair[1]).collect();
-            let (m0, m1) = (sticky_bucket_map(&before), sticky_bucket_map(&after));
-            for b in 0..BUCKETS as usize {
-                let (from, to) = (m0[b] as usize, m1[b] as usize);
-                if from != to {
-                    assert!(pair[1][to] > pair[0][to], "bucket {b} moved into a pool that did not grow");
-                    assert!(pair[1][from] < pair[0][from], "bucket {b} left a pool that did not shrink");
-                }
+            for (from, to) in moves(&["blue", "green"], &pair[0], &pair[1]) {
+                assert!(pair[1][to] > pair[0][to] && pair[1][from] < pair[0][from]);
             }
         }
+    }
+
+    #[test]
+    fn raising_one_pool_among_many_only_moves_buckets_into_it() {
+        // Rendezvous weights are relative: raising green while blue and red
+        // keep their weights is "green up, the rest down in proportion".
+        let pools = ["blue", "green", "red"];
+        let (before, after) = ([6000u16, 1000, 3000], [6000u16, 2500, 3000]);
+        let moved = moves(&pools, &before, &after);
+        assert!(!moved.is_empty());
+        assert!(moved.iter().all(|(_, to)| *to == 1), "every moved bucket went to green");
+        // And lowering it back moves exactly those buckets out again.
+        let back = moves(&pools, &after, &before);
+        assert_eq!(back.len(), moved.len());
+        assert!(back.iter().all(|(from, _)| *from == 1));
     }
 }

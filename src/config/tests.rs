@@ -1,0 +1,273 @@
+//! Config parsing and validation, with golden error messages.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn ok(text: &str) -> Config {
+    match parse(text, Path::new("/etc/switchyard")) {
+        Ok(config) => config,
+        Err(errors) => panic!("expected a valid config, got:\n{errors}"),
+    }
+}
+
+/// The exact error text `switchyard check` prints for `text`.
+fn errors(text: &str) -> String {
+    match parse(text, Path::new("/etc/switchyard")) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(errors) => errors.to_string(),
+    }
+}
+
+const MINIMAL: &str = "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n";
+
+#[test]
+fn the_example_config_is_valid() {
+    let config = ok(include_str!("../../conf/switchyard.toml"));
+    assert_eq!(config.pools.len(), 2);
+    assert_eq!(config.split["blue"], Share::FULL);
+    assert_eq!(config.split["green"], Share::ZERO);
+    assert_eq!(config.pools["blue"].backends.len(), 2);
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.guard.max_p95, Some(Duration::from_millis(500)));
+    assert_eq!(config.canary.steps.len(), 4);
+}
+
+#[test]
+fn spec_example_parses_to_the_expected_values() {
+    let config = ok(r#"
+[server]
+listen = ["127.0.0.1:8080"]
+threads = 2
+pool_header = "X-Switchyard-Pool"
+[admin]
+socket = "run/admin.sock"
+http = ""
+state_dir = "/var/lib/switchyard"
+[pools.blue]
+backends = ["127.0.0.1:9001", { addr = "127.0.0.1:9003", weight = 3 }]
+[pools.green]
+backends = ["127.0.0.1:9002"]
+[split]
+blue = 99.99
+green = 0.01
+[sticky]
+key = "header:X-User-Id"
+[[route]]
+cookie = "canary"
+equals = "yes"
+pool = "green"
+[guard]
+window = "1m"
+min_requests = 10
+max_error_rate = 2.5
+max_p99 = "2s"
+max_p95_vs_baseline = 1.5
+[canary]
+steps = [ { weight = 1, hold = "30s" }, { weight = 100 } ]
+[notify]
+webhooks = ["http://127.0.0.1:9999/deploy-events"]
+"#);
+    assert_eq!(config.server.threads, 2);
+    assert_eq!(config.server.pool_header.as_deref(), Some("x-switchyard-pool"));
+    assert_eq!(config.admin.socket, Path::new("/etc/switchyard/run/admin.sock"));
+    assert_eq!(config.admin.http, None);
+    assert_eq!(config.pools["blue"].backends[1].weight, 3);
+    assert_eq!(config.pools["blue"].backends[1].name, "127.0.0.1:9003");
+    assert_eq!(config.split["blue"], Share(9999));
+    assert_eq!(config.split["green"], Share(1));
+    assert_eq!(config.sticky, Some(StickyKey::Header("x-user-id".into())));
+    assert_eq!(
+        config.routes[0].matcher,
+        RouteMatch::Cookie {
+            name: "canary".into(),
+            value: "yes".into()
+        }
+    );
+    assert_eq!(config.guard.window, Duration::from_secs(60));
+    assert_eq!(config.guard.max_error_rate, Some(2.5));
+    assert_eq!(config.guard.max_p99, Some(Duration::from_secs(2)));
+    assert_eq!(config.guard.max_p95_vs_baseline, Some(1.5));
+    assert_eq!(config.canary.steps[0].weight, Share(100));
+    assert_eq!(config.canary.steps[1].hold, None);
+    assert_eq!(config.notify.webhooks.len(), 1);
+}
+
+#[test]
+fn defaults_apply_to_a_minimal_file() {
+    let config = ok(MINIMAL);
+    assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert!(config.server.threads >= 1);
+    assert_eq!(config.server.connect_timeout, Duration::from_secs(3));
+    assert_eq!(config.server.grace_period, Duration::from_secs(30));
+    assert_eq!(config.admin.socket, Path::new("/run/switchyard/admin.sock"));
+    assert_eq!(config.admin.http, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(config.split["blue"], Share::FULL, "a lone pool gets everything");
+    assert_eq!(config.health.fall, 3);
+    assert_eq!(config.health.eject_consecutive_failures, 5);
+    assert!(config.guard.enabled);
+    assert_eq!(config.guard.max_error_rate, Some(5.0));
+    assert_eq!(config.guard.watch, Duration::from_secs(600));
+    assert_eq!(config.canary.steps.last().map(|s| s.weight), Some(Share::FULL));
+    assert!(config.sticky.is_none() && config.routes.is_empty());
+}
+
+#[test]
+fn shares_have_two_decimals_at_most() {
+    assert_eq!(parse_share(99.99), Ok(Share(9999)));
+    assert_eq!(parse_share(0.01), Ok(Share(1)));
+    assert_eq!(parse_share(100.0), Ok(Share::FULL));
+    assert_eq!(parse_share(0.0), Ok(Share::ZERO));
+    assert!(parse_share(99.999).is_err());
+    assert!(parse_share(-1.0).is_err());
+    assert!(parse_share(101.0).is_err());
+    assert!(parse_share(f64::NAN).is_err());
+    assert_eq!(Share(9999).to_string(), "99.99");
+    assert_eq!(Share(50).to_string(), "0.5");
+    assert_eq!(Share(9000).to_string(), "90");
+}
+
+#[test]
+fn host_names_resolve_at_load() {
+    let config = ok("[pools.blue]\nbackends = [\"localhost:9001\"]\n");
+    let backend = &config.pools["blue"].backends[0];
+    assert_eq!(backend.name, "localhost:9001");
+    assert!(backend.addr.ip().is_loopback());
+    assert_eq!(backend.addr.port(), 9001);
+}
+
+// ---- golden error messages ------------------------------------------------
+
+#[test]
+fn golden_unknown_keys_with_suggestions() {
+    assert_eq!(
+        errors(&format!("{MINIMAL}colour = 1\n[server]\ntreads = 2\n[guard]\nmax_eror_rate = 5\nbogus = true\n")),
+        "server.treads: unknown key (did you mean \"threads\"?)\n\
+         pools.blue.colour: unknown key\n\
+         guard.bogus: unknown key\n\
+         guard.max_eror_rate: unknown key (did you mean \"max_error_rate\"?)\n"
+    );
+}
+
+#[test]
+fn golden_wrong_types() {
+    assert_eq!(
+        errors(&format!("{MINIMAL}[server]\nthreads = \"two\"\nlisten = \"127.0.0.1:80\"\n[guard]\nenabled = 1\n")),
+        "server.listen: expected an array, found a string\n\
+         server.threads: expected an integer, found a string\n\
+         guard.enabled: expected a boolean, found an integer\n"
+    );
+}
+
+#[test]
+fn golden_bad_addresses() {
+    assert_eq!(
+        errors("[pools.green]\nbackends = [\"127.0.0.1:9002\", \"x:y\", \"nohost.invalid:80\", 7, \"127.0.0.1:9002\"]\n"),
+        "pools.green.backends[1]: invalid address \"x:y\"\n\
+         pools.green.backends[2]: cannot resolve \"nohost.invalid:80\": failed to lookup address information: Name or service not known\n\
+         pools.green.backends[3]: expected \"host:port\" or { addr = \"host:port\", weight = N }, found an integer\n\
+         pools.green.backends[4]: \"127.0.0.1:9002\" is listed twice in this pool\n"
+    );
+}
+
+#[test]
+fn golden_split_errors() {
+    let pools = "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.green]\nbackends = []\n";
+    assert_eq!(
+        errors(&format!("{pools}[split]\nblue = 80\ngreen = 10\n")),
+        "split.green: pool has a share of 10 but no backends\n\
+         split: shares sum to 90, must be 100\n"
+    );
+    assert_eq!(
+        errors(&format!("{pools}[split]\nblue = 100\npurple = 0\n")),
+        "split.purple: no such pool\n"
+    );
+    assert_eq!(
+        errors(&format!("{pools}[split]\nblue = 99.999\ngreen = 0\n")),
+        "split.blue: 99.999 has more than two decimals (0.01 % is the finest step)\n"
+    );
+    assert_eq!(
+        errors(pools),
+        "split: missing; give each pool a share (they must sum to 100)\n"
+    );
+}
+
+#[test]
+fn golden_durations_and_ranges() {
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[server]\nconnect_timeout = \"3\"\nread_timeout = \"0s\"\n[health]\ninterval = \"1s\"\ntimeout = \"2s\"\nrise = 0\n[guard]\nwindow = \"2h\"\nmax_error_rate = 150\n"
+        )),
+        "server.connect_timeout: invalid duration \"3\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")\n\
+         server.read_timeout: must be greater than 0\n\
+         health.timeout: must not be longer than health.interval\n\
+         health.rise: 0 is out of range (1..=100)\n\
+         guard.window: must be between 1s and 1h\n\
+         guard.max_error_rate: 150 is not a percentage above 0 and at most 100\n"
+    );
+}
+
+#[test]
+fn golden_canary_sticky_route_notify() {
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[sticky]\nkey = \"session\"\n[[route]]\nheader = \"x-canary\"\ncookie = \"c\"\nequals = \"1\"\npool = \"blue\"\n\
+             [[route]]\nheader = \"x-a\"\nequals = \"1\"\npool = \"red\"\n\
+             [canary]\nsteps = [{{ weight = 50, hold = \"1m\" }}, {{ weight = 20 }}, {{ weight = 90 }}]\n\
+             [notify]\nwebhooks = [\"https://hooks.example/x\"]\n"
+        )),
+        "sticky.key: invalid sticky key \"session\" (expected \"cookie:NAME\", \"header:NAME\" or \"ip\")\n\
+         route[0]: give either header or cookie, not both\n\
+         route[1].pool: no such pool \"red\"\n\
+         canary.steps[1].hold: missing (every step but the last holds for a while)\n\
+         canary.steps[1].weight: 20 must be above the previous step's 50\n\
+         canary.steps: the last step must be weight = 100\n\
+         notify.webhooks[0]: only http:// URLs are supported\n"
+    );
+}
+
+#[test]
+fn golden_all_errors_of_a_file_at_once() {
+    let text = r#"
+[server]
+threds = 4
+[pools.blue]
+backends = ["127.0.0.1:9001"]
+[pools.green]
+backends = ["127.0.0.1:9002", "x:y"]
+[split]
+blue = 80
+green = 10
+[guard]
+window = "soon"
+"#;
+    assert_eq!(
+        errors(text),
+        "server.threds: unknown key (did you mean \"threads\"?)\n\
+         pools.green.backends[1]: invalid address \"x:y\"\n\
+         split: shares sum to 90, must be 100\n\
+         guard.window: invalid duration \"soon\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")\n"
+    );
+}
+
+#[test]
+fn golden_syntax_and_missing_pools() {
+    assert_eq!(
+        errors("[server]\nlisten = [\"127.0.0.1:80\"\n"),
+        "TOML syntax error at line 3, column 1: invalid array\nexpected `]`\n"
+    );
+    assert_eq!(
+        errors("[server]\nthreads = 1\n"),
+        "pools: missing: define at least one pool, e.g. [pools.blue] backends = [\"127.0.0.1:9001\"]\n"
+    );
+}
+
+#[test]
+fn golden_unreadable_file() {
+    let err = load(Path::new("/nonexistent/switchyard.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read \"/nonexistent/switchyard.toml\": No such file or directory (os error 2)\n"
+    );
+}
