@@ -28,5 +28,6 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shared;
+pub mod metrics;
 pub mod stats;
 pub mod status;

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 pub struct OriginControl {
     /// Answer 500 to every Nth request (0 = never).
     fail_every: AtomicU32,
-    /// Added before every answer, in microseconds.
+    /// Added before every successful answer, in microseconds.
     delay_us: AtomicU64,
     /// `/health` answers 503 while set.
     unhealthy: AtomicBool,
@@ -162,13 +162,15 @@ async fn answer(
         };
     }
     let n = control.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let delay = control.delay_us.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_micros(delay)).await;
-    }
+    // Failures answer at once; only successful answers wait for the delay,
+    // so tests know exactly which latency each class has.
     let fail_every = u64::from(control.fail_every.load(Ordering::Relaxed));
     if fail_every > 0 && n % fail_every == 0 {
         return reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed\n"));
+    }
+    let delay = control.delay_us.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_micros(delay)).await;
     }
     if req.uri().path() == "/echo" {
         let mut body = format!("{} {}\n", req.method(), req.uri());

@@ -104,6 +104,16 @@ async fn route(
                 text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "not ready\n".into())
             }
         }
+        "/status" => {
+            let table = shared.table.load();
+            let body = crate::status::status_json(&table).to_string() + "\n";
+            text(StatusCode::OK, "application/json", body)
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(&shared),
+        ),
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
