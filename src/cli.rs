@@ -37,6 +37,21 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Send one admin command to a running switchyard (see `ctl help` for the list).
+    Ctl {
+        /// Admin socket; default: `[admin].socket` of the config file.
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        /// Config file to read the socket path from.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// The command, e.g. `split blue=90 green=10`, `cutover green`, `rollback`, `status`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Start built-in blue and green origins and the proxy on loopback, to try switchyard out.
     Demo {
         /// Where the demo proxy listens.
@@ -57,6 +72,12 @@ pub fn main() -> ExitCode {
             exit_on_error(crate::server::run(&config, upgrade))
         }
         Command::Check { config } => check(&config),
+        Command::Ctl {
+            socket,
+            config,
+            json,
+            command,
+        } => crate::ctl::run(socket, &config, json, &command),
         Command::Demo { listen, admin_http } => {
             init_logging();
             exit_on_error(crate::demo::run(listen, admin_http))

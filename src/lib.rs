@@ -7,13 +7,16 @@
 //! | module     | owns                                                              |
 //! |------------|-------------------------------------------------------------------|
 //! | `cli`      | the command line: `run`, `check`, `ctl`, `demo`                  |
+//! | `ctl`      | the `ctl` client: one command over the admin socket, tables or JSON |
 //! | `config`   | TOML → validated [`config::Config`], every error with its key path |
 //! | `server`   | assembling one process: pingora server, services, lifecycle       |
+//! | `control`  | commands, the controller (only writer of the table), state file, audit log |
+//! | `reload`   | config file watcher and SIGHUP → controller reload                |
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
 //! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
-//! | `admin`    | admin HTTP endpoints                                              |
+//! | `admin`    | admin HTTP endpoints, admin Unix socket and its line protocol    |
 //! | `origin`   | a small HTTP origin for the demo, the tests and the benchmarks   |
 //! | `demo`     | `switchyard demo`                                                 |
 
@@ -22,9 +25,12 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod origin;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod shared;

@@ -143,6 +143,10 @@ fn render_table(out: &mut String, table: &RoutingTable) {
 
 fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
     use std::sync::atomic::Ordering::Relaxed;
+    header(out, "rollbacks_total", "counter", "Rollbacks by reason (manual, or the guard threshold that tripped).");
+    for (reason, count) in shared.rollbacks() {
+        let _ = writeln!(out, "switchyard_rollbacks_total{{reason=\"{}\"}} {count}", escape(&reason));
+    }
     header(out, "config_reloads_total", "counter", "Config reloads by result (error = rejected, the running config stayed).");
     let _ = writeln!(
         out,

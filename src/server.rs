@@ -16,7 +16,9 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::admin::http::AdminHttp;
 use crate::config::{self, Config};
 use crate::proxy::SwitchyardProxy;
-use crate::routing::{RoutingTable, RuntimeView};
+use crate::admin::socket::AdminSocket;
+use crate::control::Controller;
+use crate::reload::ReloadService;
 use crate::shared::Shared;
 
 /// Runs the proxy in the foreground until SIGTERM/SIGINT. Returns an error
@@ -25,17 +27,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let config = config::load(config_path)
         .map_err(|errors| format!("{}: invalid configuration:\n{errors}", config_path.display()))?;
     let config = Arc::new(config);
-
-    let table = RoutingTable::build(
-        Arc::clone(&config),
-        RuntimeView {
-            revision: 1,
-            split: &config.split,
-            drained: &Default::default(),
-        },
-        None,
-    );
-    let shared = Shared::new(table);
+    let controller = Controller::start(config_path, (*config).clone())?;
+    let shared = Arc::clone(controller.shared());
 
     let admin_listener = match config.admin.http {
         Some(addr) => Some(
@@ -73,6 +66,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
             AdminHttp::new(Arc::clone(&shared), listener),
         ));
     }
+    server.add_service(background_service(
+        "admin socket",
+        AdminSocket::new(Arc::clone(&controller), config.admin.socket.clone()),
+    ));
+    server.add_service(background_service(
+        "config reload",
+        ReloadService::new(Arc::clone(&controller)),
+    ));
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {

@@ -7,7 +7,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use crate::routing::RoutingTable;
 
@@ -22,6 +25,8 @@ pub struct Shared {
     /// Config reloads by result, for `config_reloads_total`.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
+    rollbacks: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -32,6 +37,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            rollbacks: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -46,5 +52,19 @@ impl Shared {
     /// Ready for traffic: started and not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let counter = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a rollback under a reason label (`manual`, `error_rate`, …).
+    pub fn count_rollback(&self, reason: &str) {
+        *self.rollbacks.lock().entry(reason.to_string()).or_insert(0) += 1;
+    }
+
+    pub fn rollbacks(&self) -> BTreeMap<String, u64> {
+        self.rollbacks.lock().clone()
     }
 }

@@ -1,0 +1,230 @@
+//! Admin commands: the one vocabulary shared by the admin socket, `ctl`,
+//! reloads and (later) the guard. `Command::parse` reads the socket's text
+//! form; `Display` writes it back for the audit log.
+
+use std::fmt;
+
+use crate::config::{parse_share, Share, Split};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Status,
+    /// Shares for the named pools; unnamed pools get 0.
+    Split(Split),
+    Cutover(String),
+    Rollback(Option<String>),
+    Drain { pool: String, backend: String },
+    Undrain { pool: String, backend: String },
+    History(usize),
+    Undo(u64),
+    Reload,
+}
+
+/// Who asked for a change (for the audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOrigin {
+    /// The admin socket, with the peer's uid when the kernel told us.
+    Admin { uid: Option<u32> },
+    /// The config file changed (watcher) or `reload` re-read it.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// Reconciling the file with the saved state at start.
+    Startup,
+}
+
+impl ChangeOrigin {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeOrigin::Admin { .. } => "admin",
+            ChangeOrigin::File => "file",
+            ChangeOrigin::Signal => "signal",
+            ChangeOrigin::Startup => "startup",
+        }
+    }
+
+    pub fn uid(self) -> Option<u32> {
+        match self {
+            ChangeOrigin::Admin { uid } => uid,
+            _ => None,
+        }
+    }
+}
+
+pub const USAGE: &str = "commands: status | split POOL=PCT… | cutover POOL | rollback [REASON…] | \
+drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload";
+
+impl Command {
+    /// Parses one admin line, e.g. `split blue=90 green=10`.
+    pub fn parse(line: &str) -> Result<Command, String> {
+        let mut words = line.split_whitespace();
+        let Some(verb) = words.next() else {
+            return Err(format!("empty command; {USAGE}"));
+        };
+        let args: Vec<&str> = words.collect();
+        let exactly = |n: usize| -> Result<(), String> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!("{verb}: expected {n} argument(s), got {}; {USAGE}", args.len()))
+            }
+        };
+        match verb {
+            "status" => exactly(0).map(|_| Command::Status),
+            "reload" => exactly(0).map(|_| Command::Reload),
+            "split" => parse_split(&args).map(Command::Split),
+            "cutover" => exactly(1).map(|_| Command::Cutover(args[0].to_string())),
+            "rollback" => Ok(Command::Rollback(
+                (!args.is_empty()).then(|| args.join(" ")),
+            )),
+            "drain" | "undrain" => {
+                exactly(2)?;
+                let (pool, backend) = (args[0].to_string(), args[1].to_string());
+                Ok(if verb == "drain" {
+                    Command::Drain { pool, backend }
+                } else {
+                    Command::Undrain { pool, backend }
+                })
+            }
+            "history" => match args.as_slice() {
+                [] => Ok(Command::History(10)),
+                [n] => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .map(Command::History)
+                    .ok_or_else(|| format!("history: \"{n}\" is not a count from 1 to 1000")),
+                _ => exactly(1).map(|_| Command::Status),
+            },
+            "undo" => {
+                exactly(1)?;
+                args[0]
+                    .parse::<u64>()
+                    .map(Command::Undo)
+                    .map_err(|_| format!("undo: \"{}\" is not a revision number", args[0]))
+            }
+            other => Err(format!("unknown command \"{}\"; {USAGE}", truncate(other, 40))),
+        }
+    }
+
+    /// Does this command change anything (and get a revision)?
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, Command::Status | Command::History(_))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn parse_split(args: &[&str]) -> Result<Split, String> {
+    if args.is_empty() {
+        return Err("split: give POOL=PERCENT pairs, e.g. split blue=90 green=10".into());
+    }
+    let mut split = Split::new();
+    for arg in args {
+        let (pool, percent) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("split: \"{}\" is not POOL=PERCENT", truncate(arg, 60)))?;
+        let value: f64 = percent
+            .parse()
+            .map_err(|_| format!("split: \"{}\" is not a percentage", truncate(percent, 20)))?;
+        let share = parse_share(value).map_err(|e| format!("split: {pool}: {e}"))?;
+        if split.insert(pool.to_string(), share).is_some() {
+            return Err(format!("split: {pool} is named twice"));
+        }
+    }
+    Ok(split)
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Status => write!(f, "status"),
+            Command::Split(split) => {
+                write!(f, "split")?;
+                for (pool, share) in split {
+                    write!(f, " {pool}={share}")?;
+                }
+                Ok(())
+            }
+            Command::Cutover(pool) => write!(f, "cutover {pool}"),
+            Command::Rollback(None) => write!(f, "rollback"),
+            Command::Rollback(Some(reason)) => write!(f, "rollback {reason}"),
+            Command::Drain { pool, backend } => write!(f, "drain {pool} {backend}"),
+            Command::Undrain { pool, backend } => write!(f, "undrain {pool} {backend}"),
+            Command::History(n) => write!(f, "history {n}"),
+            Command::Undo(rev) => write!(f, "undo {rev}"),
+            Command::Reload => write!(f, "reload"),
+        }
+    }
+}
+
+/// The full split a `split` command asks for: named pools as given, the
+/// others 0.
+pub fn complete_split(pools: impl Iterator<Item = String>, named: &Split) -> Split {
+    pools
+        .map(|pool| {
+            let share = named.get(&pool).copied().unwrap_or(Share::ZERO);
+            (pool, share)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(Command::parse("status"), Ok(Command::Status));
+        assert_eq!(Command::parse("  reload \n"), Ok(Command::Reload));
+        let Command::Split(split) = Command::parse("split blue=99.99 green=0.01").unwrap() else {
+            panic!()
+        };
+        assert_eq!(split["blue"], Share(9999));
+        assert_eq!(Command::parse("cutover green"), Ok(Command::Cutover("green".into())));
+        assert_eq!(Command::parse("rollback"), Ok(Command::Rollback(None)));
+        assert_eq!(
+            Command::parse("rollback p95 too high"),
+            Ok(Command::Rollback(Some("p95 too high".into())))
+        );
+        assert_eq!(
+            Command::parse("drain blue 127.0.0.1:9001"),
+            Ok(Command::Drain { pool: "blue".into(), backend: "127.0.0.1:9001".into() })
+        );
+        assert_eq!(Command::parse("history"), Ok(Command::History(10)));
+        assert_eq!(Command::parse("history 3"), Ok(Command::History(3)));
+        assert_eq!(Command::parse("undo 7"), Ok(Command::Undo(7)));
+    }
+
+    #[test]
+    fn rejects_malformed_commands_clearly() {
+        for (line, want) in [
+            ("", "empty command"),
+            ("frobnicate", "unknown command \"frobnicate\""),
+            ("split", "give POOL=PERCENT pairs"),
+            ("split blue", "\"blue\" is not POOL=PERCENT"),
+            ("split blue=ninety", "\"ninety\" is not a percentage"),
+            ("split blue=50.001", "more than two decimals"),
+            ("split blue=50 blue=50", "named twice"),
+            ("cutover", "expected 1 argument"),
+            ("drain blue", "expected 2 argument"),
+            ("history zero", "not a count"),
+            ("undo x", "not a revision number"),
+        ] {
+            let err = Command::parse(line).unwrap_err();
+            assert!(err.contains(want), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for line in ["split blue=90 green=10", "cutover green", "rollback bad deploy", "undo 3", "drain blue 10.0.0.1:80"] {
+            assert_eq!(Command::parse(line).unwrap().to_string(), line);
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The controller: the one writer of the routing table.
+//!
+//! Admin commands, config reloads (file watch, SIGHUP, `reload`) and, later,
+//! the guard all go through [`Controller::apply`]. Each applied change is
+//! checked, turned into a complete new `RoutingTable`, persisted (state file,
+//! then audit record) and only then published with one `ArcSwap` store. A
+//! change that cannot be persisted is refused, so what is on disk never lags
+//! what is in force. A mutex serialises writers; the request path never
+//! touches it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::audit::{rfc3339_now, AuditLog, AuditRecord};
+use super::command::{complete_split, ChangeOrigin, Command};
+use super::state::{describe_split, raises_a_share, split_doc, RollbackTarget, RuntimeState};
+use crate::config::{self, Config, Share, Split};
+use crate::routing::{RoutingTable, RuntimeView};
+use crate::shared::Shared;
+use crate::status::status_json;
+
+pub struct Controller {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    state: RuntimeState,
+    audit: AuditLog,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why a split cannot be put in force with this config, if it cannot.
+fn split_problem(split: &Split, config: &Config) -> Option<String> {
+    if let Some(pool) = split.keys().find(|p| !config.pools.contains_key(*p)) {
+        return Some(format!("no such pool \"{pool}\""));
+    }
+    let sum: u32 = split.values().map(|s| u32::from(s.units())).sum();
+    if sum != u32::from(Share::FULL.units()) {
+        return Some(format!(
+            "shares sum to {}, must be 100",
+            Share(sum.min(u32::from(u16::MAX)) as u16)
+        ));
+    }
+    split
+        .iter()
+        .find(|(pool, share)| **share > Share::ZERO && config.pools[*pool].backends.is_empty())
+        .map(|(pool, _)| format!("pool \"{pool}\" has no backends"))
+}
+
+/// Merges the config file with the saved runtime state (SPEC §4): the
+/// runtime split stays unless the file's `[split]` changed since it was last
+/// applied (or the saved split no longer fits the pools). Returns the state
+/// and, if it differs from what was saved, why.
+fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Option<String>) {
+    let Some(saved) = saved else {
+        let state = RuntimeState {
+            revision: 0,
+            split: config.split.clone(),
+            file_split: config.split.clone(),
+            drained: Default::default(),
+            rollback_target: None,
+        };
+        return (state, Some("initial split from the config file".into()));
+    };
+    let mut state = saved.clone();
+    let mut reasons = Vec::new();
+    state.drained.retain(|(pool, backend)| {
+        config
+            .pools
+            .get(pool)
+            .is_some_and(|p| p.backends.iter().any(|b| &b.name == backend))
+    });
+    if state.drained != saved.drained {
+        reasons.push("drains of removed backends dropped".to_string());
+    }
+    let runtime_split = complete_split(config.pools.keys().cloned(), &saved.split);
+    if saved.file_split != config.split {
+        reasons.push("the config file's [split] changed".into());
+        state.split = config.split.clone();
+    } else if let Some(problem) = saved
+        .split
+        .keys()
+        .find(|p| !config.pools.contains_key(*p))
+        .map(|p| format!("no such pool \"{p}\""))
+        .or_else(|| split_problem(&runtime_split, config))
+    {
+        reasons.push(format!("the runtime split no longer fits the config ({problem}); using the file's"));
+        state.split = config.split.clone();
+    } else {
+        state.split = runtime_split;
+    }
+    state.file_split = config.split.clone();
+    if raises_a_share(&saved.split, &state.split) {
+        state.rollback_target = Some(RollbackTarget {
+            split: saved.split.clone(),
+            set_at_ms: unix_ms(),
+            revision: saved.revision,
+        });
+    }
+    if state.split != saved.split && !reasons.is_empty() {
+        // already explained
+    } else if state.split != saved.split {
+        reasons.push("split adjusted to the config's pools".into());
+    }
+    let reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+    (state, reason)
+}
+
+impl Controller {
+    /// Loads the saved state, reconciles it with `config`, builds and
+    /// publishes the first table. Fails only if the state dir is unusable.
+    pub fn start(config_path: &Path, config: Config) -> Result<Arc<Controller>, String> {
+        let state_dir = config.admin.state_dir.clone();
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| format!("admin.state_dir: cannot create {}: {e}", state_dir.display()))?;
+        let saved = match RuntimeState::load(&state_dir) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let path = RuntimeState::path(&state_dir);
+                let kept = path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&path, &kept);
+                log::warn!("{e}; kept it as {}, starting from the config file", kept.display());
+                None
+            }
+        };
+        let (state, reason) = reconcile(&config, saved);
+        let config = Arc::new(config);
+        let table = RoutingTable::build(
+            Arc::clone(&config),
+            RuntimeView {
+                revision: state.revision,
+                split: &state.split,
+                drained: &state.drained,
+            },
+            None,
+        );
+        let controller = Arc::new(Controller {
+            shared: Shared::new(table),
+            config_path: config_path.to_path_buf(),
+            inner: Mutex::new(Inner {
+                audit: AuditLog::new(&state_dir),
+                config: Arc::clone(&config),
+                state: state.clone(),
+            }),
+        });
+        match reason {
+            Some(reason) => {
+                let mut inner = controller.inner.lock();
+                controller.commit(&mut inner, config, state, "start", ChangeOrigin::Startup, &reason)?;
+            }
+            None => log::info!(
+                "restored runtime state: revision {}, split {}",
+                state.revision,
+                describe_split(&state.split)
+            ),
+        }
+        Ok(controller)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.inner.lock().config)
+    }
+
+    /// Carries out one command; the answer is the JSON the socket returns.
+    pub fn apply(&self, command: Command, origin: ChangeOrigin) -> Result<Value, String> {
+        match command {
+            Command::Status => Ok(self.status()),
+            Command::History(n) => {
+                let records = self.inner.lock().audit.last(n);
+                Ok(json!({ "ok": true, "history": records }))
+            }
+            Command::Reload => self.reload(origin),
+            command => self.change(command, origin),
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let inner = self.inner.lock();
+        let mut status = status_json(&self.shared.table.load());
+        status["ok"] = json!(true);
+        status["config"] = json!(self.config_path.display().to_string());
+        status["rollback_target"] = match &inner.state.rollback_target {
+            Some(t) => json!({
+                "split": split_doc(&t.split),
+                "revision": t.revision,
+                "age_s": unix_ms().saturating_sub(t.set_at_ms) / 1000,
+                "expired": self.expired(&inner, t),
+            }),
+            None => Value::Null,
+        };
+        status
+    }
+
+    fn expired(&self, inner: &Inner, target: &RollbackTarget) -> bool {
+        let ttl = inner.config.guard.rollback_target_ttl;
+        Duration::from_millis(unix_ms().saturating_sub(target.set_at_ms)) > ttl
+    }
+
+    /// Re-reads the config file. An invalid file changes nothing.
+    pub fn reload(&self, origin: ChangeOrigin) -> Result<Value, String> {
+        let new_config = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(errors) => {
+                self.shared.count_reload(false);
+                let text = errors.to_string();
+                log::error!(
+                    "reload of {} rejected, the running config stays:\n{text}",
+                    self.config_path.display()
+                );
+                return Err(format!("config rejected, the running config stays:\n{}", text.trim_end()));
+            }
+        };
+        self.shared.count_reload(true);
+        let mut inner = self.inner.lock();
+        if *inner.config == new_config {
+            return Ok(json!({ "ok": true, "changed": false, "revision": inner.state.revision,
+                              "message": "config unchanged" }));
+        }
+        let (state, reason) = reconcile(&new_config, Some(inner.state.clone()));
+        let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
+        let revision = self.commit(&mut inner, Arc::new(new_config), state, "reload", origin, &reason)?;
+        log::info!("config reloaded: revision {revision} ({reason})");
+        Ok(self.answer(&inner, &reason))
+    }
+
+    fn change(&self, command: Command, origin: ChangeOrigin) -> Result<Value, String> {
+        let mut inner = self.inner.lock();
+        let config = Arc::clone(&inner.config);
+        let mut state = inner.state.clone();
+        let reason = match &command {
+            Command::Split(named) => {
+                let split = complete_split(config.pools.keys().cloned(), named);
+                if let Some(pool) = named.keys().find(|p| !config.pools.contains_key(*p)) {
+                    return Err(format!("no such pool \"{pool}\""));
+                }
+                if let Some(problem) = split_problem(&split, &config) {
+                    return Err(problem);
+                }
+                self.set_split(&mut state, split);
+                "split changed".to_string()
+            }
+            Command::Cutover(pool) => {
+                if !config.pools.contains_key(pool) {
+                    return Err(format!("no such pool \"{pool}\""));
+                }
+                let split = complete_split(
+                    config.pools.keys().cloned(),
+                    &[(pool.clone(), Share::FULL)].into(),
+                );
+                if let Some(problem) = split_problem(&split, &config) {
+                    return Err(problem);
+                }
+                self.set_split(&mut state, split);
+                format!("cutover to {pool}")
+            }
+            Command::Rollback(reason) => {
+                let Some(target) = state.rollback_target.take() else {
+                    return Err("nothing to roll back to: no change has raised a pool's share".into());
+                };
+                if self.expired(&inner, &target) {
+                    return Err(format!(
+                        "the rollback target (revision {}) is older than guard.rollback_target_ttl",
+                        target.revision
+                    ));
+                }
+                let split = complete_split(config.pools.keys().cloned(), &target.split);
+                if let Some(problem) = split_problem(&split, &config) {
+                    return Err(format!("cannot restore the rollback target: {problem}"));
+                }
+                state.split = split;
+                self.shared.count_rollback("manual");
+                reason.clone().unwrap_or_else(|| "manual rollback".into())
+            }
+            Command::Drain { pool, backend } | Command::Undrain { pool, backend } => {
+                let name = Self::backend_name(&config, pool, backend)?;
+                let key = (pool.clone(), name);
+                let drain = matches!(command, Command::Drain { .. });
+                let changed = if drain {
+                    state.drained.insert(key)
+                } else {
+                    state.drained.remove(&key)
+                };
+                if !changed {
+                    return Err(format!(
+                        "{backend} in {pool} is {} drained",
+                        if drain { "already" } else { "not" }
+                    ));
+                }
+                format!("{} {backend} in {pool}", if drain { "drained" } else { "undrained" })
+            }
+            Command::Undo(revision) => {
+                let record = inner
+                    .audit
+                    .read_all()
+                    .into_iter()
+                    .rev()
+                    .find(|r| r.revision == *revision)
+                    .ok_or_else(|| format!("no revision {revision} in the audit log"))?;
+                let named: Result<Split, String> = record
+                    .split
+                    .iter()
+                    .map(|(p, pct)| config::parse_share(*pct).map(|s| (p.clone(), s)))
+                    .collect();
+                let split = complete_split(config.pools.keys().cloned(), &named?);
+                if let Some(problem) = record.split.keys().find(|p| !config.pools.contains_key(*p)) {
+                    return Err(format!("revision {revision} names pool \"{problem}\", which no longer exists"));
+                }
+                if let Some(problem) = split_problem(&split, &config) {
+                    return Err(format!("cannot restore revision {revision}: {problem}"));
+                }
+                self.set_split(&mut state, split);
+                format!("split of revision {revision} restored")
+            }
+            Command::Status | Command::History(_) | Command::Reload => {
+                return Err("internal: not a change".into())
+            }
+        };
+        self.commit(&mut inner, config, state, &command.to_string(), origin, &reason)?;
+        Ok(self.answer(&inner, &reason))
+    }
+
+    /// A new split; if it raises a pool's share, the split before it becomes
+    /// the rollback target.
+    fn set_split(&self, state: &mut RuntimeState, split: Split) {
+        if raises_a_share(&state.split, &split) {
+            state.rollback_target = Some(RollbackTarget {
+                split: state.split.clone(),
+                set_at_ms: unix_ms(),
+                revision: state.revision,
+            });
+        }
+        state.split = split;
+    }
+
+    /// The configured name of a backend given by name or resolved address.
+    fn backend_name(config: &Config, pool: &str, backend: &str) -> Result<String, String> {
+        let p = config
+            .pools
+            .get(pool)
+            .ok_or_else(|| format!("no such pool \"{pool}\""))?;
+        p.backends
+            .iter()
+            .find(|b| b.name == backend || b.addr.to_string() == backend)
+            .map(|b| b.name.clone())
+            .ok_or_else(|| format!("pool \"{pool}\" has no backend \"{backend}\""))
+    }
+
+    fn answer(&self, inner: &Inner, message: &str) -> Value {
+        json!({
+            "ok": true,
+            "revision": inner.state.revision,
+            "split": split_doc(&inner.state.split),
+            "message": message,
+        })
+    }
+
+    /// Persists and publishes one change as the next revision. Returns it.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        config: Arc<Config>,
+        mut state: RuntimeState,
+        command: &str,
+        origin: ChangeOrigin,
+        reason: &str,
+    ) -> Result<u64, String> {
+        state.revision = inner.state.revision.max(state.revision) + 1;
+        let current = self.shared.table.load_full();
+        let table = RoutingTable::build(
+            Arc::clone(&config),
+            RuntimeView {
+                revision: state.revision,
+                split: &state.split,
+                drained: &state.drained,
+            },
+            Some(&current),
+        );
+        let state_dir = &config.admin.state_dir;
+        state
+            .save(state_dir)
+            .map_err(|e| format!("change refused: cannot save state in {}: {e}", state_dir.display()))?;
+        let record = AuditRecord {
+            time: rfc3339_now(),
+            revision: state.revision,
+            command: command.to_string(),
+            origin: origin.label().to_string(),
+            uid: origin.uid(),
+            reason: reason.to_string(),
+            split: split_doc(&state.split),
+        };
+        if let Err(e) = inner.audit.append(&record) {
+            log::error!("could not append to the audit log: {e}");
+        }
+        self.shared.table.store(Arc::new(table));
+        log::info!(
+            "revision {}: {command} ({}) by {} — split {}",
+            state.revision,
+            reason,
+            origin.label(),
+            describe_split(&state.split)
+        );
+        inner.state = state;
+        inner.config = config;
+        Ok(inner.state.revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(split: &str) -> Config {
+        let text = format!(
+            "[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[pools.green]\nbackends = [\"127.0.0.1:9002\"]\n[split]\n{split}\n"
+        );
+        config::parse(&text, Path::new("/tmp")).unwrap()
+    }
+
+    fn split(blue: u16, green: u16) -> Split {
+        [("blue".to_string(), Share(blue * 100)), ("green".to_string(), Share(green * 100))].into()
+    }
+
+    #[test]
+    fn first_start_takes_the_file_split() {
+        let (state, reason) = reconcile(&config("blue = 100"), None);
+        assert_eq!(state.split, split(100, 0));
+        assert!(reason.is_some());
+    }
+
+    #[test]
+    fn runtime_split_survives_while_the_file_split_is_unchanged() {
+        let file = config("blue = 100");
+        let saved = RuntimeState {
+            revision: 9,
+            split: split(90, 10),
+            file_split: split(100, 0),
+            drained: Default::default(),
+            rollback_target: None,
+        };
+        let (state, reason) = reconcile(&file, Some(saved.clone()));
+        assert_eq!(state.split, split(90, 10));
+        assert_eq!(reason, None);
+        assert_eq!(state.revision, 9);
+    }
+
+    #[test]
+    fn a_changed_file_split_wins() {
+        let file = config("blue = 50\ngreen = 50");
+        let saved = RuntimeState {
+            revision: 9,
+            split: split(90, 10),
+            file_split: split(100, 0),
+            drained: [("blue".to_string(), "10.9.9.9:1".to_string())].into(),
+            rollback_target: None,
+        };
+        let (state, reason) = reconcile(&file, Some(saved));
+        assert_eq!(state.split, split(50, 50));
+        assert_eq!(state.file_split, split(50, 50));
+        assert!(state.drained.is_empty(), "drain of a backend not in the file dropped");
+        assert!(reason.unwrap().contains("[split] changed"));
+        assert!(state.rollback_target.is_some(), "green rose: 90/10 is the target");
+    }
+}

@@ -1,0 +1,193 @@
+//! The runtime state that must survive reloads, restarts and upgrades:
+//! revision, the split in force, the file's `[split]` as last applied,
+//! drained backends and the rollback target. Written atomically: a temp
+//! file in the same directory, fsync, rename over the old one, fsync the
+//! directory — a crash at any point leaves either the old or the new file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{parse_share, Share, Split};
+
+const FILE: &str = "state.json";
+
+/// A split in the state file: pool → percent (0.01 % steps).
+type SplitDoc = BTreeMap<String, f64>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackTarget {
+    pub split: Split,
+    /// Unix time in milliseconds when the target was set.
+    pub set_at_ms: u64,
+    /// The revision whose change made this the target.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeState {
+    pub revision: u64,
+    pub split: Split,
+    /// The `[split]` of the config file when it was last applied; a file
+    /// whose `[split]` differs from this one overrides the runtime split.
+    pub file_split: Split,
+    /// `(pool, backend as written in the config)`.
+    pub drained: BTreeSet<(String, String)>,
+    pub rollback_target: Option<RollbackTarget>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateDoc {
+    version: u32,
+    revision: u64,
+    split: SplitDoc,
+    file_split: SplitDoc,
+    drained: Vec<(String, String)>,
+    rollback_target: Option<TargetDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TargetDoc {
+    split: SplitDoc,
+    set_at_ms: u64,
+    revision: u64,
+}
+
+pub fn split_doc(split: &Split) -> SplitDoc {
+    split.iter().map(|(k, v)| (k.clone(), v.percent())).collect()
+}
+
+fn split_from_doc(doc: &SplitDoc) -> Result<Split, String> {
+    doc.iter()
+        .map(|(pool, percent)| parse_share(*percent).map(|s| (pool.clone(), s)))
+        .collect()
+}
+
+impl RuntimeState {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(FILE)
+    }
+
+    /// `Ok(None)` when there is no state yet (first start).
+    pub fn load(state_dir: &Path) -> Result<Option<RuntimeState>, String> {
+        let path = Self::path(state_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let doc: StateDoc = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a valid state file: {e}", path.display()))?;
+        let target = match doc.rollback_target {
+            Some(t) => Some(RollbackTarget {
+                split: split_from_doc(&t.split)?,
+                set_at_ms: t.set_at_ms,
+                revision: t.revision,
+            }),
+            None => None,
+        };
+        Ok(Some(RuntimeState {
+            revision: doc.revision,
+            split: split_from_doc(&doc.split)?,
+            file_split: split_from_doc(&doc.file_split)?,
+            drained: doc.drained.into_iter().collect(),
+            rollback_target: target,
+        }))
+    }
+
+    /// Atomically replaces the state file.
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let doc = StateDoc {
+            version: 1,
+            revision: self.revision,
+            split: split_doc(&self.split),
+            file_split: split_doc(&self.file_split),
+            drained: self.drained.iter().cloned().collect(),
+            rollback_target: self.rollback_target.as_ref().map(|t| TargetDoc {
+                split: split_doc(&t.split),
+                set_at_ms: t.set_at_ms,
+                revision: t.revision,
+            }),
+        };
+        let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+        write_atomically(&Self::path(state_dir), text.as_bytes())
+    }
+}
+
+/// temp file → fsync → rename → fsync directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let temp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Did any pool's share rise from `before` to `after`?
+pub fn raises_a_share(before: &Split, after: &Split) -> bool {
+    after
+        .iter()
+        .any(|(pool, share)| *share > before.get(pool).copied().unwrap_or(Share::ZERO))
+}
+
+/// `blue=90 green=10` (pools with a share of 0 left out unless all are 0).
+pub fn describe_split(split: &Split) -> String {
+    let parts: Vec<String> = split
+        .iter()
+        .filter(|(_, share)| **share > Share::ZERO)
+        .map(|(pool, share)| format!("{pool}={share}"))
+        .collect();
+    if parts.is_empty() {
+        "(empty)".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(pairs: &[(&str, u16)]) -> Split {
+        pairs.iter().map(|(p, s)| (p.to_string(), Share(*s))).collect()
+    }
+
+    #[test]
+    fn state_round_trips_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("sy-state-{}", std::process::id()));
+        let state = RuntimeState {
+            revision: 42,
+            split: split(&[("blue", 9999), ("green", 1)]),
+            file_split: split(&[("blue", 10_000), ("green", 0)]),
+            drained: [("blue".to_string(), "127.0.0.1:9001".to_string())].into(),
+            rollback_target: Some(RollbackTarget {
+                split: split(&[("blue", 10_000), ("green", 0)]),
+                set_at_ms: 1_700_000_000_000,
+                revision: 41,
+            }),
+        };
+        state.save(&dir).unwrap();
+        assert_eq!(RuntimeState::load(&dir).unwrap(), Some(state));
+        std::fs::write(RuntimeState::path(&dir), "{ not json").unwrap();
+        assert!(RuntimeState::load(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(RuntimeState::load(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn raising_is_any_share_going_up() {
+        let a = split(&[("blue", 10_000), ("green", 0)]);
+        let b = split(&[("blue", 9000), ("green", 1000)]);
+        assert!(raises_a_share(&a, &b));
+        assert!(raises_a_share(&b, &a));
+        assert!(!raises_a_share(&a, &a));
+        assert_eq!(describe_split(&b), "blue=90 green=10");
+    }
+}
