@@ -68,6 +68,8 @@ pub struct Proxy {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub dir: TestDir,
+    /// The generated `[server]` and `[admin]` sections, for rewrites.
+    header: String,
 }
 
 impl Proxy {
@@ -83,17 +85,55 @@ impl Proxy {
         let dir = TestDir::new("proxy");
         let listen = loopback(free_port());
         let admin = loopback(free_port());
-        let config = format!(
+        let header = format!(
             "[server]\nlisten = [\"{listen}\"]\nthreads = 1\ngrace_period = \"1s\"\n{server_extra}\n\
-             [admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\n{body}",
+             [admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\n",
             d = dir.path().display()
         );
         std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
-        std::fs::write(dir.path().join("switchyard.toml"), config).expect("write config");
-        Proxy::spawn(dir, listen, admin).await
+        std::fs::write(dir.path().join("switchyard.toml"), format!("{header}{body}")).expect("write config");
+        Proxy::spawn(dir, listen, admin, header).await
     }
 
-    async fn spawn(dir: TestDir, listen: SocketAddr, admin: SocketAddr) -> Proxy {
+    /// Replaces the config file's body (keeping the generated sections) by
+    /// writing a temp file and renaming it over, as editors do.
+    pub fn write_config(&self, body: &str) {
+        let temp = self.dir.path().join(".switchyard.toml.tmp");
+        std::fs::write(&temp, format!("{}{body}", self.header)).expect("write config");
+        std::fs::rename(&temp, self.config_path()).expect("rename config");
+    }
+
+    /// Kills the process (SIGKILL) and starts a new one on the same
+    /// directory, config and state.
+    pub async fn restart(mut self) -> Proxy {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TestDir::new("spent"));
+        let (listen, admin, header) = (self.listen, self.admin, self.header.clone());
+        drop(self);
+        Proxy::spawn(dir, listen, admin, header).await
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// One admin command over the socket; the JSON answer.
+    pub async fn ctl(&self, command: &str) -> serde_json::Value {
+        let (socket, command) = (self.socket(), command.to_string());
+        tokio::task::spawn_blocking(move || switchyard::admin::protocol::request(&socket, &command))
+            .await
+            .expect("ctl task")
+            .unwrap_or_else(|e| panic!("admin socket: {e:?}"))
+    }
+
+    async fn spawn(dir: TestDir, listen: SocketAddr, admin: SocketAddr, header: String) -> Proxy {
         let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("run")
@@ -109,6 +149,7 @@ impl Proxy {
             listen,
             admin,
             dir,
+            header,
         };
         proxy.wait_ready().await;
         proxy
@@ -262,6 +303,56 @@ pub async fn load(
         all.extend(done.expect("load worker"));
     }
     all
+}
+
+/// Sends GETs over `concurrency` connections until `stop` is set (or
+/// `max` requests were sent, a safety bound) and returns every outcome.
+pub async fn load_until(
+    addr: SocketAddr,
+    concurrency: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: usize,
+) -> Vec<Result<Reply, String>> {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        workers.spawn(async move {
+            let mut results = Vec::new();
+            let mut conn: Option<Conn> = None;
+            while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < max {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                    conn = Conn::open(addr).await.ok();
+                }
+                let result = match conn.as_mut() {
+                    Some(c) => c.get("/", &[]).await,
+                    None => Err("cannot connect".to_string()),
+                };
+                if result.is_err() {
+                    conn = None;
+                }
+                results.push(result);
+            }
+            results
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        all.extend(done.expect("load worker"));
+    }
+    all
+}
+
+/// The failed outcomes of a load run (transport errors and non-2xx).
+pub fn failures(results: &[Result<Reply, String>]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(reply) if reply.status == 200 => None,
+            Ok(reply) => Some(format!("status {}: {}", reply.status, reply.body.trim())),
+            Err(e) => Some(e.clone()),
+        })
+        .collect()
 }
 
 /// Polls `check` every 20 ms until it returns true or `within` passes.
