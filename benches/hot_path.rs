@@ -81,7 +81,11 @@ impl Naive {
             inner: Mutex::new(NaiveInner {
                 shares: vec![("blue".into(), 90), ("green".into(), 10)],
                 backends: vec![
-                    vec![("127.0.0.1:9001".into(), 1), ("127.0.0.1:9003".into(), 1), ("127.0.0.1:9005".into(), 3)],
+                    vec![
+                        ("127.0.0.1:9001".into(), 1),
+                        ("127.0.0.1:9003".into(), 1),
+                        ("127.0.0.1:9005".into(), 3),
+                    ],
                     vec![("127.0.0.1:9002".into(), 1), ("127.0.0.1:9004".into(), 1)],
                 ],
                 requests: vec![0; 2],
@@ -92,7 +96,9 @@ impl Naive {
 
     fn request(&self, latency_us: u64) -> usize {
         let mut rng = rand::thread_rng();
-        let Ok(mut inner) = self.inner.lock() else { return 0 };
+        let Ok(mut inner) = self.inner.lock() else {
+            return 0;
+        };
         let total: u32 = inner.shares.iter().map(|s| s.1).sum();
         let mut point = rng.gen_range(0..total);
         let mut pool = 0;

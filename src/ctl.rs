@@ -45,7 +45,10 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
             if json {
                 println!("{answer}");
             } else if ok {
-                print!("{}", human(words.first().map(String::as_str).unwrap_or(""), &answer));
+                print!(
+                    "{}",
+                    human(words.first().map(String::as_str).unwrap_or(""), &answer)
+                );
             } else {
                 eprintln!(
                     "switchyard ctl: refused: {}",
@@ -117,7 +120,11 @@ fn human(verb: &str, answer: &Value) -> String {
                         split_text(&t["split"]),
                         plain(&t["revision"]),
                         plain(&t["age_s"]),
-                        if t["expired"].as_bool() == Some(true) { ", expired" } else { "" }
+                        if t["expired"].as_bool() == Some(true) {
+                            ", expired"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 _ => out.push_str("rollback target: none\n"),
@@ -156,7 +163,11 @@ fn human(verb: &str, answer: &Value) -> String {
             }
         }
         "history" => {
-            let _ = writeln!(out, "{:>5}  {:<24} {:<8} {:<32} REASON", "REV", "TIME", "ORIGIN", "COMMAND");
+            let _ = writeln!(
+                out,
+                "{:>5}  {:<24} {:<8} {:<32} REASON",
+                "REV", "TIME", "ORIGIN", "COMMAND"
+            );
             for r in answer["history"].as_array().into_iter().flatten() {
                 let origin = match r["uid"].as_u64() {
                     Some(uid) => format!("{}:{uid}", r["origin"].as_str().unwrap_or("?")),

@@ -40,9 +40,18 @@ fn escape(value: &str) -> String {
 }
 
 fn render_table(out: &mut String, table: &RoutingTable) {
-    let totals: Vec<_> = table.pools.iter().map(|p| (escape(&p.name), p.stats.totals())).collect();
+    let totals: Vec<_> = table
+        .pools
+        .iter()
+        .map(|p| (escape(&p.name), p.stats.totals()))
+        .collect();
 
-    header(out, "requests_total", "counter", "Requests finished, by pool and status class (error = no response from upstream).");
+    header(
+        out,
+        "requests_total",
+        "counter",
+        "Requests finished, by pool and status class (error = no response from upstream).",
+    );
     for (pool, t) in &totals {
         for class in StatusClass::ALL {
             let _ = writeln!(
@@ -54,7 +63,12 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         }
     }
 
-    header(out, "request_duration_seconds", "histogram", "Request latency through the proxy, by pool.");
+    header(
+        out,
+        "request_duration_seconds",
+        "histogram",
+        "Request latency through the proxy, by pool.",
+    );
     for (pool, t) in &totals {
         for (le, count) in &t.buckets {
             let _ = writeln!(
@@ -79,7 +93,12 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         );
     }
 
-    header(out, "upstream_failures_total", "counter", "Failed upstream attempts (each retry counts), by pool and kind.");
+    header(
+        out,
+        "upstream_failures_total",
+        "counter",
+        "Failed upstream attempts (each retry counts), by pool and kind.",
+    );
     for (pool, t) in &totals {
         for kind in FailureKind::ALL {
             let _ = writeln!(
@@ -91,7 +110,12 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         }
     }
 
-    header(out, "split_percent", "gauge", "Share of traffic per pool in the split in force.");
+    header(
+        out,
+        "split_percent",
+        "gauge",
+        "Share of traffic per pool in the split in force.",
+    );
     for pool in &table.pools {
         let _ = writeln!(
             out,
@@ -101,7 +125,12 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         );
     }
 
-    header(out, "backend_healthy", "gauge", "1 if the backend may receive requests (up and not drained), else 0.");
+    header(
+        out,
+        "backend_healthy",
+        "gauge",
+        "1 if the backend may receive requests (up and not drained), else 0.",
+    );
     for pool in &table.pools {
         for backend in &pool.backends {
             let _ = writeln!(
@@ -115,16 +144,43 @@ fn render_table(out: &mut String, table: &RoutingTable) {
     }
 
     let now = now_ms();
-    header(out, "window_requests", "gauge", "Requests in the guard's sliding window, by pool.");
-    let windows: Vec<_> = table.pools.iter().map(|p| (escape(&p.name), p.stats.window(now))).collect();
+    header(
+        out,
+        "window_requests",
+        "gauge",
+        "Requests in the guard's sliding window, by pool.",
+    );
+    let windows: Vec<_> = table
+        .pools
+        .iter()
+        .map(|p| (escape(&p.name), p.stats.window(now)))
+        .collect();
     for (pool, w) in &windows {
-        let _ = writeln!(out, "switchyard_window_requests{{pool=\"{pool}\"}} {}", w.requests);
+        let _ = writeln!(
+            out,
+            "switchyard_window_requests{{pool=\"{pool}\"}} {}",
+            w.requests
+        );
     }
-    header(out, "window_error_ratio", "gauge", "Share of requests in the window answered 5xx or failed upstream (0..1).");
+    header(
+        out,
+        "window_error_ratio",
+        "gauge",
+        "Share of requests in the window answered 5xx or failed upstream (0..1).",
+    );
     for (pool, w) in &windows {
-        let _ = writeln!(out, "switchyard_window_error_ratio{{pool=\"{pool}\"}} {}", w.error_rate() / 100.0);
+        let _ = writeln!(
+            out,
+            "switchyard_window_error_ratio{{pool=\"{pool}\"}} {}",
+            w.error_rate() / 100.0
+        );
     }
-    header(out, "window_latency_seconds", "gauge", "Latency quantiles over the window, by pool (absent without requests).");
+    header(
+        out,
+        "window_latency_seconds",
+        "gauge",
+        "Latency quantiles over the window, by pool (absent without requests).",
+    );
     for (pool, w) in &windows {
         for (q, value) in [("0.5", w.p50), ("0.95", w.p95), ("0.99", w.p99)] {
             if let Some(v) = value {
@@ -137,17 +193,36 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         }
     }
 
-    header(out, "revision", "gauge", "Revision of the routing table in force.");
+    header(
+        out,
+        "revision",
+        "gauge",
+        "Revision of the routing table in force.",
+    );
     let _ = writeln!(out, "switchyard_revision {}", table.revision);
 }
 
 fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
     use std::sync::atomic::Ordering::Relaxed;
-    header(out, "rollbacks_total", "counter", "Rollbacks by reason (manual, or the guard threshold that tripped).");
+    header(
+        out,
+        "rollbacks_total",
+        "counter",
+        "Rollbacks by reason (manual, or the guard threshold that tripped).",
+    );
     for (reason, count) in shared.rollbacks() {
-        let _ = writeln!(out, "switchyard_rollbacks_total{{reason=\"{}\"}} {count}", escape(&reason));
+        let _ = writeln!(
+            out,
+            "switchyard_rollbacks_total{{reason=\"{}\"}} {count}",
+            escape(&reason)
+        );
     }
-    header(out, "config_reloads_total", "counter", "Config reloads by result (error = rejected, the running config stayed).");
+    header(
+        out,
+        "config_reloads_total",
+        "counter",
+        "Config reloads by result (error = rejected, the running config stayed).",
+    );
     let _ = writeln!(
         out,
         "switchyard_config_reloads_total{{result=\"ok\"}} {}",

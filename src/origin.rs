@@ -73,12 +73,7 @@ impl Origin {
         let control = Arc::new(OriginControl::default());
         let (stop, stopped) = watch::channel(false);
         let name: Arc<str> = Arc::from(name);
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&control),
-            name,
-            stopped,
-        ));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&control), name, stopped));
         Ok(Origin {
             addr,
             control,
@@ -165,8 +160,11 @@ async fn answer(
     // Failures answer at once; only successful answers wait for the delay,
     // so tests know exactly which latency each class has.
     let fail_every = u64::from(control.fail_every.load(Ordering::Relaxed));
-    if fail_every > 0 && n % fail_every == 0 {
-        return reply(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed\n"));
+    if fail_every > 0 && n.is_multiple_of(fail_every) {
+        return reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name} failed\n"),
+        );
     }
     let delay = control.delay_us.load(Ordering::Relaxed);
     if delay > 0 {
@@ -175,7 +173,11 @@ async fn answer(
     if req.uri().path() == "/echo" {
         let mut body = format!("{} {}\n", req.method(), req.uri());
         for (k, v) in req.headers() {
-            body.push_str(&format!("{}: {}\n", k, String::from_utf8_lossy(v.as_bytes())));
+            body.push_str(&format!(
+                "{}: {}\n",
+                k,
+                String::from_utf8_lossy(v.as_bytes())
+            ));
         }
         return reply(StatusCode::OK, body);
     }

@@ -113,8 +113,14 @@ impl ProxyHttp for SwitchyardProxy {
             None => {
                 let table = self.shared.table.load_full();
                 let choice = table
-                    .choose_pool(&session.req_header().headers, client_ip(session), fast_random())
-                    .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no pool has a share"))?;
+                    .choose_pool(
+                        &session.req_header().headers,
+                        client_ip(session),
+                        fast_random(),
+                    )
+                    .ok_or_else(|| {
+                        Error::explain(ErrorType::HTTPStatus(503), "no pool has a share")
+                    })?;
                 ctx.pool = choice.pool();
                 ctx.table = Some(Arc::clone(&table));
                 table
@@ -177,8 +183,8 @@ impl ProxyHttp for SwitchyardProxy {
         let pool = &table.pools[ctx.pool];
         pool.stats.record_failure(now_ms(), failure_kind(&error));
         // Retry once on another backend of the same pool, if there is one.
-        let retry = ctx.attempts < MAX_ATTEMPTS
-            && pool.pick_backend(fast_random(), ctx.backend).is_some();
+        let retry =
+            ctx.attempts < MAX_ATTEMPTS && pool.pick_backend(fast_random(), ctx.backend).is_some();
         if retry {
             ctx.failed_backend = ctx.backend;
         }

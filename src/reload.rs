@@ -64,7 +64,9 @@ impl BackgroundService for ReloadService {
         let _watcher = match watch(self.controller.config_path(), tx) {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!("cannot watch the config file ({e}); reload with SIGHUP or `ctl reload`");
+                log::warn!(
+                    "cannot watch the config file ({e}); reload with SIGHUP or `ctl reload`"
+                );
                 None
             }
         };

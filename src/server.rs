@@ -14,18 +14,22 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::http::AdminHttp;
-use crate::config::{self, Config};
-use crate::proxy::SwitchyardProxy;
 use crate::admin::socket::AdminSocket;
+use crate::config::{self, Config};
 use crate::control::Controller;
+use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
 use crate::shared::Shared;
 
 /// Runs the proxy in the foreground until SIGTERM/SIGINT. Returns an error
 /// message (config invalid, port busy) instead of starting a broken server.
 pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
-    let config = config::load(config_path)
-        .map_err(|errors| format!("{}: invalid configuration:\n{errors}", config_path.display()))?;
+    let config = config::load(config_path).map_err(|errors| {
+        format!(
+            "{}: invalid configuration:\n{errors}",
+            config_path.display()
+        )
+    })?;
     let config = Arc::new(config);
     let controller = Controller::start(config_path, (*config).clone())?;
     let shared = Arc::clone(controller.shared());
@@ -100,8 +104,14 @@ fn server_conf(config: &Config) -> ServerConf {
         // operator expects the configured grace period instead.
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
-        upgrade_sock: state_dir.join("upgrade.sock").to_string_lossy().into_owned(),
-        pid_file: state_dir.join("switchyard.pid").to_string_lossy().into_owned(),
+        upgrade_sock: state_dir
+            .join("upgrade.sock")
+            .to_string_lossy()
+            .into_owned(),
+        pid_file: state_dir
+            .join("switchyard.pid")
+            .to_string_lossy()
+            .into_owned(),
         ..ServerConf::default()
     }
 }
@@ -138,8 +148,12 @@ impl BackgroundService for Lifecycle {
 /// Polls a listener until a TCP connect succeeds (bounded: 60 s).
 async fn wait_until_accepting(addr: SocketAddr) {
     let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     };
     for _ in 0..3000 {

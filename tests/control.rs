@@ -80,10 +80,16 @@ async fn every_command_and_its_errors() {
     assert!(error(&proxy.ctl("rollback").await).contains("nothing to roll back to"));
 
     // drain / undrain by configured name
-    let backend = proxy.ctl("status").await["pools"][0]["backends"][0]["addr"].as_str().unwrap().to_string();
+    let backend = proxy.ctl("status").await["pools"][0]["backends"][0]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(ok(&proxy.ctl(&format!("drain blue {backend}")).await));
     assert!(error(&proxy.ctl(&format!("drain blue {backend}")).await).contains("already drained"));
-    assert_eq!(proxy.ctl("status").await["pools"][0]["backends"][0]["drained"], true);
+    assert_eq!(
+        proxy.ctl("status").await["pools"][0]["backends"][0]["drained"],
+        true
+    );
     assert!(ok(&proxy.ctl(&format!("undrain blue {backend}")).await));
     assert!(error(&proxy.ctl(&format!("undrain blue {backend}")).await).contains("not drained"));
     assert!(error(&proxy.ctl("drain blue 127.0.0.1:1").await).contains("no backend"));
@@ -96,7 +102,11 @@ async fn every_command_and_its_errors() {
     assert_eq!(records[2]["command"], format!("undrain blue {backend}"));
     assert_eq!(records[0]["command"], "rollback bad deploy");
     assert_eq!(records[0]["origin"], "admin");
-    assert!(records[0]["uid"].is_u64(), "peer uid recorded: {}", records[0]);
+    assert!(
+        records[0]["uid"].is_u64(),
+        "peer uid recorded: {}",
+        records[0]
+    );
     let answer = proxy.ctl("undo 3").await; // revision 3 = the cutover
     assert!(ok(&answer), "{answer}");
     assert_eq!(answer["split"]["green"], 100.0);
@@ -112,7 +122,11 @@ async fn every_command_and_its_errors() {
     let audit = std::fs::read_to_string(proxy.dir.path().join("state/audit.log")).unwrap();
     let revisions: Vec<u64> = audit
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["revision"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["revision"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>());
 }
@@ -122,7 +136,11 @@ async fn a_split_takes_effect_for_the_very_next_requests() {
     let (proxy, _blue, _green) = setup().await;
     assert_eq!(bodies(&proxy, 50).await, (50, 0));
     assert!(ok(&proxy.ctl("cutover green").await));
-    assert_eq!(bodies(&proxy, 50).await, (0, 50), "no request after the answer went to blue");
+    assert_eq!(
+        bodies(&proxy, 50).await,
+        (0, 50),
+        "no request after the answer went to blue"
+    );
     assert!(ok(&proxy.ctl("rollback").await));
     assert_eq!(bodies(&proxy, 50).await, (50, 0));
 }
@@ -141,7 +159,11 @@ async fn a_thousand_split_changes_under_load_fail_no_request() {
             if started.elapsed() > Duration::from_secs(30) {
                 break;
             }
-            let command = if i % 2 == 0 { "split blue=10 green=90" } else { "split blue=90 green=10" };
+            let command = if i % 2 == 0 {
+                "split blue=10 green=90"
+            } else {
+                "split blue=90 green=10"
+            };
             let answer = switchyard::admin::protocol::request(&socket, command).expect("socket");
             assert_eq!(answer["ok"], true, "{answer}");
             applied += 1;
@@ -153,7 +175,11 @@ async fn a_thousand_split_changes_under_load_fail_no_request() {
     stop.store(true, Ordering::Relaxed);
     let results = load.await.unwrap();
     assert_eq!(changes, 1000, "all changes applied within the bound");
-    assert!(results.len() > 1000, "load ran alongside: {} requests", results.len());
+    assert!(
+        results.len() > 1000,
+        "load ran alongside: {} requests",
+        results.len()
+    );
     assert_eq!(failures(&results), Vec::<String>::new());
     assert_eq!(proxy.ctl("status").await["revision"], 1001);
 }
@@ -170,7 +196,10 @@ async fn config_rewrites_under_load_fail_no_request_and_end_on_the_last_valid_fi
         let text = match i % 4 {
             0 => body(&blue, &green, "blue = 100"),
             1 => body(&blue, &green, "blue = 50\ngreen = 40"), // invalid: sums to 90
-            2 => format!("{}[guard]\nwindw = \"10s\"\n", body(&blue, &green, "blue = 20\ngreen = 80")), // invalid key
+            2 => format!(
+                "{}[guard]\nwindw = \"10s\"\n",
+                body(&blue, &green, "blue = 20\ngreen = 80")
+            ), // invalid key
             _ => body(&blue, &green, "blue = 50\ngreen = 50"),
         };
         if i % 4 == 0 || i % 4 == 3 {
@@ -192,10 +221,20 @@ async fn config_rewrites_under_load_fail_no_request_and_end_on_the_last_valid_fi
     assert_eq!(failures(&results), Vec::<String>::new());
 
     // An invalid file is rejected with its key paths and counted.
-    proxy.write_config(&format!("{}[guard]\nwindw = \"10s\"\n", body(&blue, &green, "blue = 100")));
+    proxy.write_config(&format!(
+        "{}[guard]\nwindw = \"10s\"\n",
+        body(&blue, &green, "blue = 100")
+    ));
     let answer = proxy.ctl("reload").await;
-    assert!(error(&answer).contains("guard.windw: unknown key (did you mean \"window\"?)"), "{answer}");
-    assert_eq!(proxy.ctl("status").await["split"]["green"], 50.0, "running config stays");
+    assert!(
+        error(&answer).contains("guard.windw: unknown key (did you mean \"window\"?)"),
+        "{answer}"
+    );
+    assert_eq!(
+        proxy.ctl("status").await["split"]["green"],
+        50.0,
+        "running config stays"
+    );
     let metrics = proxy.admin_get("/metrics").await.body;
     let errors_line = metrics
         .lines()
@@ -207,8 +246,16 @@ async fn config_rewrites_under_load_fail_no_request_and_end_on_the_last_valid_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_pool_disappears_and_unchanged_pools_keep_their_stats() {
-    let (blue, green, red) = (origin("blue").await, origin("green").await, origin("red").await);
-    let with_red = format!("{}[pools.red]\nbackends = [\"{}\"]\n", body(&blue, &green, "blue = 100"), red.addr());
+    let (blue, green, red) = (
+        origin("blue").await,
+        origin("green").await,
+        origin("red").await,
+    );
+    let with_red = format!(
+        "{}[pools.red]\nbackends = [\"{}\"]\n",
+        body(&blue, &green, "blue = 100"),
+        red.addr()
+    );
     let proxy = Proxy::start(&with_red).await;
     bodies(&proxy, 30).await;
     let metrics = proxy.admin_get("/metrics").await.body;
@@ -216,7 +263,11 @@ async fn a_removed_pool_disappears_and_unchanged_pools_keep_their_stats() {
 
     proxy.write_config(&body(&blue, &green, "blue = 100"));
     let gone = eventually(Duration::from_secs(10), || async {
-        !proxy.admin_get("/metrics").await.body.contains("pool=\"red\"")
+        !proxy
+            .admin_get("/metrics")
+            .await
+            .body
+            .contains("pool=\"red\"")
     })
     .await;
     assert!(gone, "red's series are gone after the reload");
@@ -244,7 +295,10 @@ async fn a_restart_restores_the_runtime_split_unless_the_file_split_changed() {
     let proxy = proxy.restart().await;
     let status = proxy.ctl("status").await;
     assert_eq!(status["split"]["green"], 40.0);
-    assert_eq!(status["revision"], 3, "the file's change is a revision of its own");
+    assert_eq!(
+        status["revision"], 3,
+        "the file's change is a revision of its own"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,21 +332,29 @@ async fn the_state_file_survives_sigkill_during_changes() {
         assert!(parsed["revision"].as_u64().unwrap() >= 1);
         proxy = proxy.restart().await;
         let status = proxy.ctl("status").await;
-        assert_eq!(status["revision"], parsed["revision"], "round {round}: restored what was on disk");
+        assert_eq!(
+            status["revision"], parsed["revision"],
+            "round {round}: restored what was on disk"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_socket_is_private_and_shrugs_off_hostile_input() {
     let (proxy, _blue, _green) = setup().await;
-    let mode = std::fs::metadata(proxy.socket()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(proxy.socket())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {:o}", mode & 0o777);
 
     let socket = proxy.socket();
     let answers = tokio::task::spawn_blocking(move || {
         let exchange = |bytes: &[u8]| -> String {
             let mut stream = UnixStream::connect(&socket).unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             stream.write_all(bytes).unwrap();
             let mut line = String::new();
             BufReader::new(&stream).read_line(&mut line).unwrap();
@@ -308,17 +370,29 @@ async fn the_socket_is_private_and_shrugs_off_hostile_input() {
     })
     .await
     .unwrap();
-    let expect = ["unknown command", "not valid UTF-8", "longer than 4096", "not a percentage", "unknown command"];
+    let expect = [
+        "unknown command",
+        "not valid UTF-8",
+        "longer than 4096",
+        "not a percentage",
+        "unknown command",
+    ];
     for (answer, want) in answers.iter().zip(expect) {
-        let value: Value = serde_json::from_str(answer).unwrap_or_else(|_| panic!("not JSON: {answer}"));
+        let value: Value =
+            serde_json::from_str(answer).unwrap_or_else(|_| panic!("not JSON: {answer}"));
         assert_eq!(value["ok"], false);
-        assert!(value["error"].as_str().unwrap().contains(want), "{answer} should say {want}");
+        assert!(
+            value["error"].as_str().unwrap().contains(want),
+            "{answer} should say {want}"
+        );
     }
     // Many clients at once, and the proxy still serves.
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let socket = proxy.socket();
-        clients.spawn_blocking(move || switchyard::admin::protocol::request(&socket, "status").unwrap());
+        clients.spawn_blocking(move || {
+            switchyard::admin::protocol::request(&socket, "status").unwrap()
+        });
     }
     while let Some(answer) = clients.join_next().await {
         assert_eq!(answer.unwrap()["ok"], true);

@@ -55,7 +55,11 @@ fn choosing_and_recording_allocates_nothing() {
     let split = config.split.clone();
     let table = RoutingTable::build(
         Arc::clone(&config),
-        RuntimeView { revision: 1, split: &split, drained: &Default::default() },
+        RuntimeView {
+            revision: 1,
+            split: &split,
+            drained: &Default::default(),
+        },
         None,
     );
     let mut plain = http::HeaderMap::new();
@@ -77,18 +81,35 @@ fn choosing_and_recording_allocates_nothing() {
             1 => &sticky,
             _ => &canary,
         };
-        let pool_id = table.choose_pool(headers, ip, fast_random()).unwrap().pool();
+        let pool_id = table
+            .choose_pool(headers, ip, fast_random())
+            .unwrap()
+            .pool();
         let pool = &table.pools[pool_id];
         picked += pool.pick_backend(fast_random(), None).unwrap();
-        pool.stats.record(now_ms(), StatusClass::S2xx, Duration::from_micros(u64::from(i)));
+        pool.stats.record(
+            now_ms(),
+            StatusClass::S2xx,
+            Duration::from_micros(u64::from(i)),
+        );
         if i % 100 == 0 {
-            pool.stats.record_failure(now_ms(), FailureKind::ConnectRefused);
+            pool.stats
+                .record_failure(now_ms(), FailureKind::ConnectRefused);
         }
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
-    assert_eq!(after - before, 0, "the hot path allocated {} times", after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "the hot path allocated {} times",
+        after - before
+    );
     assert!(picked > 0);
     // And the work was real: every request was counted.
-    let counted: u64 = table.pools.iter().map(|p| p.stats.window(now_ms()).requests).sum();
+    let counted: u64 = table
+        .pools
+        .iter()
+        .map(|p| p.stats.window(now_ms()).requests)
+        .sum();
     assert_eq!(counted, 10_000);
 }

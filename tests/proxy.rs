@@ -39,8 +39,15 @@ async fn split_90_10_is_honoured_over_20000_requests() {
 
     let results = load(proxy.listen, 20_000, 16, "/").await;
     let counts = tally(&results);
-    let (b, g) = (counts.get("blue").copied().unwrap_or(0), counts.get("green").copied().unwrap_or(0));
-    assert_eq!(b + g, 20_000, "every request answered by blue or green: {counts:?}");
+    let (b, g) = (
+        counts.get("blue").copied().unwrap_or(0),
+        counts.get("green").copied().unwrap_or(0),
+    );
+    assert_eq!(
+        b + g,
+        20_000,
+        "every request answered by blue or green: {counts:?}"
+    );
     let green_pct = g as f64 * 100.0 / 20_000.0;
     assert!(
         (8.5..=11.5).contains(&green_pct),
@@ -64,8 +71,14 @@ async fn route_rule_overrides_the_split() {
     let mut conn = Conn::open(proxy.listen).await.unwrap();
     for _ in 0..20 {
         assert_eq!(conn.get("/", &[]).await.unwrap().body, "blue\n");
-        assert_eq!(conn.get("/", &[("x-canary", "true")]).await.unwrap().body, "green\n");
-        assert_eq!(conn.get("/", &[("x-canary", "false")]).await.unwrap().body, "blue\n");
+        assert_eq!(
+            conn.get("/", &[("x-canary", "true")]).await.unwrap().body,
+            "green\n"
+        );
+        assert_eq!(
+            conn.get("/", &[("x-canary", "false")]).await.unwrap().body,
+            "blue\n"
+        );
         let beta = conn.get("/", &[("cookie", "a=b; beta=yes")]).await.unwrap();
         assert_eq!(beta.body, "green\n");
     }
@@ -97,7 +110,11 @@ async fn sticky_clients_only_move_into_a_growing_pool() {
         .await;
         let now = clients_on_green(&proxy, CLIENTS).await;
         // The same client lands on the same pool on every request.
-        assert_eq!(now, clients_on_green(&proxy, CLIENTS).await, "sticky is stable");
+        assert_eq!(
+            now,
+            clients_on_green(&proxy, CLIENTS).await,
+            "sticky is stable"
+        );
         let share = now.iter().filter(|g| **g).count() as f64 * 100.0 / CLIENTS as f64;
         assert!(
             (share - green_share as f64).abs() < 4.0,
@@ -105,7 +122,10 @@ async fn sticky_clients_only_move_into_a_growing_pool() {
         );
         if let Some(before) = &previous {
             for (client, (was, is)) in before.iter().zip(&now).enumerate() {
-                assert!(!was || *is, "client {client} left green when green grew to {green_share} %");
+                assert!(
+                    !was || *is,
+                    "client {client} left green when green grew to {green_share} %"
+                );
             }
         }
         previous = Some(now);
@@ -126,7 +146,11 @@ async fn a_dead_backend_is_retried_on_a_live_one() {
 
     let results = load(proxy.listen, 500, 4, "/").await;
     let counts = tally(&results);
-    assert_eq!(counts.get("blue"), Some(&500), "no request failed: {counts:?}");
+    assert_eq!(
+        counts.get("blue"),
+        Some(&500),
+        "no request failed: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,9 +167,15 @@ async fn a_pool_without_usable_backend_answers_503_naming_it() {
     .await;
 
     // green has no backend at all: 503, and the body says which pool.
-    let reply = get(proxy.listen, "/", &[("x-pool", "green")]).await.unwrap();
+    let reply = get(proxy.listen, "/", &[("x-pool", "green")])
+        .await
+        .unwrap();
     assert_eq!(reply.status, 503, "{reply:?}");
-    assert!(reply.body.contains("\"green\""), "body names the pool: {:?}", reply.body);
+    assert!(
+        reply.body.contains("\"green\""),
+        "body names the pool: {:?}",
+        reply.body
+    );
     // red's only backend refuses connections and there is none to retry on.
     let reply = get(proxy.listen, "/", &[("x-pool", "red")]).await.unwrap();
     assert_eq!(reply.status, 502, "{reply:?}");
@@ -163,7 +193,10 @@ async fn host_is_passed_through_and_forwarded_for_added() {
     .await;
 
     let mut conn = Conn::open(proxy.listen).await.unwrap();
-    let reply = conn.get("/echo", &[("x-forwarded-for", "203.0.113.9")]).await.unwrap();
+    let reply = conn
+        .get("/echo", &[("x-forwarded-for", "203.0.113.9")])
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
     assert!(
         reply.body.contains(&format!("host: {}\n", proxy.listen)),
@@ -171,7 +204,9 @@ async fn host_is_passed_through_and_forwarded_for_added() {
         reply.body
     );
     assert!(
-        reply.body.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        reply
+            .body
+            .contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
         "client address appended: {}",
         reply.body
     );

@@ -41,7 +41,10 @@ pub enum ClientError {
 /// Sends one command and returns the parsed answer.
 pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
-        ClientError::Unreachable(format!("cannot reach the admin socket {}: {e}", socket.display()))
+        ClientError::Unreachable(format!(
+            "cannot reach the admin socket {}: {e}",
+            socket.display()
+        ))
     })?;
     let timeout = Some(Duration::from_secs(30));
     let _ = stream.set_read_timeout(timeout);
@@ -51,9 +54,13 @@ pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
         .write_all(format!("{}\n", command.trim_end_matches('\n')).as_bytes())
         .map_err(protocol)?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(protocol)?;
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(protocol)?;
     if line.is_empty() {
-        return Err(ClientError::Protocol("the server closed the connection without an answer".into()));
+        return Err(ClientError::Protocol(
+            "the server closed the connection without an answer".into(),
+        ));
     }
     serde_json::from_str(&line)
         .map_err(|e| ClientError::Protocol(format!("unreadable answer ({e}): {}", line.trim_end())))

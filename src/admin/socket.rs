@@ -50,7 +50,10 @@ impl BackgroundService for AdminSocket {
         let listener = match self.bind() {
             Ok(l) => l,
             Err(e) => {
-                log::error!("admin socket {}: {e}; ctl will not work", self.path.display());
+                log::error!(
+                    "admin socket {}: {e}; ctl will not work",
+                    self.path.display()
+                );
                 return;
             }
         };
@@ -72,9 +75,14 @@ impl BackgroundService for AdminSocket {
 
 /// Reads one line of at most MAX_LINE bytes. `Ok(None)` at end of stream;
 /// `Err` with the answer to send when the line is too long.
-async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Result<Option<Result<Vec<u8>, String>>> {
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<Result<Vec<u8>, String>>> {
     let mut line = Vec::new();
-    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+    let n = reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
     if n == 0 {
         return Ok(None);
     }
@@ -86,7 +94,9 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Resul
         return Ok(Some(Ok(line)));
     }
     if line.len() > MAX_LINE {
-        return Ok(Some(Err(format!("command line longer than {MAX_LINE} bytes"))));
+        return Ok(Some(Err(format!(
+            "command line longer than {MAX_LINE} bytes"
+        ))));
     }
     // Last line without newline before the client closed its side.
     Ok(Some(Ok(line)))

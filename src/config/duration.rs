@@ -7,7 +7,8 @@ use std::time::Duration;
 const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration \"{text}\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")");
+    let invalid =
+        || format!("invalid duration \"{text}\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")");
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(invalid());
@@ -69,7 +70,16 @@ mod tests {
 
     #[test]
     fn rejects_the_unclear() {
-        for bad in ["", "10", "1.5s", "-1s", "5 minutes", "s", "10x", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "1.5s",
+            "-1s",
+            "5 minutes",
+            "s",
+            "10x",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -93,7 +93,9 @@ pub fn parse_share(percent: f64) -> Result<Share, String> {
     }
     let units = (percent * 100.0).round();
     if (percent * 100.0 - units).abs() > 1e-6 {
-        return Err(format!("{percent} has more than two decimals (0.01 % is the finest step)"));
+        return Err(format!(
+            "{percent} has more than two decimals (0.01 % is the finest step)"
+        ));
     }
     Ok(Share(units as u16))
 }

@@ -104,7 +104,10 @@ fn parse_listen(errors: &mut Errors, path: &str, text: &str) -> Option<SocketAdd
     match text.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            errors.add(path, format!("invalid listen address \"{text}\" (expected ip:port)"));
+            errors.add(
+                path,
+                format!("invalid listen address \"{text}\" (expected ip:port)"),
+            );
             None
         }
     }
@@ -142,21 +145,32 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
     }
 
     let threads_default = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = s.int(errors, "threads", 1..=256).map_or(threads_default, |n| n as usize);
+    let threads = s
+        .int(errors, "threads", 1..=256)
+        .map_or(threads_default, |n| n as usize);
 
     let pool_header = s.str(errors, "pool_header").and_then(|h| {
         if valid_header_name(h) {
             Some(h.to_ascii_lowercase())
         } else {
-            errors.add(s.key("pool_header"), format!("\"{h}\" is not a valid header name"));
+            errors.add(
+                s.key("pool_header"),
+                format!("\"{h}\" is not a valid header name"),
+            );
             None
         }
     });
 
     let tls = read_tls(errors, &s, base_dir);
-    let listen_empty = s.raw("listen").and_then(Value::as_array).is_some_and(Vec::is_empty);
+    let listen_empty = s
+        .raw("listen")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty);
     if listen_empty && tls.is_empty() {
-        errors.add(s.key("listen"), "no listener: give at least one address or a [[server.tls]] listener");
+        errors.add(
+            s.key("listen"),
+            "no listener: give at least one address or a [[server.tls]] listener",
+        );
     }
     let mut seen = BTreeSet::new();
     for addr in listen.iter().chain(tls.iter().map(|t| &t.listen)) {
@@ -183,7 +197,12 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
 
 fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsListener> {
     let mut listeners = Vec::new();
-    for (i, item) in server.array(errors, "tls").into_iter().flatten().enumerate() {
+    for (i, item) in server
+        .array(errors, "tls")
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let path = format!("{}[{i}]", server.key("tls"));
         let Some(table) = item.as_table() else {
             expected(errors, &path, "a table", item);
@@ -211,7 +230,10 @@ fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsLi
             match std::fs::File::open(&path) {
                 Ok(_) => Some(path),
                 Err(e) => {
-                    errors.add(t.key(key), format!("cannot read \"{}\": {e}", path.display()));
+                    errors.add(
+                        t.key(key),
+                        format!("cannot read \"{}\": {e}", path.display()),
+                    );
                     None
                 }
             }
@@ -219,10 +241,20 @@ fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsLi
         let cert = file("cert");
         let key = file("key");
         let mut server_names = Vec::new();
-        for (j, name) in t.array(errors, "server_names").into_iter().flatten().enumerate() {
+        for (j, name) in t
+            .array(errors, "server_names")
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             match name.as_str() {
                 Some(n) if !n.is_empty() => server_names.push(n.to_ascii_lowercase()),
-                _ => expected(errors, &format!("{}[{j}]", t.key("server_names")), "a non-empty string", name),
+                _ => expected(
+                    errors,
+                    &format!("{}[{j}]", t.key("server_names")),
+                    "a non-empty string",
+                    name,
+                ),
             }
         }
         if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
@@ -240,7 +272,9 @@ fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsLi
 fn read_admin(errors: &mut Errors, root: &Section, base_dir: &Path) -> AdminConfig {
     let a = root.section(errors, "admin", ADMIN_KEYS);
     a.finish(errors);
-    let socket = a.str(errors, "socket").unwrap_or("/run/switchyard/admin.sock");
+    let socket = a
+        .str(errors, "socket")
+        .unwrap_or("/run/switchyard/admin.sock");
     let state_dir = a.str(errors, "state_dir").unwrap_or("/var/lib/switchyard");
     let http = match a.str(errors, "http") {
         Some("") => None,
@@ -286,7 +320,10 @@ fn read_pools(errors: &mut Errors, root: &Section) -> BTreeMap<String, PoolConfi
     for (name, value) in table {
         let path = join("pools", name);
         if !valid_pool_name(name) {
-            errors.add(&path, "pool names use only letters, digits, '-' and '_' (at most 64)");
+            errors.add(
+                &path,
+                "pool names use only letters, digits, '-' and '_' (at most 64)",
+            );
         }
         let Some(pool_table) = value.as_table() else {
             expected(errors, &path, "a table", value);
@@ -295,7 +332,10 @@ fn read_pools(errors: &mut Errors, root: &Section) -> BTreeMap<String, PoolConfi
         let p = Section::new(path, pool_table, POOL_KEYS);
         p.finish(errors);
         if !p.has("backends") {
-            errors.add(p.key("backends"), "missing (use [] for a pool being prepared)");
+            errors.add(
+                p.key("backends"),
+                "missing (use [] for a pool being prepared)",
+            );
         }
         let backends = read_backends(errors, &p);
         pools.insert(name.clone(), PoolConfig { backends });
@@ -305,7 +345,12 @@ fn read_pools(errors: &mut Errors, root: &Section) -> BTreeMap<String, PoolConfi
 
 fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
     let mut backends: Vec<BackendConfig> = Vec::new();
-    for (i, item) in pool.array(errors, "backends").into_iter().flatten().enumerate() {
+    for (i, item) in pool
+        .array(errors, "backends")
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let path = format!("{}[{i}]", pool.key("backends"));
         let (text, weight) = match item {
             Value::String(text) => (text.as_str(), 1),
@@ -324,7 +369,12 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
                 }
             }
             other => {
-                expected(errors, &path, "\"host:port\" or { addr = \"host:port\", weight = N }", other);
+                expected(
+                    errors,
+                    &path,
+                    "\"host:port\" or { addr = \"host:port\", weight = N }",
+                    other,
+                );
                 continue;
             }
         };
@@ -366,7 +416,11 @@ fn resolve_backend(errors: &mut Errors, path: &str, text: &str) -> Option<Socket
     match text.to_socket_addrs() {
         Ok(addrs) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
-            let chosen = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied();
+            let chosen = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied();
             if chosen.is_none() {
                 errors.add(path, format!("cannot resolve \"{text}\": no addresses"));
             }
@@ -380,7 +434,10 @@ fn resolve_backend(errors: &mut Errors, path: &str, text: &str) -> Option<Socket
 }
 
 fn read_split(errors: &mut Errors, root: &Section, pools: &BTreeMap<String, PoolConfig>) -> Split {
-    let mut split: Split = pools.keys().map(|name| (name.clone(), Share::ZERO)).collect();
+    let mut split: Split = pools
+        .keys()
+        .map(|name| (name.clone(), Share::ZERO))
+        .collect();
     let table = match root.raw("split") {
         Some(Value::Table(t)) => t,
         Some(other) => {
@@ -393,7 +450,10 @@ fn read_split(errors: &mut Errors, root: &Section, pools: &BTreeMap<String, Pool
                     *share = Share::FULL;
                 }
             } else if pools.len() > 1 {
-                errors.add("split", "missing; give each pool a share (they must sum to 100)");
+                errors.add(
+                    "split",
+                    "missing; give each pool a share (they must sum to 100)",
+                );
             }
             return split;
         }
@@ -423,13 +483,22 @@ fn read_split(errors: &mut Errors, root: &Section, pools: &BTreeMap<String, Pool
             continue;
         };
         if share > Share::ZERO && pool.backends.is_empty() {
-            errors.add(&path, format!("pool has a share of {share} but no backends"));
+            errors.add(
+                &path,
+                format!("pool has a share of {share} but no backends"),
+            );
         }
         sum += u32::from(share.units());
         split.insert(name.clone(), share);
     }
     if all_valid && sum != u32::from(Share::FULL.units()) {
-        errors.add("split", format!("shares sum to {}, must be 100", Share(sum.min(u32::from(u16::MAX)) as u16)));
+        errors.add(
+            "split",
+            format!(
+                "shares sum to {}, must be 100",
+                Share(sum.min(u32::from(u16::MAX)) as u16)
+            ),
+        );
     }
     split
 }
@@ -444,14 +513,19 @@ fn read_sticky(errors: &mut Errors, root: &Section) -> Option<StickyKey> {
         Some(text) => text,
         None => {
             if !s.has("key") {
-                errors.add(s.key("key"), "missing (\"cookie:NAME\", \"header:NAME\" or \"ip\")");
+                errors.add(
+                    s.key("key"),
+                    "missing (\"cookie:NAME\", \"header:NAME\" or \"ip\")",
+                );
             }
             return None;
         }
     };
     let key = match text.split_once(':') {
         Some(("cookie", name)) if !name.is_empty() => Some(StickyKey::Cookie(name.to_string())),
-        Some(("header", name)) if valid_header_name(name) => Some(StickyKey::Header(name.to_ascii_lowercase())),
+        Some(("header", name)) if valid_header_name(name) => {
+            Some(StickyKey::Header(name.to_ascii_lowercase()))
+        }
         None if text == "ip" => Some(StickyKey::ClientIp),
         _ => None,
     };
@@ -464,9 +538,18 @@ fn read_sticky(errors: &mut Errors, root: &Section) -> Option<StickyKey> {
     key
 }
 
-fn read_routes(errors: &mut Errors, root: &Section, pools: &BTreeMap<String, PoolConfig>) -> Vec<RouteRule> {
+fn read_routes(
+    errors: &mut Errors,
+    root: &Section,
+    pools: &BTreeMap<String, PoolConfig>,
+) -> Vec<RouteRule> {
     let mut routes = Vec::new();
-    for (i, item) in root.array(errors, "route").into_iter().flatten().enumerate() {
+    for (i, item) in root
+        .array(errors, "route")
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let path = format!("route[{i}]");
         let Some(table) = item.as_table() else {
             expected(errors, &path, "a table", item);
@@ -494,14 +577,17 @@ fn read_routes(errors: &mut Errors, root: &Section, pools: &BTreeMap<String, Poo
                 None
             }
             (Some(name), None) if !valid_header_name(name) => {
-                errors.add(r.key("header"), format!("\"{name}\" is not a valid header name"));
+                errors.add(
+                    r.key("header"),
+                    format!("\"{name}\" is not a valid header name"),
+                );
                 None
             }
             (Some(name), None) => equals.map(|value| RouteMatch::Header {
                 name: name.to_ascii_lowercase(),
                 value: value.to_string(),
             }),
-            (None, Some(name)) if name.is_empty() => {
+            (None, Some("")) => {
                 errors.add(r.key("cookie"), "must not be empty");
                 None
             }
@@ -545,7 +631,10 @@ fn read_health(errors: &mut Errors, root: &Section) -> HealthConfig {
     let eject_base_time = h.positive_duration(errors, "eject_base_time", secs(30));
     let eject_max_time = h.positive_duration(errors, "eject_max_time", secs(300));
     if eject_max_time < eject_base_time {
-        errors.add(h.key("eject_max_time"), "must not be shorter than health.eject_base_time");
+        errors.add(
+            h.key("eject_max_time"),
+            "must not be shorter than health.eject_base_time",
+        );
     }
     HealthConfig {
         path,
@@ -553,7 +642,9 @@ fn read_health(errors: &mut Errors, root: &Section) -> HealthConfig {
         timeout,
         rise: h.int(errors, "rise", 1..=100).unwrap_or(2) as u32,
         fall: h.int(errors, "fall", 1..=100).unwrap_or(3) as u32,
-        eject_consecutive_failures: h.int(errors, "eject_consecutive_failures", 0..=10_000).unwrap_or(5) as u32,
+        eject_consecutive_failures: h
+            .int(errors, "eject_consecutive_failures", 0..=10_000)
+            .unwrap_or(5) as u32,
         eject_base_time,
         eject_max_time,
         eject_max_percent: h.int(errors, "eject_max_percent", 0..=100).unwrap_or(50) as u32,
@@ -572,7 +663,10 @@ fn read_guard(errors: &mut Errors, root: &Section) -> GuardConfig {
         if value > 0.0 && value <= 100.0 {
             Some(value)
         } else {
-            errors.add(g.key(key), format!("{value} is not a percentage above 0 and at most 100"));
+            errors.add(
+                g.key(key),
+                format!("{value} is not a percentage above 0 and at most 100"),
+            );
             None
         }
     };
@@ -620,7 +714,12 @@ fn default_canary_steps() -> Vec<CanaryStep> {
         weight: Share(weight * 100),
         hold: hold.map(secs),
     };
-    vec![step(5, Some(300)), step(25, Some(600)), step(50, Some(900)), step(100, None)]
+    vec![
+        step(5, Some(300)),
+        step(25, Some(600)),
+        step(50, Some(900)),
+        step(100, None),
+    ]
 }
 
 fn read_canary(errors: &mut Errors, root: &Section) -> CanaryConfig {
@@ -662,12 +761,18 @@ fn read_canary(errors: &mut Errors, root: &Section) -> CanaryConfig {
         };
         let hold = s.duration(errors, "hold");
         if hold.is_none() && !s.has("hold") && i != last_index {
-            errors.add(s.key("hold"), "missing (every step but the last holds for a while)");
+            errors.add(
+                s.key("hold"),
+                "missing (every step but the last holds for a while)",
+            );
         }
         if let Some(weight) = weight {
             if let Some(previous) = steps.last().map(|p: &CanaryStep| p.weight) {
                 if weight <= previous {
-                    errors.add(s.key("weight"), format!("{weight} must be above the previous step's {previous}"));
+                    errors.add(
+                        s.key("weight"),
+                        format!("{weight} must be above the previous step's {previous}"),
+                    );
                 }
             }
             steps.push(CanaryStep { weight, hold });
@@ -685,13 +790,19 @@ fn read_notify(errors: &mut Errors, root: &Section) -> NotifyConfig {
     let n = root.section(errors, "notify", NOTIFY_KEYS);
     n.finish(errors);
     let mut webhooks = Vec::new();
-    for (i, item) in n.array(errors, "webhooks").into_iter().flatten().enumerate() {
+    for (i, item) in n
+        .array(errors, "webhooks")
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let path = format!("{}[{i}]", n.key("webhooks"));
         match item.as_str() {
             Some(url) if valid_http_url(url) => webhooks.push(url.to_string()),
-            Some(url) if url.starts_with("http://") => {
-                errors.add(&path, format!("invalid URL \"{url}\" (expected http://host:port/path)"))
-            }
+            Some(url) if url.starts_with("http://") => errors.add(
+                &path,
+                format!("invalid URL \"{url}\" (expected http://host:port/path)"),
+            ),
             Some(_) => errors.add(&path, "only http:// URLs are supported"),
             None => expected(errors, &path, "a URL string", item),
         }
@@ -709,4 +820,3 @@ fn valid_http_url(url: &str) -> bool {
             .parse::<http::Uri>()
             .is_ok_and(|uri| uri.host().is_some_and(|h| !h.is_empty()))
 }
-

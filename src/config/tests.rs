@@ -70,8 +70,14 @@ steps = [ { weight = 1, hold = "30s" }, { weight = 100 } ]
 webhooks = ["http://127.0.0.1:9999/deploy-events"]
 "#);
     assert_eq!(config.server.threads, 2);
-    assert_eq!(config.server.pool_header.as_deref(), Some("x-switchyard-pool"));
-    assert_eq!(config.admin.socket, Path::new("/etc/switchyard/run/admin.sock"));
+    assert_eq!(
+        config.server.pool_header.as_deref(),
+        Some("x-switchyard-pool")
+    );
+    assert_eq!(
+        config.admin.socket,
+        Path::new("/etc/switchyard/run/admin.sock")
+    );
     assert_eq!(config.admin.http, None);
     assert_eq!(config.pools["blue"].backends[1].weight, 3);
     assert_eq!(config.pools["blue"].backends[1].name, "127.0.0.1:9003");
@@ -97,19 +103,29 @@ webhooks = ["http://127.0.0.1:9999/deploy-events"]
 #[test]
 fn defaults_apply_to_a_minimal_file() {
     let config = ok(MINIMAL);
-    assert_eq!(config.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(
+        config.server.listen,
+        vec!["127.0.0.1:8080".parse().unwrap()]
+    );
     assert!(config.server.threads >= 1);
     assert_eq!(config.server.connect_timeout, Duration::from_secs(3));
     assert_eq!(config.server.grace_period, Duration::from_secs(30));
     assert_eq!(config.admin.socket, Path::new("/run/switchyard/admin.sock"));
     assert_eq!(config.admin.http, Some("127.0.0.1:9901".parse().unwrap()));
-    assert_eq!(config.split["blue"], Share::FULL, "a lone pool gets everything");
+    assert_eq!(
+        config.split["blue"],
+        Share::FULL,
+        "a lone pool gets everything"
+    );
     assert_eq!(config.health.fall, 3);
     assert_eq!(config.health.eject_consecutive_failures, 5);
     assert!(config.guard.enabled);
     assert_eq!(config.guard.max_error_rate, Some(5.0));
     assert_eq!(config.guard.watch, Duration::from_secs(600));
-    assert_eq!(config.canary.steps.last().map(|s| s.weight), Some(Share::FULL));
+    assert_eq!(
+        config.canary.steps.last().map(|s| s.weight),
+        Some(Share::FULL)
+    );
     assert!(config.sticky.is_none() && config.routes.is_empty());
 }
 
@@ -142,7 +158,9 @@ fn host_names_resolve_at_load() {
 #[test]
 fn golden_unknown_keys_with_suggestions() {
     assert_eq!(
-        errors(&format!("{MINIMAL}colour = 1\n[server]\ntreads = 2\n[guard]\nmax_eror_rate = 5\nbogus = true\n")),
+        errors(&format!(
+            "{MINIMAL}colour = 1\n[server]\ntreads = 2\n[guard]\nmax_eror_rate = 5\nbogus = true\n"
+        )),
         "server.treads: unknown key (did you mean \"threads\"?)\n\
          pools.blue.colour: unknown key\n\
          guard.bogus: unknown key\n\

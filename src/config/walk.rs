@@ -58,7 +58,11 @@ pub(super) struct Section<'a> {
 static EMPTY: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
 
 impl<'a> Section<'a> {
-    pub fn new(path: impl Into<String>, table: &'a toml::Table, known: &'static [&'static str]) -> Self {
+    pub fn new(
+        path: impl Into<String>,
+        table: &'a toml::Table,
+        known: &'static [&'static str],
+    ) -> Self {
         Section {
             path: path.into(),
             table,
@@ -68,12 +72,20 @@ impl<'a> Section<'a> {
 
     /// The sub-table `key`; an absent key reads as an empty table so that
     /// defaults apply, a non-table is an error (and reads as empty too).
-    pub fn section(&self, errors: &mut Errors, key: &str, known: &'static [&'static str]) -> Section<'a> {
+    pub fn section(
+        &self,
+        errors: &mut Errors,
+        key: &str,
+        known: &'static [&'static str],
+    ) -> Section<'a> {
         let path = self.key(key);
         match self.table.get(key) {
             Some(Value::Table(table)) => Section::new(path, table, known),
             Some(other) => {
-                errors.add(&path, format!("expected a table, found {}", describe(other)));
+                errors.add(
+                    &path,
+                    format!("expected a table, found {}", describe(other)),
+                );
                 Section::new(path, empty_table(), known)
             }
             None => Section::new(path, empty_table(), known),
@@ -102,7 +114,10 @@ impl<'a> Section<'a> {
         let value = self.table.get(key)?;
         let result = read(value);
         if result.is_none() {
-            errors.add(self.key(key), format!("expected {expected}, found {}", describe(value)));
+            errors.add(
+                self.key(key),
+                format!("expected {expected}, found {}", describe(value)),
+            );
         }
         result
     }
@@ -120,7 +135,12 @@ impl<'a> Section<'a> {
     }
 
     /// An integer within `range`, else an error naming the range.
-    pub fn int(&self, errors: &mut Errors, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    pub fn int(
+        &self,
+        errors: &mut Errors,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
         let n = self.typed(errors, key, "an integer", Value::as_integer)?;
         if range.contains(&n) {
             Some(n)

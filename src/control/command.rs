@@ -13,8 +13,14 @@ pub enum Command {
     Split(Split),
     Cutover(String),
     Rollback(Option<String>),
-    Drain { pool: String, backend: String },
-    Undrain { pool: String, backend: String },
+    Drain {
+        pool: String,
+        backend: String,
+    },
+    Undrain {
+        pool: String,
+        backend: String,
+    },
     History(usize),
     Undo(u64),
     Reload,
@@ -66,7 +72,10 @@ impl Command {
             if args.len() == n {
                 Ok(())
             } else {
-                Err(format!("{verb}: expected {n} argument(s), got {}; {USAGE}", args.len()))
+                Err(format!(
+                    "{verb}: expected {n} argument(s), got {}; {USAGE}",
+                    args.len()
+                ))
             }
         };
         match verb {
@@ -103,7 +112,10 @@ impl Command {
                     .map(Command::Undo)
                     .map_err(|_| format!("undo: \"{}\" is not a revision number", args[0]))
             }
-            other => Err(format!("unknown command \"{}\"; {USAGE}", truncate(other, 40))),
+            other => Err(format!(
+                "unknown command \"{}\"; {USAGE}",
+                truncate(other, 40)
+            )),
         }
     }
 
@@ -186,7 +198,10 @@ mod tests {
             panic!()
         };
         assert_eq!(split["blue"], Share(9999));
-        assert_eq!(Command::parse("cutover green"), Ok(Command::Cutover("green".into())));
+        assert_eq!(
+            Command::parse("cutover green"),
+            Ok(Command::Cutover("green".into()))
+        );
         assert_eq!(Command::parse("rollback"), Ok(Command::Rollback(None)));
         assert_eq!(
             Command::parse("rollback p95 too high"),
@@ -194,7 +209,10 @@ mod tests {
         );
         assert_eq!(
             Command::parse("drain blue 127.0.0.1:9001"),
-            Ok(Command::Drain { pool: "blue".into(), backend: "127.0.0.1:9001".into() })
+            Ok(Command::Drain {
+                pool: "blue".into(),
+                backend: "127.0.0.1:9001".into()
+            })
         );
         assert_eq!(Command::parse("history"), Ok(Command::History(10)));
         assert_eq!(Command::parse("history 3"), Ok(Command::History(3)));
@@ -223,7 +241,13 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for line in ["split blue=90 green=10", "cutover green", "rollback bad deploy", "undo 3", "drain blue 10.0.0.1:80"] {
+        for line in [
+            "split blue=90 green=10",
+            "cutover green",
+            "rollback bad deploy",
+            "undo 3",
+            "drain blue 10.0.0.1:80",
+        ] {
             assert_eq!(Command::parse(line).unwrap().to_string(), line);
         }
     }

@@ -97,7 +97,9 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
         .map(|p| format!("no such pool \"{p}\""))
         .or_else(|| split_problem(&runtime_split, config))
     {
-        reasons.push(format!("the runtime split no longer fits the config ({problem}); using the file's"));
+        reasons.push(format!(
+            "the runtime split no longer fits the config ({problem}); using the file's"
+        ));
         state.split = config.split.clone();
     } else {
         state.split = runtime_split;
@@ -124,15 +126,22 @@ impl Controller {
     /// publishes the first table. Fails only if the state dir is unusable.
     pub fn start(config_path: &Path, config: Config) -> Result<Arc<Controller>, String> {
         let state_dir = config.admin.state_dir.clone();
-        std::fs::create_dir_all(&state_dir)
-            .map_err(|e| format!("admin.state_dir: cannot create {}: {e}", state_dir.display()))?;
+        std::fs::create_dir_all(&state_dir).map_err(|e| {
+            format!(
+                "admin.state_dir: cannot create {}: {e}",
+                state_dir.display()
+            )
+        })?;
         let saved = match RuntimeState::load(&state_dir) {
             Ok(saved) => saved,
             Err(e) => {
                 let path = RuntimeState::path(&state_dir);
                 let kept = path.with_extension("json.corrupt");
                 let _ = std::fs::rename(&path, &kept);
-                log::warn!("{e}; kept it as {}, starting from the config file", kept.display());
+                log::warn!(
+                    "{e}; kept it as {}, starting from the config file",
+                    kept.display()
+                );
                 None
             }
         };
@@ -159,7 +168,14 @@ impl Controller {
         match reason {
             Some(reason) => {
                 let mut inner = controller.inner.lock();
-                controller.commit(&mut inner, config, state, "start", ChangeOrigin::Startup, &reason)?;
+                controller.commit(
+                    &mut inner,
+                    config,
+                    state,
+                    "start",
+                    ChangeOrigin::Startup,
+                    &reason,
+                )?;
             }
             None => log::info!(
                 "restored runtime state: revision {}, split {}",
@@ -228,18 +244,30 @@ impl Controller {
                     "reload of {} rejected, the running config stays:\n{text}",
                     self.config_path.display()
                 );
-                return Err(format!("config rejected, the running config stays:\n{}", text.trim_end()));
+                return Err(format!(
+                    "config rejected, the running config stays:\n{}",
+                    text.trim_end()
+                ));
             }
         };
         self.shared.count_reload(true);
         let mut inner = self.inner.lock();
         if *inner.config == new_config {
-            return Ok(json!({ "ok": true, "changed": false, "revision": inner.state.revision,
-                              "message": "config unchanged" }));
+            return Ok(
+                json!({ "ok": true, "changed": false, "revision": inner.state.revision,
+                              "message": "config unchanged" }),
+            );
         }
         let (state, reason) = reconcile(&new_config, Some(inner.state.clone()));
         let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
-        let revision = self.commit(&mut inner, Arc::new(new_config), state, "reload", origin, &reason)?;
+        let revision = self.commit(
+            &mut inner,
+            Arc::new(new_config),
+            state,
+            "reload",
+            origin,
+            &reason,
+        )?;
         log::info!("config reloaded: revision {revision} ({reason})");
         Ok(self.answer(&inner, &reason))
     }
@@ -276,7 +304,9 @@ impl Controller {
             }
             Command::Rollback(reason) => {
                 let Some(target) = state.rollback_target.take() else {
-                    return Err("nothing to roll back to: no change has raised a pool's share".into());
+                    return Err(
+                        "nothing to roll back to: no change has raised a pool's share".into(),
+                    );
                 };
                 if self.expired(&inner, &target) {
                     return Err(format!(
@@ -307,7 +337,10 @@ impl Controller {
                         if drain { "already" } else { "not" }
                     ));
                 }
-                format!("{} {backend} in {pool}", if drain { "drained" } else { "undrained" })
+                format!(
+                    "{} {backend} in {pool}",
+                    if drain { "drained" } else { "undrained" }
+                )
             }
             Command::Undo(revision) => {
                 let record = inner
@@ -323,8 +356,11 @@ impl Controller {
                     .map(|(p, pct)| config::parse_share(*pct).map(|s| (p.clone(), s)))
                     .collect();
                 let split = complete_split(config.pools.keys().cloned(), &named?);
-                if let Some(problem) = record.split.keys().find(|p| !config.pools.contains_key(*p)) {
-                    return Err(format!("revision {revision} names pool \"{problem}\", which no longer exists"));
+                if let Some(problem) = record.split.keys().find(|p| !config.pools.contains_key(*p))
+                {
+                    return Err(format!(
+                        "revision {revision} names pool \"{problem}\", which no longer exists"
+                    ));
                 }
                 if let Some(problem) = split_problem(&split, &config) {
                     return Err(format!("cannot restore revision {revision}: {problem}"));
@@ -336,7 +372,14 @@ impl Controller {
                 return Err("internal: not a change".into())
             }
         };
-        self.commit(&mut inner, config, state, &command.to_string(), origin, &reason)?;
+        self.commit(
+            &mut inner,
+            config,
+            state,
+            &command.to_string(),
+            origin,
+            &reason,
+        )?;
         Ok(self.answer(&inner, &reason))
     }
 
@@ -397,9 +440,12 @@ impl Controller {
             Some(&current),
         );
         let state_dir = &config.admin.state_dir;
-        state
-            .save(state_dir)
-            .map_err(|e| format!("change refused: cannot save state in {}: {e}", state_dir.display()))?;
+        state.save(state_dir).map_err(|e| {
+            format!(
+                "change refused: cannot save state in {}: {e}",
+                state_dir.display()
+            )
+        })?;
         let record = AuditRecord {
             time: rfc3339_now(),
             revision: state.revision,
@@ -438,7 +484,11 @@ mod tests {
     }
 
     fn split(blue: u16, green: u16) -> Split {
-        [("blue".to_string(), Share(blue * 100)), ("green".to_string(), Share(green * 100))].into()
+        [
+            ("blue".to_string(), Share(blue * 100)),
+            ("green".to_string(), Share(green * 100)),
+        ]
+        .into()
     }
 
     #[test]
@@ -477,8 +527,14 @@ mod tests {
         let (state, reason) = reconcile(&file, Some(saved));
         assert_eq!(state.split, split(50, 50));
         assert_eq!(state.file_split, split(50, 50));
-        assert!(state.drained.is_empty(), "drain of a backend not in the file dropped");
+        assert!(
+            state.drained.is_empty(),
+            "drain of a backend not in the file dropped"
+        );
         assert!(reason.unwrap().contains("[split] changed"));
-        assert!(state.rollback_target.is_some(), "green rose: 90/10 is the target");
+        assert!(
+            state.rollback_target.is_some(),
+            "green rose: 90/10 is the target"
+        );
     }
 }

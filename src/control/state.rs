@@ -56,7 +56,10 @@ struct TargetDoc {
 }
 
 pub fn split_doc(split: &Split) -> SplitDoc {
-    split.iter().map(|(k, v)| (k.clone(), v.percent())).collect()
+    split
+        .iter()
+        .map(|(k, v)| (k.clone(), v.percent()))
+        .collect()
 }
 
 fn split_from_doc(doc: &SplitDoc) -> Result<Split, String> {
@@ -156,7 +159,10 @@ mod tests {
     use super::*;
 
     fn split(pairs: &[(&str, u16)]) -> Split {
-        pairs.iter().map(|(p, s)| (p.to_string(), Share(*s))).collect()
+        pairs
+            .iter()
+            .map(|(p, s)| (p.to_string(), Share(*s)))
+            .collect()
     }
 
     #[test]

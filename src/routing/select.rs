@@ -109,10 +109,16 @@ mod tests {
 
     #[test]
     fn cookie_values_are_found_in_any_cookie_line() {
-        let h = headers(&[("cookie", "a=1; session=abc ; b=2"), ("cookie", "canary=true")]);
+        let h = headers(&[
+            ("cookie", "a=1; session=abc ; b=2"),
+            ("cookie", "canary=true"),
+        ]);
         assert_eq!(cookie_value(&h, b"session"), Some(&b"abc"[..]));
         assert_eq!(cookie_value(&h, b"canary"), Some(&b"true"[..]));
         assert_eq!(cookie_value(&h, b"missing"), None);
-        assert_eq!(cookie_value(&headers(&[("cookie", "garbage;;=;x")]), b"x"), None);
+        assert_eq!(
+            cookie_value(&headers(&[("cookie", "garbage;;=;x")]), b"x"),
+            None
+        );
     }
 }

@@ -96,7 +96,10 @@ mod tests {
             counts[(bucket_of(format!("client-{i}").as_bytes()) / 1000) as usize] += 1;
         }
         for c in counts {
-            assert!((9_000..11_000).contains(&c), "uneven bucket spread: {counts:?}");
+            assert!(
+                (9_000..11_000).contains(&c),
+                "uneven bucket spread: {counts:?}"
+            );
         }
     }
 
@@ -104,7 +107,10 @@ mod tests {
     fn shares_are_honoured_in_expectation() {
         let map = sticky_bucket_map(&[("blue", 9000), ("green", 1000)]);
         let green = owned_by(&map, 1).len();
-        assert!((850..=1150).contains(&green), "green owns {green} of 10000 buckets");
+        assert!(
+            (850..=1150).contains(&green),
+            "green owns {green} of 10000 buckets"
+        );
     }
 
     #[test]
@@ -116,8 +122,13 @@ mod tests {
 
     /// Buckets that changed owner between two share vectors, as (from, to).
     fn moves(pools: &[&'static str], before: &[u16], after: &[u16]) -> Vec<(usize, usize)> {
-        let zip = |shares: &[u16]| -> Vec<(&str, u16)> { pools.iter().copied().zip(shares.iter().copied()).collect() };
-        let (m0, m1) = (sticky_bucket_map(&zip(before)), sticky_bucket_map(&zip(after)));
+        let zip = |shares: &[u16]| -> Vec<(&str, u16)> {
+            pools.iter().copied().zip(shares.iter().copied()).collect()
+        };
+        let (m0, m1) = (
+            sticky_bucket_map(&zip(before)),
+            sticky_bucket_map(&zip(after)),
+        );
         (0..BUCKETS as usize)
             .filter(|b| m0[*b] != m1[*b])
             .map(|b| (m0[b] as usize, m1[b] as usize))
@@ -126,7 +137,13 @@ mod tests {
 
     #[test]
     fn two_pools_trade_clients_only_from_the_shrinking_to_the_growing() {
-        let steps: [[u16; 2]; 5] = [[9000, 1000], [7500, 2500], [5000, 5000], [10_000, 0], [9999, 1]];
+        let steps: [[u16; 2]; 5] = [
+            [9000, 1000],
+            [7500, 2500],
+            [5000, 5000],
+            [10_000, 0],
+            [9999, 1],
+        ];
         for pair in steps.windows(2) {
             for (from, to) in moves(&["blue", "green"], &pair[0], &pair[1]) {
                 assert!(pair[1][to] > pair[0][to] && pair[1][from] < pair[0][from]);
@@ -142,7 +159,10 @@ mod tests {
         let (before, after) = ([6000u16, 1000, 3000], [6000u16, 2500, 3000]);
         let moved = moves(&pools, &before, &after);
         assert!(!moved.is_empty());
-        assert!(moved.iter().all(|(_, to)| *to == 1), "every moved bucket went to green");
+        assert!(
+            moved.iter().all(|(_, to)| *to == 1),
+            "every moved bucket went to green"
+        );
         // And lowering it back moves exactly those buckets out again.
         let back = moves(&pools, &after, &before);
         assert_eq!(back.len(), moved.len());

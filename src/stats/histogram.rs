@@ -121,7 +121,11 @@ mod tests {
         while v <= 60_000_000 {
             let got = bucket_value(bucket_index(v)).as_nanos() as f64 / 1000.0;
             let error = (got - v as f64).abs() / v as f64;
-            assert!(error <= 0.05, "{v} µs read back as {got} µs ({:.1} %)", error * 100.0);
+            assert!(
+                error <= 0.05,
+                "{v} µs read back as {got} µs ({:.1} %)",
+                error * 100.0
+            );
             v = v * 1009 / 1000 + 1;
         }
     }

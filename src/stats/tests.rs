@@ -12,7 +12,11 @@ fn counts_classes_errors_and_quantiles() {
     let stats = PoolStats::new(Duration::from_secs(30));
     let now = 1_000_000;
     for i in 0..100u64 {
-        let class = if i % 10 == 0 { StatusClass::S5xx } else { StatusClass::S2xx };
+        let class = if i % 10 == 0 {
+            StatusClass::S5xx
+        } else {
+            StatusClass::S2xx
+        };
         let latency = if i < 90 { 5 * MS } else { 800 * MS };
         stats.record(now + i, class, latency);
     }
@@ -67,7 +71,11 @@ fn reused_slots_do_not_leak_old_counts() {
     for lap in 0..5u64 {
         let now = lap * 3_100 + 50; // same ring position every lap
         stats.record(now, StatusClass::S2xx, MS);
-        assert_eq!(stats.window(now).requests, 1, "lap {lap}: only this lap's record");
+        assert_eq!(
+            stats.window(now).requests,
+            1,
+            "lap {lap}: only this lap's record"
+        );
     }
 }
 
@@ -89,7 +97,11 @@ fn concurrent_records_sum_exactly() {
             let stats = Arc::clone(&stats);
             std::thread::spawn(move || {
                 for i in 0..50_000u64 {
-                    let class = if (i + t) % 4 == 0 { StatusClass::S5xx } else { StatusClass::S2xx };
+                    let class = if (i + t) % 4 == 0 {
+                        StatusClass::S5xx
+                    } else {
+                        StatusClass::S2xx
+                    };
                     stats.record(5_000, class, Duration::from_micros(100 + i % 1000));
                 }
             })

@@ -59,7 +59,9 @@ pub fn loopback(port: u16) -> SocketAddr {
 }
 
 pub async fn origin(name: &str) -> Origin {
-    Origin::start(loopback(0), name).await.expect("start origin")
+    Origin::start(loopback(0), name)
+        .await
+        .expect("start origin")
 }
 
 /// The switchyard binary under test, running `run -c <dir>/switchyard.toml`.
@@ -91,7 +93,11 @@ impl Proxy {
             d = dir.path().display()
         );
         std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
-        std::fs::write(dir.path().join("switchyard.toml"), format!("{header}{body}")).expect("write config");
+        std::fs::write(
+            dir.path().join("switchyard.toml"),
+            format!("{header}{body}"),
+        )
+        .expect("write config");
         Proxy::spawn(dir, listen, admin, header).await
     }
 
@@ -216,13 +222,11 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Result<Conn, String> {
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| format!("connect to {addr} timed out"))?
+                .map_err(|e| format!("connect to {addr}: {e}"))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
