@@ -19,7 +19,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::Rng;
 use switchyard::config;
 use switchyard::routing::{fast_random, RoutingTable, RuntimeView};
-use switchyard::stats::{now_ms, StatusClass};
+use switchyard::stats::{ms_at, StatusClass};
 
 const CONFIG: &str = r#"
 [pools.blue]
@@ -51,15 +51,25 @@ fn table() -> Arc<RoutingTable> {
 
 /// switchyard's path: what `proxy.rs` does per request, minus pingora.
 #[inline]
-fn switchyard_request(table: &RoutingTable, headers: &http::HeaderMap, ip: IpAddr) -> usize {
+fn switchyard_request(
+    table: &RoutingTable,
+    headers: &http::HeaderMap,
+    ip: IpAddr,
+    started: Instant,
+) -> usize {
     let pool_id = table
         .choose_pool(headers, Some(ip), fast_random())
         .map(|c| c.pool())
         .unwrap_or(0);
     let pool = &table.pools[pool_id];
     let backend = pool.pick_backend(fast_random(), None).unwrap_or(0);
-    pool.stats
-        .record(now_ms(), StatusClass::S2xx, Duration::from_micros(1234));
+    // As in the proxy: one clock read at the end for latency and slot.
+    let end = Instant::now();
+    pool.stats.record(
+        ms_at(end),
+        StatusClass::S2xx,
+        end.saturating_duration_since(started),
+    );
     backend
 }
 
@@ -94,7 +104,9 @@ impl Naive {
         }
     }
 
-    fn request(&self, latency_us: u64) -> usize {
+    fn request(&self, started: Instant) -> usize {
+        // Like switchyard, it needs the time at the end for the latency.
+        let latency_us = started.elapsed().as_micros() as u64;
         let mut rng = rand::thread_rng();
         let Ok(mut inner) = self.inner.lock() else {
             return 0;
@@ -126,62 +138,114 @@ impl Naive {
     }
 }
 
-/// Runs `per_thread` operations on each of `threads` threads; wall time.
-fn contended<F: Fn() + Sync>(threads: usize, per_thread: u64, op: F) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                for _ in 0..per_thread {
-                    op();
-                }
-            });
+/// Two long-lived worker threads, like a proxy's: each job runs `n`
+/// operations on both and returns the wall time. Threads are created once
+/// (as pingora creates its workers once), not per measurement.
+struct Workers {
+    jobs: Vec<std::sync::mpsc::Sender<u64>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Workers {
+    fn new(op: Arc<dyn Fn() + Send + Sync>) -> Workers {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let jobs = (0..2)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel::<u64>();
+                let (op, done_tx) = (Arc::clone(&op), done_tx.clone());
+                std::thread::spawn(move || {
+                    while let Ok(n) = rx.recv() {
+                        for _ in 0..n {
+                            op();
+                        }
+                        let _ = done_tx.send(());
+                    }
+                });
+                tx
+            })
+            .collect();
+        Workers { jobs, done }
+    }
+
+    fn run(&self, per_thread: u64) -> Duration {
+        let start = Instant::now();
+        for job in &self.jobs {
+            let _ = job.send(per_thread);
         }
-    });
-    start.elapsed()
+        for _ in &self.jobs {
+            let _ = self.done.recv();
+        }
+        start.elapsed()
+    }
 }
 
 fn bench(c: &mut Criterion) {
     let table = table();
-    let naive = Naive::new();
+    let naive = Arc::new(Naive::new());
     let headers = http::HeaderMap::new();
     let ip: IpAddr = [10, 1, 2, 3].into();
+    // The request's start time is taken by pingora's hooks anyway (new_ctx);
+    // here one fixed start stands in for it.
+    let started = Instant::now();
 
     let mut group = c.benchmark_group("hot_path_1_thread");
     group.bench_function("switchyard", |b| {
-        b.iter(|| black_box(switchyard_request(&table, &headers, ip)))
+        b.iter(|| black_box(switchyard_request(&table, &headers, ip, started)))
     });
     group.bench_function("naive_mutex", |b| {
-        b.iter(|| black_box(naive.request(black_box(1234))))
+        b.iter(|| black_box(naive.request(black_box(started))))
+    });
+    group.finish();
+
+    // Where the time goes, piece by piece.
+    let mut group = c.benchmark_group("hot_path_parts");
+    group.bench_function("clock_read", |b| b.iter(|| black_box(Instant::now())));
+    group.bench_function("choose_pool_and_backend", |b| {
+        b.iter(|| {
+            let pool = table
+                .choose_pool(&headers, Some(ip), fast_random())
+                .map(|c| c.pool())
+                .unwrap_or(0);
+            black_box(table.pools[pool].pick_backend(fast_random(), None))
+        })
+    });
+    let stats = &table.pools[0].stats;
+    group.bench_function("record", |b| {
+        b.iter(|| {
+            stats.record(
+                black_box(5_000),
+                StatusClass::S2xx,
+                black_box(Duration::from_micros(1234)),
+            )
+        })
     });
     group.finish();
 
     // 2 threads on the same pool: the proxy's workers all record into it.
+    let ours = {
+        let (table, headers) = (Arc::clone(&table), headers.clone());
+        Workers::new(Arc::new(move || {
+            black_box(switchyard_request(&table, &headers, ip, started));
+        }))
+    };
+    let theirs = {
+        let naive = Arc::clone(&naive);
+        Workers::new(Arc::new(move || {
+            black_box(naive.request(started));
+        }))
+    };
     let mut group = c.benchmark_group("hot_path_2_threads");
     group.bench_function("switchyard", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters.div_ceil(2), || {
-                black_box(switchyard_request(&table, &headers, ip));
-            })
-        })
+        b.iter_custom(|iters| ours.run(iters.div_ceil(2)))
     });
     group.bench_function("naive_mutex", |b| {
-        b.iter_custom(|iters| {
-            contended(2, iters.div_ceil(2), || {
-                black_box(naive.request(1234));
-            })
-        })
+        b.iter_custom(|iters| theirs.run(iters.div_ceil(2)))
     });
     group.finish();
 
     // A direct ratio from the same run, printed for the closing note.
     const OPS: u64 = 2_000_000;
-    let ours = contended(2, OPS / 2, || {
-        black_box(switchyard_request(&table, &headers, ip));
-    });
-    let theirs = contended(2, OPS / 2, || {
-        black_box(naive.request(1234));
-    });
+    let (ours, theirs) = (ours.run(OPS / 2), theirs.run(OPS / 2));
     println!(
         "2-thread throughput: switchyard {:.1} ns/request, naive mutex {:.1} ns/request, ratio {:.1}x",
         ours.as_nanos() as f64 / OPS as f64,

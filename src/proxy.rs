@@ -17,7 +17,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{now_ms, FailureKind, StatusClass};
+use crate::stats::{ms_at, now_ms, FailureKind, StatusClass};
 
 /// How many upstream attempts one request may make: the first one plus one
 /// retry on another backend of the same pool after a connect failure.
@@ -259,7 +259,13 @@ impl ProxyHttp for SwitchyardProxy {
                 None => StatusClass::Error,
             },
         };
-        pool.stats.record(now_ms(), class, ctx.started.elapsed());
+        // One clock read serves both the latency and the window slot.
+        let now = Instant::now();
+        pool.stats.record(
+            ms_at(now),
+            class,
+            now.saturating_duration_since(ctx.started),
+        );
     }
 }
 

@@ -74,9 +74,10 @@ impl std::fmt::Debug for AtomicHistogram {
 }
 
 impl AtomicHistogram {
+    /// Counts one value; `exclusive` when the caller is the only writer.
     #[inline]
-    pub fn record(&self, micros: u64) {
-        self.counts[bucket_index(micros)].fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, micros: u64, exclusive: bool) {
+        super::bump(&self.counts[bucket_index(micros)], 1, exclusive);
     }
 
     pub fn reset(&self) {
@@ -145,10 +146,10 @@ mod tests {
     fn quantiles_of_a_known_mix() {
         let h = AtomicHistogram::default();
         for _ in 0..90 {
-            h.record(5_000);
+            h.record(5_000, false);
         }
         for _ in 0..10 {
-            h.record(800_000);
+            h.record(800_000, true);
         }
         let mut counts = vec![0; BUCKETS];
         h.add_to(&mut counts);

@@ -17,8 +17,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::histogram::{AtomicHistogram, BUCKETS};
-use super::{FailureKind, StatusClass};
+use super::histogram::AtomicHistogram;
+use super::{bump, FailureKind, StatusClass};
 
 /// Slots per window.
 pub const SLOTS: u64 = 30;
@@ -40,13 +40,6 @@ impl Slot {
         }
         self.latency.reset();
     }
-}
-
-/// Raw sums over the window: counts by class and failure kind, latency buckets.
-pub struct WindowSums {
-    pub by_class: [u64; 5],
-    pub failures: [u64; 7],
-    pub latency: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -72,8 +65,9 @@ impl SlidingWindow {
 
     /// The slot for `now_ms`, claimed for its epoch; `None` if `now_ms` is
     /// so old that its slot already holds a newer epoch (record dropped).
+    /// The sole writer of a stripe claims without a compare-and-swap.
     #[inline]
-    fn slot(&self, now_ms: u64) -> Option<&Slot> {
+    fn slot(&self, now_ms: u64, exclusive: bool) -> Option<&Slot> {
         // Epochs start at 1 so a fresh slot (epoch 0) is never "current".
         let epoch = now_ms / self.slot_ms + 1;
         let slot = &self.slots[(epoch % RING as u64) as usize];
@@ -83,6 +77,13 @@ impl SlidingWindow {
         }
         if held > epoch {
             return None;
+        }
+        if exclusive {
+            // Zero first, then publish the epoch: a reader never counts the
+            // old epoch's numbers as the new one's.
+            slot.reset();
+            slot.epoch.store(epoch, Ordering::Release);
+            return Some(slot);
         }
         // Claim the slot for this epoch; only the winner of the swap resets.
         if slot
@@ -96,42 +97,36 @@ impl SlidingWindow {
     }
 
     #[inline]
-    pub fn record(&self, now_ms: u64, class: StatusClass, latency_us: u64) {
-        if let Some(slot) = self.slot(now_ms) {
-            slot.by_class[class as usize].fetch_add(1, Ordering::Relaxed);
-            slot.latency.record(latency_us);
+    pub fn record(&self, now_ms: u64, class: StatusClass, latency_us: u64, exclusive: bool) {
+        if let Some(slot) = self.slot(now_ms, exclusive) {
+            bump(&slot.by_class[class as usize], 1, exclusive);
+            slot.latency.record(latency_us, exclusive);
         }
     }
 
     #[inline]
-    pub fn record_failure(&self, now_ms: u64, kind: FailureKind) {
-        if let Some(slot) = self.slot(now_ms) {
-            slot.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn record_failure(&self, now_ms: u64, kind: FailureKind, exclusive: bool) {
+        if let Some(slot) = self.slot(now_ms, exclusive) {
+            bump(&slot.failures[kind as usize], 1, exclusive);
         }
     }
 
-    /// Sums over the window ending at `now_ms`.
-    pub fn sums(&self, now_ms: u64) -> WindowSums {
+    /// Adds the sums over the window ending at `now_ms` into the arguments.
+    pub fn add_sums(&self, now_ms: u64, by_class: &mut [u64; 5], failures: &mut [u64; 7], latency: &mut [u64]) {
         let current = now_ms / self.slot_ms + 1;
         let oldest = current.saturating_sub(SLOTS - 1);
-        let mut sums = WindowSums {
-            by_class: [0; 5],
-            failures: [0; 7],
-            latency: vec![0; BUCKETS],
-        };
         for slot in self.slots.iter() {
             let epoch = slot.epoch.load(Ordering::Acquire);
             if epoch < oldest || epoch > current || epoch == 0 {
                 continue;
             }
-            for (sum, c) in sums.by_class.iter_mut().zip(&slot.by_class) {
+            for (sum, c) in by_class.iter_mut().zip(&slot.by_class) {
                 *sum += c.load(Ordering::Relaxed);
             }
-            for (sum, c) in sums.failures.iter_mut().zip(&slot.failures) {
+            for (sum, c) in failures.iter_mut().zip(&slot.failures) {
                 *sum += c.load(Ordering::Relaxed);
             }
-            slot.latency.add_to(&mut sums.latency);
+            slot.latency.add_to(latency);
         }
-        sums
     }
 }
