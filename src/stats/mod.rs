@@ -110,7 +110,12 @@ pub fn now_ms() -> u64 {
 /// once per request and uses it for both the latency and the window slot.
 #[inline]
 pub fn ms_at(instant: Instant) -> u64 {
-    u64::try_from(instant.saturating_duration_since(process_start()).as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(
+        instant
+            .saturating_duration_since(process_start())
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// Figures over the sliding window.
@@ -197,7 +202,10 @@ fn my_stripe() -> (usize, bool) {
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64, n: u64, exclusive: bool) {
     if exclusive {
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     } else {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -268,7 +276,9 @@ impl PoolStats {
         let mut failures = [0u64; 7];
         let mut latency = vec![0u64; BUCKETS];
         for stripe in self.stripes.iter() {
-            stripe.window.add_sums(now_ms, &mut by_class, &mut failures, &mut latency);
+            stripe
+                .window
+                .add_sums(now_ms, &mut by_class, &mut failures, &mut latency);
         }
         WindowStats {
             requests: by_class.iter().sum(),

@@ -112,7 +112,13 @@ impl SlidingWindow {
     }
 
     /// Adds the sums over the window ending at `now_ms` into the arguments.
-    pub fn add_sums(&self, now_ms: u64, by_class: &mut [u64; 5], failures: &mut [u64; 7], latency: &mut [u64]) {
+    pub fn add_sums(
+        &self,
+        now_ms: u64,
+        by_class: &mut [u64; 5],
+        failures: &mut [u64; 7],
+        latency: &mut [u64],
+    ) {
         let current = now_ms / self.slot_ms + 1;
         let oldest = current.saturating_sub(SLOTS - 1);
         for slot in self.slots.iter() {
