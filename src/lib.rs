@@ -15,6 +15,7 @@
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
+//! | `health`   | active checks, passive ejection, the per-backend verdict         |
 //! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
 //! | `admin`    | admin HTTP endpoints, admin Unix socket and its line protocol    |
 //! | `origin`   | a small HTTP origin for the demo, the tests and the benchmarks   |
@@ -28,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;

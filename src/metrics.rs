@@ -138,7 +138,7 @@ fn render_table(out: &mut String, table: &RoutingTable) {
                 "switchyard_backend_healthy{{pool=\"{}\",backend=\"{}\"}} {}",
                 escape(&pool.name),
                 escape(&backend.name),
-                u8::from(backend.usable())
+                u8::from(backend.health.is_up())
             );
         }
     }

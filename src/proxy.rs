@@ -182,6 +182,9 @@ impl ProxyHttp for SwitchyardProxy {
         };
         let pool = &table.pools[ctx.pool];
         pool.stats.record_failure(now_ms(), failure_kind(&error));
+        if let Some(backend) = ctx.backend.and_then(|i| pool.backends.get(i)) {
+            backend.health.observe_failure(pool, &table.config.health);
+        }
         // Retry once on another backend of the same pool, if there is one.
         let retry =
             ctx.attempts < MAX_ATTEMPTS && pool.pick_backend(fast_random(), ctx.backend).is_some();
@@ -259,6 +262,18 @@ impl ProxyHttp for SwitchyardProxy {
                 None => StatusClass::Error,
             },
         };
+        // Passive health: a 5xx or an upstream failure counts against the
+        // backend that answered; a connect failure was counted already.
+        if let Some(backend) = ctx.backend.and_then(|i| pool.backends.get(i)) {
+            match class {
+                StatusClass::S5xx => backend.health.observe_failure(pool, &table.config.health),
+                StatusClass::Error if error.is_some_and(|e| !is_connect_failure(e)) => {
+                    backend.health.observe_failure(pool, &table.config.health)
+                }
+                StatusClass::Error => {}
+                _ => backend.health.observe_success(),
+            }
+        }
         // One clock read serves both the latency and the window slot.
         let now = Instant::now();
         pool.stats.record(

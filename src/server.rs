@@ -17,6 +17,7 @@ use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::Controller;
+use crate::health::HealthService;
 use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
 use crate::shared::Shared;
@@ -77,6 +78,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "config reload",
         ReloadService::new(Arc::clone(&controller)),
+    ));
+    server.add_service(background_service(
+        "health checks",
+        HealthService::new(Arc::clone(&shared)),
     ));
     server.add_service(background_service(
         "lifecycle",

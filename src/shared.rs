@@ -20,6 +20,8 @@ pub struct Shared {
     pub table: ArcSwap<RoutingTable>,
     /// Listeners are up and the config is loaded (`/ready`).
     ready: AtomicBool,
+    /// The first round of health checks is done (or checks are off).
+    health_ready: AtomicBool,
     /// SIGTERM received: `/ready` answers 503 while in-flight requests drain.
     shutting_down: AtomicBool,
     /// Config reloads by result, for `config_reloads_total`.
@@ -34,6 +36,7 @@ impl Shared {
         Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
             ready: AtomicBool::new(false),
+            health_ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -49,9 +52,15 @@ impl Shared {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Ready for traffic: started and not shutting down.
+    pub fn set_health_ready(&self) {
+        self.health_ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for traffic: listeners up, backends checked once, not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+            && self.health_ready.load(Ordering::SeqCst)
+            && !self.shutting_down.load(Ordering::SeqCst)
     }
 
     pub fn count_reload(&self, ok: bool) {

@@ -51,6 +51,7 @@ pub fn status_json(table: &RoutingTable) -> Value {
                     "addr": b.name,
                     "weight": b.weight,
                     "healthy": b.health.is_up(),
+                    "health": b.health.state_label(),
                     "drained": b.drained,
                 })).collect::<Vec<_>>(),
                 "window": window_json(&pool.stats.window(now)),

@@ -36,6 +36,7 @@ const BACKEND_KEYS: &[&str] = &["addr", "weight"];
 const STICKY_KEYS: &[&str] = &["key"];
 const ROUTE_KEYS: &[&str] = &["header", "cookie", "equals", "pool"];
 const HEALTH_KEYS: &[&str] = &[
+    "enabled",
     "path",
     "interval",
     "timeout",
@@ -637,6 +638,7 @@ fn read_health(errors: &mut Errors, root: &Section) -> HealthConfig {
         );
     }
     HealthConfig {
+        enabled: h.boolean(errors, "enabled").unwrap_or(true),
         path,
         interval,
         timeout,

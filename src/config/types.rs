@@ -143,6 +143,9 @@ pub struct RouteRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
+    /// Active checks on (default). Off: every backend counts as up unless
+    /// passively ejected.
+    pub enabled: bool,
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,

@@ -9,9 +9,10 @@ use crate::config::{parse_share, Share, Split};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Status,
-    /// Shares for the named pools; unnamed pools get 0.
-    Split(Split),
-    Cutover(String),
+    /// Shares for the named pools (unnamed pools get 0); `force` skips the
+    /// refusal to give a share to a pool with no healthy backend.
+    Split(Split, bool),
+    Cutover(String, bool),
     Rollback(Option<String>),
     Drain {
         pool: String,
@@ -57,7 +58,8 @@ impl ChangeOrigin {
     }
 }
 
-pub const USAGE: &str = "commands: status | split POOL=PCT… | cutover POOL | rollback [REASON…] | \
+pub const USAGE: &str =
+    "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
 drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload";
 
 impl Command {
@@ -67,7 +69,11 @@ impl Command {
         let Some(verb) = words.next() else {
             return Err(format!("empty command; {USAGE}"));
         };
-        let args: Vec<&str> = words.collect();
+        let mut args: Vec<&str> = words.collect();
+        let force = matches!(verb, "split" | "cutover") && args.contains(&"--force");
+        if force {
+            args.retain(|a| *a != "--force");
+        }
         let exactly = |n: usize| -> Result<(), String> {
             if args.len() == n {
                 Ok(())
@@ -81,8 +87,8 @@ impl Command {
         match verb {
             "status" => exactly(0).map(|_| Command::Status),
             "reload" => exactly(0).map(|_| Command::Reload),
-            "split" => parse_split(&args).map(Command::Split),
-            "cutover" => exactly(1).map(|_| Command::Cutover(args[0].to_string())),
+            "split" => parse_split(&args).map(|split| Command::Split(split, force)),
+            "cutover" => exactly(1).map(|_| Command::Cutover(args[0].to_string(), force)),
             "rollback" => Ok(Command::Rollback(
                 (!args.is_empty()).then(|| args.join(" ")),
             )),
@@ -156,14 +162,18 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Status => write!(f, "status"),
-            Command::Split(split) => {
+            Command::Split(split, force) => {
                 write!(f, "split")?;
+                if *force {
+                    write!(f, " --force")?;
+                }
                 for (pool, share) in split {
                     write!(f, " {pool}={share}")?;
                 }
                 Ok(())
             }
-            Command::Cutover(pool) => write!(f, "cutover {pool}"),
+            Command::Cutover(pool, false) => write!(f, "cutover {pool}"),
+            Command::Cutover(pool, true) => write!(f, "cutover --force {pool}"),
             Command::Rollback(None) => write!(f, "rollback"),
             Command::Rollback(Some(reason)) => write!(f, "rollback {reason}"),
             Command::Drain { pool, backend } => write!(f, "drain {pool} {backend}"),
@@ -194,14 +204,23 @@ mod tests {
     fn parses_every_command() {
         assert_eq!(Command::parse("status"), Ok(Command::Status));
         assert_eq!(Command::parse("  reload \n"), Ok(Command::Reload));
-        let Command::Split(split) = Command::parse("split blue=99.99 green=0.01").unwrap() else {
+        let Command::Split(split, false) = Command::parse("split blue=99.99 green=0.01").unwrap()
+        else {
             panic!()
         };
         assert_eq!(split["blue"], Share(9999));
         assert_eq!(
             Command::parse("cutover green"),
-            Ok(Command::Cutover("green".into()))
+            Ok(Command::Cutover("green".into(), false))
         );
+        assert_eq!(
+            Command::parse("cutover --force green"),
+            Ok(Command::Cutover("green".into(), true))
+        );
+        assert!(matches!(
+            Command::parse("split blue=0 --force green=100"),
+            Ok(Command::Split(_, true))
+        ));
         assert_eq!(Command::parse("rollback"), Ok(Command::Rollback(None)));
         assert_eq!(
             Command::parse("rollback p95 too high"),
@@ -243,6 +262,8 @@ mod tests {
     fn display_round_trips() {
         for line in [
             "split blue=90 green=10",
+            "split --force blue=90 green=10",
+            "cutover --force green",
             "cutover green",
             "rollback bad deploy",
             "undo 3",

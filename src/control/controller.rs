@@ -277,7 +277,7 @@ impl Controller {
         let config = Arc::clone(&inner.config);
         let mut state = inner.state.clone();
         let reason = match &command {
-            Command::Split(named) => {
+            Command::Split(named, force) => {
                 let split = complete_split(config.pools.keys().cloned(), named);
                 if let Some(pool) = named.keys().find(|p| !config.pools.contains_key(*p)) {
                     return Err(format!("no such pool \"{pool}\""));
@@ -285,10 +285,11 @@ impl Controller {
                 if let Some(problem) = split_problem(&split, &config) {
                     return Err(problem);
                 }
+                let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
                 self.set_split(&mut state, split);
-                "split changed".to_string()
+                format!("split changed{forced}")
             }
-            Command::Cutover(pool) => {
+            Command::Cutover(pool, force) => {
                 if !config.pools.contains_key(pool) {
                     return Err(format!("no such pool \"{pool}\""));
                 }
@@ -299,8 +300,9 @@ impl Controller {
                 if let Some(problem) = split_problem(&split, &config) {
                     return Err(problem);
                 }
+                let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
                 self.set_split(&mut state, split);
-                format!("cutover to {pool}")
+                format!("cutover to {pool}{forced}")
             }
             Command::Rollback(reason) => {
                 let Some(target) = state.rollback_target.take() else {
@@ -365,6 +367,7 @@ impl Controller {
                 if let Some(problem) = split_problem(&split, &config) {
                     return Err(format!("cannot restore revision {revision}: {problem}"));
                 }
+                self.refuse_dead_pools(&state.split, &split, false)?;
                 self.set_split(&mut state, split);
                 format!("split of revision {revision} restored")
             }
@@ -381,6 +384,31 @@ impl Controller {
             &reason,
         )?;
         Ok(self.answer(&inner, &reason))
+    }
+
+    /// Refuses a split that gives more traffic to a pool with no healthy,
+    /// undrained backend — unless forced, which the audit reason records.
+    fn refuse_dead_pools(
+        &self,
+        before: &Split,
+        after: &Split,
+        force: bool,
+    ) -> Result<&'static str, String> {
+        let table = self.shared.table.load();
+        let dead: Vec<&str> = after
+            .iter()
+            .filter(|(pool, share)| **share > before.get(*pool).copied().unwrap_or(Share::ZERO))
+            .filter(|(pool, _)| table.pool(pool).is_some_and(|p| !p.has_usable_backend()))
+            .map(|(pool, _)| pool.as_str())
+            .collect();
+        match (dead.is_empty(), force) {
+            (true, _) => Ok(""),
+            (false, true) => Ok(" (forced: no healthy backend)"),
+            (false, false) => Err(format!(
+                "refused: pool {} has no healthy backend; add --force to do it anyway",
+                dead.join(", ")
+            )),
+        }
     }
 
     /// A new split; if it raises a pool's share, the split before it becomes

@@ -16,4 +16,4 @@ mod table;
 pub use rng::fast_random;
 pub use select::{cookie_value, PoolChoice};
 pub use sticky::{bucket_of, sticky_bucket_map, BUCKETS};
-pub use table::{Backend, BackendHealth, Pool, PoolId, RoutingTable, RuntimeView};
+pub use table::{Backend, Pool, PoolId, RoutingTable, RuntimeView};

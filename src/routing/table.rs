@@ -2,7 +2,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -11,34 +10,11 @@ use pingora::upstreams::peer::HttpPeer;
 use super::rng::below;
 use super::sticky::sticky_bucket_map;
 use crate::config::{Config, PoolConfig, RouteMatch, Share, Split, StickyKey};
+use crate::health::BackendHealth;
 use crate::stats::PoolStats;
 
 /// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
 pub type PoolId = usize;
-
-/// Liveness of one backend, shared across table rebuilds so health verdicts
-/// survive reloads for backends that did not change. Flipped by health
-/// checking without rebuilding the table.
-#[derive(Debug)]
-pub struct BackendHealth {
-    up: AtomicBool,
-}
-
-impl BackendHealth {
-    pub fn new(up: bool) -> Self {
-        BackendHealth {
-            up: AtomicBool::new(up),
-        }
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-    }
-}
 
 #[derive(Debug)]
 pub struct Backend {
@@ -250,7 +226,7 @@ fn build_pool(
             let health = prior
                 .and_then(|p| p.backends.iter().find(|old| old.addr == b.addr))
                 .map(|old| Arc::clone(&old.health))
-                .unwrap_or_else(|| Arc::new(BackendHealth::new(true)));
+                .unwrap_or_else(|| Arc::new(BackendHealth::new(config.health.enabled)));
             Backend {
                 name: b.name.clone(),
                 addr: b.addr,

@@ -45,7 +45,6 @@ impl Slot {
 #[derive(Debug)]
 pub struct SlidingWindow {
     slot_ms: u64,
-    window: Duration,
     slots: Box<[Slot]>,
 }
 
@@ -54,13 +53,8 @@ impl SlidingWindow {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         SlidingWindow {
             slot_ms: (window_ms / SLOTS).max(MIN_SLOT_MS),
-            window,
             slots: (0..RING).map(|_| Slot::default()).collect(),
         }
-    }
-
-    pub fn window(&self) -> Duration {
-        self.window
     }
 
     /// The slot for `now_ms`, claimed for its epoch; `None` if `now_ms` is
