@@ -83,6 +83,12 @@ impl BackendHealth {
         }
     }
 
+    /// Has this backend failed its checks (down) or been ejected? A backend
+    /// not checked yet (unknown) has not failed.
+    pub fn has_failed(&self) -> bool {
+        self.is_ejected() || self.state.load(Ordering::Relaxed) == DOWN
+    }
+
     fn is_ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) != 0
     }

@@ -15,6 +15,8 @@
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
+//! | `guard`    | automatic rollback: pure verdict, canary steps, the evaluator tick |
+//! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |
 //! | `health`   | active checks, passive ejection, the per-backend verdict         |
 //! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
 //! | `admin`    | admin HTTP endpoints, admin Unix socket and its line protocol    |
@@ -29,8 +31,10 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod guard;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod origin;
 pub mod proxy;
 pub mod reload;

@@ -17,7 +17,9 @@ use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::Controller;
+use crate::guard::evaluator::GuardService;
 use crate::health::HealthService;
+use crate::notify::WebhookService;
 use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
 use crate::shared::Shared;
@@ -32,7 +34,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         )
     })?;
     let config = Arc::new(config);
-    let controller = Controller::start(config_path, (*config).clone())?;
+    let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
     let shared = Arc::clone(controller.shared());
 
     let admin_listener = match config.admin.http {
@@ -78,6 +80,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "config reload",
         ReloadService::new(Arc::clone(&controller)),
+    ));
+    server.add_service(background_service(
+        "guard",
+        GuardService::new(Arc::clone(&controller)),
+    ));
+    server.add_service(background_service(
+        "webhooks",
+        WebhookService::new(Arc::clone(&shared), webhook_events),
     ));
     server.add_service(background_service(
         "health checks",

@@ -27,6 +27,10 @@ pub struct Shared {
     /// Config reloads by result, for `config_reloads_total`.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Webhook deliveries by result, for `webhook_deliveries_total`.
+    pub webhooks_ok: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    pub webhooks_dropped: AtomicU64,
     /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
     rollbacks: Mutex<BTreeMap<String, u64>>,
 }
@@ -41,6 +45,9 @@ impl Shared {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             rollbacks: Mutex::new(BTreeMap::new()),
+            webhooks_ok: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhooks_dropped: AtomicU64::new(0),
         })
     }
 
@@ -50,6 +57,10 @@ impl Shared {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn health_ready(&self) -> bool {
+        self.health_ready.load(Ordering::SeqCst)
     }
 
     pub fn set_health_ready(&self) {

@@ -25,6 +25,18 @@ pub enum Command {
     History(usize),
     Undo(u64),
     Reload,
+    Canary(CanaryCommand),
+    /// `guard pause` (true) / `guard resume` (false).
+    GuardPause(bool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryCommand {
+    Start(String),
+    Pause,
+    Resume,
+    Promote,
+    Abort,
 }
 
 /// Who asked for a change (for the audit record).
@@ -38,6 +50,10 @@ pub enum ChangeOrigin {
     Signal,
     /// Reconciling the file with the saved state at start.
     Startup,
+    /// The guard's automatic rollback.
+    Guard,
+    /// A canary run moving to its next step.
+    Canary,
 }
 
 impl ChangeOrigin {
@@ -47,6 +63,8 @@ impl ChangeOrigin {
             ChangeOrigin::File => "file",
             ChangeOrigin::Signal => "signal",
             ChangeOrigin::Startup => "startup",
+            ChangeOrigin::Guard => "guard",
+            ChangeOrigin::Canary => "canary",
         }
     }
 
@@ -60,7 +78,8 @@ impl ChangeOrigin {
 
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
-drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload";
+drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
+canary start POOL | canary pause|resume|promote|abort | guard pause|resume";
 
 impl Command {
     /// Parses one admin line, e.g. `split blue=90 green=10`.
@@ -118,6 +137,19 @@ impl Command {
                     .map(Command::Undo)
                     .map_err(|_| format!("undo: \"{}\" is not a revision number", args[0]))
             }
+            "canary" => match args.as_slice() {
+                ["start", pool] => Ok(Command::Canary(CanaryCommand::Start(pool.to_string()))),
+                ["pause"] => Ok(Command::Canary(CanaryCommand::Pause)),
+                ["resume"] => Ok(Command::Canary(CanaryCommand::Resume)),
+                ["promote"] => Ok(Command::Canary(CanaryCommand::Promote)),
+                ["abort"] => Ok(Command::Canary(CanaryCommand::Abort)),
+                _ => Err("canary: use canary start POOL | pause | resume | promote | abort".into()),
+            },
+            "guard" => match args.as_slice() {
+                ["pause"] => Ok(Command::GuardPause(true)),
+                ["resume"] => Ok(Command::GuardPause(false)),
+                _ => Err("guard: use guard pause | guard resume".into()),
+            },
             other => Err(format!(
                 "unknown command \"{}\"; {USAGE}",
                 truncate(other, 40)
@@ -181,6 +213,13 @@ impl fmt::Display for Command {
             Command::History(n) => write!(f, "history {n}"),
             Command::Undo(rev) => write!(f, "undo {rev}"),
             Command::Reload => write!(f, "reload"),
+            Command::Canary(CanaryCommand::Start(pool)) => write!(f, "canary start {pool}"),
+            Command::Canary(CanaryCommand::Pause) => write!(f, "canary pause"),
+            Command::Canary(CanaryCommand::Resume) => write!(f, "canary resume"),
+            Command::Canary(CanaryCommand::Promote) => write!(f, "canary promote"),
+            Command::Canary(CanaryCommand::Abort) => write!(f, "canary abort"),
+            Command::GuardPause(true) => write!(f, "guard pause"),
+            Command::GuardPause(false) => write!(f, "guard resume"),
         }
     }
 }
@@ -236,6 +275,17 @@ mod tests {
         assert_eq!(Command::parse("history"), Ok(Command::History(10)));
         assert_eq!(Command::parse("history 3"), Ok(Command::History(3)));
         assert_eq!(Command::parse("undo 7"), Ok(Command::Undo(7)));
+        assert_eq!(
+            Command::parse("canary start green"),
+            Ok(Command::Canary(CanaryCommand::Start("green".into())))
+        );
+        assert_eq!(
+            Command::parse("canary abort"),
+            Ok(Command::Canary(CanaryCommand::Abort))
+        );
+        assert_eq!(Command::parse("guard pause"), Ok(Command::GuardPause(true)));
+        assert!(Command::parse("guard sleep").is_err());
+        assert!(Command::parse("canary start").is_err());
     }
 
     #[test]

@@ -16,16 +16,23 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::audit::{rfc3339_now, AuditLog, AuditRecord};
-use super::command::{complete_split, ChangeOrigin, Command};
-use super::state::{describe_split, raises_a_share, split_doc, RollbackTarget, RuntimeState};
-use crate::config::{self, Config, Share, Split};
+use super::command::{complete_split, CanaryCommand, ChangeOrigin, Command};
+use super::state::{
+    biggest_moves, describe_split, raises_a_share, split_doc, RollbackTarget, RuntimeState, Watch,
+};
+use crate::config::{self, format_duration, Config, Share, Split};
+use crate::guard::canary::{self, CanaryNext, CanaryRun};
+use crate::guard::{decide, Observation, Verdict};
+use crate::notify::{EventQueue, Notifier};
 use crate::routing::{RoutingTable, RuntimeView};
 use crate::shared::Shared;
-use crate::status::status_json;
+use crate::stats::now_ms;
+use crate::status::{status_json, window_json};
 
 pub struct Controller {
     shared: Arc<Shared>,
     config_path: PathBuf,
+    notifier: Notifier,
     inner: Mutex<Inner>,
 }
 
@@ -33,6 +40,46 @@ struct Inner {
     config: Arc<Config>,
     state: RuntimeState,
     audit: AuditLog,
+    /// A canary run in progress (kept in memory: a restart ends it, leaving
+    /// the split of the step it had reached).
+    canary: Option<CanaryRun>,
+    /// The guard's latest verdict on the watched pool, for `status`.
+    verdict: Option<Verdict>,
+}
+
+/// What one committed change is, for the audit record and the webhook.
+struct Change<'a> {
+    command: &'a str,
+    origin: ChangeOrigin,
+    reason: &'a str,
+    event: &'a str,
+}
+
+/// During a canary the rollback target stays the split before it began.
+fn keep_target(state: &mut RuntimeState, base: &Split) {
+    if let Some(target) = state.rollback_target.as_mut() {
+        target.split = base.clone();
+    }
+}
+
+/// A split change that raises a pool's share: the split before it becomes
+/// the rollback target, and the guard watches the pool that gained most.
+fn raise_split(state: &mut RuntimeState, split: Split) {
+    if raises_a_share(&state.split, &split) {
+        let now = unix_ms();
+        state.rollback_target = Some(RollbackTarget {
+            split: state.split.clone(),
+            set_at_ms: now,
+            revision: state.revision,
+        });
+        let (up, down) = biggest_moves(&state.split, &split);
+        state.watch = up.map(|pool| Watch {
+            pool,
+            baseline: down,
+            since_ms: now,
+        });
+    }
+    state.split = split;
 }
 
 fn unix_ms() -> u64 {
@@ -72,6 +119,8 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
             file_split: config.split.clone(),
             drained: Default::default(),
             rollback_target: None,
+            watch: None,
+            guard_paused: false,
         };
         return (state, Some("initial split from the config file".into()));
     };
@@ -105,13 +154,8 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
         state.split = runtime_split;
     }
     state.file_split = config.split.clone();
-    if raises_a_share(&saved.split, &state.split) {
-        state.rollback_target = Some(RollbackTarget {
-            split: saved.split.clone(),
-            set_at_ms: unix_ms(),
-            revision: saved.revision,
-        });
-    }
+    let new_split = std::mem::replace(&mut state.split, saved.split.clone());
+    raise_split(&mut state, new_split);
     if state.split != saved.split && !reasons.is_empty() {
         // already explained
     } else if state.split != saved.split {
@@ -124,7 +168,10 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
 impl Controller {
     /// Loads the saved state, reconciles it with `config`, builds and
     /// publishes the first table. Fails only if the state dir is unusable.
-    pub fn start(config_path: &Path, config: Config) -> Result<Arc<Controller>, String> {
+    pub fn start(
+        config_path: &Path,
+        config: Config,
+    ) -> Result<(Arc<Controller>, EventQueue), String> {
         let state_dir = config.admin.state_dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|e| {
             format!(
@@ -156,13 +203,18 @@ impl Controller {
             },
             None,
         );
+        let shared = Shared::new(table);
+        let (notifier, events) = Notifier::new(Arc::clone(&shared));
         let controller = Arc::new(Controller {
-            shared: Shared::new(table),
+            shared,
             config_path: config_path.to_path_buf(),
+            notifier,
             inner: Mutex::new(Inner {
                 audit: AuditLog::new(&state_dir),
                 config: Arc::clone(&config),
                 state: state.clone(),
+                canary: None,
+                verdict: None,
             }),
         });
         match reason {
@@ -172,9 +224,12 @@ impl Controller {
                     &mut inner,
                     config,
                     state,
-                    "start",
-                    ChangeOrigin::Startup,
-                    &reason,
+                    Change {
+                        command: "start",
+                        origin: ChangeOrigin::Startup,
+                        reason: &reason,
+                        event: "start",
+                    },
                 )?;
             }
             None => log::info!(
@@ -183,7 +238,7 @@ impl Controller {
                 describe_split(&state.split)
             ),
         }
-        Ok(controller)
+        Ok((controller, events))
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -207,7 +262,10 @@ impl Controller {
                 Ok(json!({ "ok": true, "history": records }))
             }
             Command::Reload => self.reload(origin),
-            command => self.change(command, origin),
+            command => {
+                let mut inner = self.inner.lock();
+                self.change(&mut inner, command, origin)
+            }
         }
     }
 
@@ -225,7 +283,62 @@ impl Controller {
             }),
             None => Value::Null,
         };
+        status["guard"] = self.guard_json(&inner);
+        status["canary"] = match &inner.canary {
+            Some(run) => {
+                let steps = &inner.config.canary.steps;
+                let hold = steps.get(run.step).and_then(|s| s.hold).unwrap_or_default();
+                let held = Duration::from_millis(now_ms().saturating_sub(run.step_started_ms));
+                json!({
+                    "pool": run.pool,
+                    "step": run.step + 1,
+                    "steps": steps.len(),
+                    "weight": steps.get(run.step).map(|s| s.weight.percent()),
+                    "hold_remaining_s": hold.saturating_sub(held).as_secs_f64(),
+                    "paused": run.paused,
+                })
+            }
+            None => Value::Null,
+        };
         status
+    }
+
+    fn guard_json(&self, inner: &Inner) -> Value {
+        let guard = &inner.config.guard;
+        let watching = inner.state.watch.as_ref().map(|w| {
+            let elapsed = Duration::from_millis(unix_ms().saturating_sub(w.since_ms));
+            json!({
+                "pool": w.pool,
+                "baseline": w.baseline,
+                "remaining_s": guard.watch.saturating_sub(elapsed).as_secs(),
+            })
+        });
+        let verdict = match &inner.verdict {
+            Some(Verdict::Pass { requests }) => json!({ "verdict": "pass", "requests": requests }),
+            Some(Verdict::Insufficient { requests, needed }) => {
+                json!({ "verdict": "insufficient", "requests": requests, "needed": needed })
+            }
+            Some(Verdict::Trip(trip)) => json!({
+                "verdict": "trip", "threshold": trip.threshold, "measured": trip.measured,
+                "limit": trip.limit, "requests": trip.requests,
+            }),
+            Some(Verdict::NotWatching) | None => Value::Null,
+        };
+        let figures = inner.state.watch.as_ref().and_then(|w| {
+            self.shared
+                .table
+                .load()
+                .pool(&w.pool)
+                .map(|p| window_json(&p.stats.window(now_ms())))
+        });
+        json!({
+            "enabled": guard.enabled,
+            "paused": inner.state.guard_paused,
+            "window": format_duration(guard.window),
+            "watching": watching,
+            "verdict": verdict,
+            "figures": figures,
+        })
     }
 
     fn expired(&self, inner: &Inner, target: &RollbackTarget) -> bool {
@@ -240,6 +353,16 @@ impl Controller {
             Err(errors) => {
                 self.shared.count_reload(false);
                 let text = errors.to_string();
+                let inner = self.inner.lock();
+                self.notifier.send(json!({
+                    "event": "reload_failed",
+                    "revision": inner.state.revision,
+                    "time": rfc3339_now(),
+                    "split": split_doc(&inner.state.split),
+                    "reason": text.trim_end(),
+                    "origin": origin.label(),
+                }));
+                drop(inner);
                 log::error!(
                     "reload of {} rejected, the running config stays:\n{text}",
                     self.config_path.display()
@@ -264,18 +387,26 @@ impl Controller {
             &mut inner,
             Arc::new(new_config),
             state,
-            "reload",
-            origin,
-            &reason,
+            Change {
+                command: "reload",
+                origin,
+                reason: &reason,
+                event: "reload",
+            },
         )?;
         log::info!("config reloaded: revision {revision} ({reason})");
         Ok(self.answer(&inner, &reason))
     }
 
-    fn change(&self, command: Command, origin: ChangeOrigin) -> Result<Value, String> {
-        let mut inner = self.inner.lock();
+    fn change(
+        &self,
+        inner: &mut Inner,
+        command: Command,
+        origin: ChangeOrigin,
+    ) -> Result<Value, String> {
         let config = Arc::clone(&inner.config);
         let mut state = inner.state.clone();
+        let mut event = "split";
         let reason = match &command {
             Command::Split(named, force) => {
                 let split = complete_split(config.pools.keys().cloned(), named);
@@ -286,7 +417,7 @@ impl Controller {
                     return Err(problem);
                 }
                 let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
-                self.set_split(&mut state, split);
+                raise_split(&mut state, split);
                 format!("split changed{forced}")
             }
             Command::Cutover(pool, force) => {
@@ -301,7 +432,8 @@ impl Controller {
                     return Err(problem);
                 }
                 let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
-                self.set_split(&mut state, split);
+                raise_split(&mut state, split);
+                event = "cutover";
                 format!("cutover to {pool}{forced}")
             }
             Command::Rollback(reason) => {
@@ -310,7 +442,7 @@ impl Controller {
                         "nothing to roll back to: no change has raised a pool's share".into(),
                     );
                 };
-                if self.expired(&inner, &target) {
+                if self.expired(inner, &target) {
                     return Err(format!(
                         "the rollback target (revision {}) is older than guard.rollback_target_ttl",
                         target.revision
@@ -321,7 +453,14 @@ impl Controller {
                     return Err(format!("cannot restore the rollback target: {problem}"));
                 }
                 state.split = split;
-                self.shared.count_rollback("manual");
+                state.watch = None;
+                event = "rollback";
+                if origin != ChangeOrigin::Guard {
+                    self.shared.count_rollback("manual");
+                }
+                if inner.canary.take().is_some() {
+                    log::info!("canary aborted by the rollback");
+                }
                 reason.clone().unwrap_or_else(|| "manual rollback".into())
             }
             Command::Drain { pool, backend } | Command::Undrain { pool, backend } => {
@@ -339,6 +478,7 @@ impl Controller {
                         if drain { "already" } else { "not" }
                     ));
                 }
+                event = if drain { "drain" } else { "undrain" };
                 format!(
                     "{} {backend} in {pool}",
                     if drain { "drained" } else { "undrained" }
@@ -368,22 +508,238 @@ impl Controller {
                     return Err(format!("cannot restore revision {revision}: {problem}"));
                 }
                 self.refuse_dead_pools(&state.split, &split, false)?;
-                self.set_split(&mut state, split);
+                raise_split(&mut state, split);
                 format!("split of revision {revision} restored")
+            }
+            Command::GuardPause(pause) => {
+                if state.guard_paused == *pause {
+                    return Err(format!(
+                        "the guard is already {}",
+                        if *pause { "paused" } else { "running" }
+                    ));
+                }
+                state.guard_paused = *pause;
+                event = if *pause {
+                    "guard_paused"
+                } else {
+                    "guard_resumed"
+                };
+                format!("guard {}", if *pause { "paused" } else { "resumed" })
+            }
+            Command::Canary(action) => {
+                let (reason, kind) = self.canary_command(inner, &mut state, action)?;
+                event = kind;
+                reason
             }
             Command::Status | Command::History(_) | Command::Reload => {
                 return Err("internal: not a change".into())
             }
         };
         self.commit(
-            &mut inner,
+            inner,
             config,
             state,
-            &command.to_string(),
-            origin,
-            &reason,
+            Change {
+                command: &command.to_string(),
+                origin,
+                reason: &reason,
+                event,
+            },
         )?;
-        Ok(self.answer(&inner, &reason))
+        Ok(self.answer(inner, &reason))
+    }
+
+    /// `canary start|pause|resume|promote|abort`: adjusts `state` and the
+    /// run; returns the audit reason and the webhook event.
+    fn canary_command(
+        &self,
+        inner: &mut Inner,
+        state: &mut RuntimeState,
+        action: &CanaryCommand,
+    ) -> Result<(String, &'static str), String> {
+        let steps = inner.config.canary.steps.clone();
+        match action {
+            CanaryCommand::Start(pool) => {
+                if let Some(run) = &inner.canary {
+                    return Err(format!("a canary of {} is already running", run.pool));
+                }
+                if !inner.config.pools.contains_key(pool) {
+                    return Err(format!("no such pool \"{pool}\""));
+                }
+                let first = steps.first().ok_or("no canary steps configured")?;
+                let base = state.split.clone();
+                let split = canary::step_split(&base, pool, first.weight);
+                if let Some(problem) = split_problem(&split, &inner.config) {
+                    return Err(problem);
+                }
+                self.refuse_dead_pools(&state.split, &split, false)?;
+                raise_split(state, split);
+                keep_target(state, &base);
+                inner.canary = Some(CanaryRun {
+                    pool: pool.clone(),
+                    base_split: base,
+                    step: 0,
+                    step_started_ms: now_ms(),
+                    paused: false,
+                });
+                let reason = format!(
+                    "canary of {pool}: step 1/{} at {}%",
+                    steps.len(),
+                    first.weight
+                );
+                Ok((reason, "canary_step"))
+            }
+            CanaryCommand::Pause | CanaryCommand::Resume => {
+                let pause = matches!(action, CanaryCommand::Pause);
+                let run = inner.canary.as_mut().ok_or("no canary is running")?;
+                if run.paused == pause {
+                    return Err(format!(
+                        "the canary is already {}",
+                        if pause { "paused" } else { "running" }
+                    ));
+                }
+                run.paused = pause;
+                // A resumed step holds for its full time again.
+                run.step_started_ms = now_ms();
+                let word = if pause { "paused" } else { "resumed" };
+                Ok((format!("canary of {} {word}", run.pool), "canary_step"))
+            }
+            CanaryCommand::Promote => {
+                let run = inner.canary.take().ok_or("no canary is running")?;
+                let split = canary::step_split(&run.base_split, &run.pool, Share::FULL);
+                raise_split(state, split);
+                keep_target(state, &run.base_split);
+                Ok((
+                    format!("canary of {} promoted to 100%", run.pool),
+                    "canary_promoted",
+                ))
+            }
+            CanaryCommand::Abort => {
+                let run = inner.canary.take().ok_or("no canary is running")?;
+                state.split = complete_split(inner.config.pools.keys().cloned(), &run.base_split);
+                state.watch = None;
+                state.rollback_target = None;
+                self.shared.count_rollback("canary_abort");
+                let reason = format!("canary of {} aborted; split before it restored", run.pool);
+                Ok((reason, "canary_aborted"))
+            }
+        }
+    }
+
+    /// One guard evaluation: judge the watched pool, roll back on a trip,
+    /// move a canary along on a pass.
+    pub fn guard_tick(&self) {
+        let mut inner = self.inner.lock();
+        let config = Arc::clone(&inner.config);
+        // Before the first round of health checks nothing is known yet.
+        if !config.guard.enabled || inner.state.guard_paused || !self.shared.health_ready() {
+            return;
+        }
+        let Some(watch) = inner.state.watch.clone() else {
+            inner.verdict = None;
+            return;
+        };
+        let table = self.shared.table.load_full();
+        let Some(pool) = table.pool(&watch.pool) else {
+            inner.state.watch = None;
+            return;
+        };
+        let now = now_ms();
+        let candidate = pool.stats.window(now);
+        let baseline = watch
+            .baseline
+            .as_deref()
+            .and_then(|b| table.pool(b))
+            .map(|p| p.stats.window(now));
+        let observation = Observation {
+            candidate: &candidate,
+            baseline: baseline.as_ref(),
+            healthy_backends: pool
+                .backends
+                .iter()
+                .filter(|b| !b.health.has_failed())
+                .count(),
+            window: config.guard.window,
+        };
+        let verdict = decide(&observation, &config.guard, watch.since_ms, unix_ms());
+        inner.verdict = Some(verdict.clone());
+        match &verdict {
+            Verdict::NotWatching if inner.canary.is_none() => {
+                log::info!("guard: watch of pool {} ended with no trip", watch.pool);
+                inner.state.watch = None;
+            }
+            Verdict::Trip(trip) => {
+                let reason = trip.reason(&watch.pool);
+                let rollback = Command::Rollback(Some(reason.clone()));
+                match self.change(&mut inner, rollback, ChangeOrigin::Guard) {
+                    Ok(_) => {
+                        self.shared.count_rollback(trip.threshold);
+                        log::warn!("{reason}: rolled back");
+                    }
+                    Err(e) => {
+                        log::error!("{reason}, but the rollback failed: {e}");
+                        inner.state.watch = None;
+                    }
+                }
+            }
+            _ => self.advance_canary(&mut inner, &verdict, now),
+        }
+    }
+
+    fn advance_canary(&self, inner: &mut Inner, verdict: &Verdict, now: u64) {
+        let Some(run) = inner.canary.clone() else {
+            return;
+        };
+        let steps = inner.config.canary.steps.clone();
+        let CanaryNext::Advance(step) = canary::next(&run, &steps, verdict, now) else {
+            return;
+        };
+        let weight = steps[step].weight;
+        let mut state = inner.state.clone();
+        raise_split(
+            &mut state,
+            canary::step_split(&run.base_split, &run.pool, weight),
+        );
+        keep_target(&mut state, &run.base_split);
+        let last = step + 1 == steps.len();
+        let (reason, event) = if last {
+            let reason = format!(
+                "canary of {} promoted to 100% after {} steps",
+                run.pool,
+                steps.len()
+            );
+            (reason, "canary_promoted")
+        } else {
+            let reason = format!(
+                "canary of {}: step {}/{} at {weight}%",
+                run.pool,
+                step + 1,
+                steps.len()
+            );
+            (reason, "canary_step")
+        };
+        let config = Arc::clone(&inner.config);
+        let command = format!("canary step {}", step + 1);
+        match self.commit(
+            inner,
+            config,
+            state,
+            Change {
+                command: &command,
+                origin: ChangeOrigin::Canary,
+                reason: &reason,
+                event,
+            },
+        ) {
+            Ok(_) => {
+                inner.canary = (!last).then_some(CanaryRun {
+                    step,
+                    step_started_ms: now,
+                    ..run
+                });
+            }
+            Err(e) => log::error!("canary step failed: {e}"),
+        }
     }
 
     /// Refuses a split that gives more traffic to a pool with no healthy,
@@ -409,19 +765,6 @@ impl Controller {
                 dead.join(", ")
             )),
         }
-    }
-
-    /// A new split; if it raises a pool's share, the split before it becomes
-    /// the rollback target.
-    fn set_split(&self, state: &mut RuntimeState, split: Split) {
-        if raises_a_share(&state.split, &split) {
-            state.rollback_target = Some(RollbackTarget {
-                split: state.split.clone(),
-                set_at_ms: unix_ms(),
-                revision: state.revision,
-            });
-        }
-        state.split = split;
     }
 
     /// The configured name of a backend given by name or resolved address.
@@ -452,10 +795,14 @@ impl Controller {
         inner: &mut Inner,
         config: Arc<Config>,
         mut state: RuntimeState,
-        command: &str,
-        origin: ChangeOrigin,
-        reason: &str,
+        change: Change<'_>,
     ) -> Result<u64, String> {
+        let Change {
+            command,
+            origin,
+            reason,
+            event,
+        } = change;
         state.revision = inner.state.revision.max(state.revision) + 1;
         let current = self.shared.table.load_full();
         let table = RoutingTable::build(
@@ -487,6 +834,14 @@ impl Controller {
             log::error!("could not append to the audit log: {e}");
         }
         self.shared.table.store(Arc::new(table));
+        self.notifier.send(json!({
+            "event": event,
+            "revision": record.revision,
+            "time": record.time,
+            "split": record.split,
+            "reason": record.reason,
+            "origin": record.origin,
+        }));
         log::info!(
             "revision {}: {command} ({}) by {} — split {}",
             state.revision,
@@ -535,6 +890,8 @@ mod tests {
             file_split: split(100, 0),
             drained: Default::default(),
             rollback_target: None,
+            watch: None,
+            guard_paused: false,
         };
         let (state, reason) = reconcile(&file, Some(saved.clone()));
         assert_eq!(state.split, split(90, 10));
@@ -551,6 +908,8 @@ mod tests {
             file_split: split(100, 0),
             drained: [("blue".to_string(), "10.9.9.9:1".to_string())].into(),
             rollback_target: None,
+            watch: None,
+            guard_paused: false,
         };
         let (state, reason) = reconcile(&file, Some(saved));
         assert_eq!(state.split, split(50, 50));

@@ -26,6 +26,16 @@ pub struct RollbackTarget {
     pub revision: u64,
 }
 
+/// The pool the guard watches after a change that raised its share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watch {
+    pub pool: String,
+    /// The pool that lost the most share: the baseline for relative limits.
+    pub baseline: Option<String>,
+    /// Unix time in milliseconds when the watch began.
+    pub since_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeState {
     pub revision: u64,
@@ -36,6 +46,9 @@ pub struct RuntimeState {
     /// `(pool, backend as written in the config)`.
     pub drained: BTreeSet<(String, String)>,
     pub rollback_target: Option<RollbackTarget>,
+    pub watch: Option<Watch>,
+    /// `guard pause` in force.
+    pub guard_paused: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +59,10 @@ struct StateDoc {
     file_split: SplitDoc,
     drained: Vec<(String, String)>,
     rollback_target: Option<TargetDoc>,
+    #[serde(default)]
+    watch: Option<Watch>,
+    #[serde(default)]
+    guard_paused: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,6 +114,8 @@ impl RuntimeState {
             file_split: split_from_doc(&doc.file_split)?,
             drained: doc.drained.into_iter().collect(),
             rollback_target: target,
+            watch: doc.watch,
+            guard_paused: doc.guard_paused,
         }))
     }
 
@@ -113,6 +132,8 @@ impl RuntimeState {
                 set_at_ms: t.set_at_ms,
                 revision: t.revision,
             }),
+            watch: self.watch.clone(),
+            guard_paused: self.guard_paused,
         };
         let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
         write_atomically(&Self::path(state_dir), text.as_bytes())
@@ -131,6 +152,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(file);
     std::fs::rename(&temp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The pool whose share rose the most from `before` to `after` (the one to
+/// watch) and the one whose share fell the most (its baseline).
+pub fn biggest_moves(before: &Split, after: &Split) -> (Option<String>, Option<String>) {
+    let delta = |pool: &String| {
+        i32::from(after.get(pool).map_or(0, |s| s.units()))
+            - i32::from(before.get(pool).map_or(0, |s| s.units()))
+    };
+    let pools: Vec<&String> = before.keys().chain(after.keys()).collect();
+    let up = pools
+        .iter()
+        .filter(|p| delta(p) > 0)
+        .max_by_key(|p| delta(p))
+        .map(|p| p.to_string());
+    let down = pools
+        .iter()
+        .filter(|p| delta(p) < 0)
+        .min_by_key(|p| delta(p))
+        .map(|p| p.to_string());
+    (up, down)
 }
 
 /// Did any pool's share rise from `before` to `after`?
@@ -178,6 +220,12 @@ mod tests {
                 set_at_ms: 1_700_000_000_000,
                 revision: 41,
             }),
+            watch: Some(Watch {
+                pool: "green".into(),
+                baseline: Some("blue".into()),
+                since_ms: 5,
+            }),
+            guard_paused: true,
         };
         state.save(&dir).unwrap();
         assert_eq!(RuntimeState::load(&dir).unwrap(), Some(state));

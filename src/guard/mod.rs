@@ -1,0 +1,15 @@
+//! The guard: automatic rollback and staged canaries.
+//!
+//! - `decide`: the pure verdict on a watched pool's window
+//! - `canary`: pure helpers for walking `[canary].steps`
+//! - `evaluator`: the background tick that asks the controller to judge
+//!
+//! The state (what is watched since when, a canary in progress, paused or
+//! not) lives in the controller, which is the one writer of the table: a
+//! rollback the guard decides is an ordinary command with origin `guard`.
+
+pub mod canary;
+pub mod decide;
+pub mod evaluator;
+
+pub use decide::{decide, Observation, Trip, Verdict};
