@@ -33,6 +33,8 @@ pub struct OriginControl {
     /// `/health` answers 503 while set.
     unhealthy: AtomicBool,
     requests: AtomicU64,
+    /// When this origin first answered 500 (tests measure detection from it).
+    first_failure: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl OriginControl {
@@ -47,6 +49,10 @@ impl OriginControl {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.unhealthy.store(!healthy, Ordering::Relaxed);
+    }
+
+    pub fn first_failure(&self) -> Option<std::time::Instant> {
+        *self.first_failure.lock()
     }
 
     /// Requests answered so far, health checks excluded.
@@ -161,6 +167,10 @@ async fn answer(
     // so tests know exactly which latency each class has.
     let fail_every = u64::from(control.fail_every.load(Ordering::Relaxed));
     if fail_every > 0 && n.is_multiple_of(fail_every) {
+        control
+            .first_failure
+            .lock()
+            .get_or_insert_with(std::time::Instant::now);
         return reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{name} failed\n"),
