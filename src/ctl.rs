@@ -40,6 +40,10 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
             eprintln!("switchyard ctl: {message}");
             ExitCode::from(2)
         }
+        Err(ClientError::Refused(message)) => {
+            eprintln!("switchyard ctl: refused: {message}");
+            ExitCode::from(1)
+        }
         Ok(answer) => {
             let ok = answer["ok"].as_bool() == Some(true);
             if json {
@@ -100,6 +104,69 @@ fn ms(value: &Value) -> String {
     value.as_f64().map_or("-".into(), |v| format!("{v:.1}ms"))
 }
 
+/// The guard and canary lines of `status` (absent fields print nothing, so
+/// this also works against a server that has no guard).
+fn guard_lines(answer: &Value) -> String {
+    let mut out = String::new();
+    let guard = &answer["guard"];
+    if guard.is_object() {
+        let state = if guard["enabled"].as_bool() == Some(false) {
+            "disabled"
+        } else if guard["paused"].as_bool() == Some(true) {
+            "paused"
+        } else {
+            "on"
+        };
+        let watching = match guard["watching"].as_object() {
+            Some(w) => format!(
+                ", watching {} for {}s more{}",
+                plain(&w["pool"]),
+                plain(&w["remaining_s"]),
+                w["baseline"]
+                    .as_str()
+                    .map(|b| format!(" (baseline {b})"))
+                    .unwrap_or_default()
+            ),
+            None => ", watching nothing".to_string(),
+        };
+        let verdict = match guard["verdict"]["verdict"].as_str() {
+            Some("trip") => format!(
+                ", verdict trip: {} {} over {} on {} requests",
+                plain(&guard["verdict"]["threshold"]),
+                plain(&guard["verdict"]["measured"]),
+                plain(&guard["verdict"]["limit"]),
+                plain(&guard["verdict"]["requests"])
+            ),
+            Some(v) => format!(
+                ", verdict {v} ({} requests)",
+                plain(&guard["verdict"]["requests"])
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "guard: {state}{watching}{verdict}");
+    }
+    let canary = &answer["canary"];
+    if canary.is_object() {
+        let _ = writeln!(
+            out,
+            "canary: {} step {}/{} at {}%, {}s left in this step{}",
+            plain(&canary["pool"]),
+            plain(&canary["step"]),
+            plain(&canary["steps"]),
+            pct(&canary["weight"]),
+            canary["hold_remaining_s"].as_f64().unwrap_or(0.0).round(),
+            if canary["paused"].as_bool() == Some(true) {
+                " (paused)"
+            } else {
+                ""
+            }
+        );
+    } else if guard.is_object() {
+        out.push_str("canary: none\n");
+    }
+    out
+}
+
 /// A readable rendering of an answer.
 fn human(verb: &str, answer: &Value) -> String {
     let mut out = String::new();
@@ -129,6 +196,7 @@ fn human(verb: &str, answer: &Value) -> String {
                 }
                 _ => out.push_str("rollback target: none\n"),
             }
+            out.push_str(&guard_lines(answer));
             let _ = writeln!(
                 out,
                 "\n{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9}",

@@ -36,10 +36,25 @@ pub enum ClientError {
     Unreachable(String),
     /// Connected, but the exchange failed.
     Protocol(String),
+    /// Not sent: the command cannot be put on the wire (exit code 1).
+    Refused(String),
 }
 
 /// Sends one command and returns the parsed answer.
 pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
+    // One command per line: an embedded line break would smuggle a second
+    // command past the one answer this client reads.
+    let command = command.trim_end_matches(['\n', '\r']);
+    if command.contains(['\n', '\r']) {
+        return Err(ClientError::Refused(
+            "a command must be a single line".into(),
+        ));
+    }
+    if command.len() > MAX_LINE {
+        return Err(ClientError::Refused(format!(
+            "the command is longer than {MAX_LINE} bytes"
+        )));
+    }
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         ClientError::Unreachable(format!(
             "cannot reach the admin socket {}: {e}",
@@ -51,7 +66,7 @@ pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
     let _ = stream.set_write_timeout(timeout);
     let protocol = |e: std::io::Error| ClientError::Protocol(format!("admin socket: {e}"));
     stream
-        .write_all(format!("{}\n", command.trim_end_matches('\n')).as_bytes())
+        .write_all(format!("{command}\n").as_bytes())
         .map_err(protocol)?;
     let mut line = String::new();
     BufReader::new(&stream)

@@ -107,6 +107,15 @@ fn split_problem(split: &Split, config: &Config) -> Option<String> {
         .map(|(pool, _)| format!("pool \"{pool}\" has no backends"))
 }
 
+/// A pool that `split` gives traffic to but `config` no longer has. Pools
+/// with a share of 0 may go without disturbing the split.
+fn removed_pool_with_share<'a>(split: &'a Split, config: &Config) -> Option<&'a str> {
+    split
+        .iter()
+        .find(|(pool, share)| **share > Share::ZERO && !config.pools.contains_key(*pool))
+        .map(|(pool, _)| pool.as_str())
+}
+
 /// Merges the config file with the saved runtime state (SPEC §4): the
 /// runtime split stays unless the file's `[split]` changed since it was last
 /// applied (or the saved split no longer fits the pools). Returns the state
@@ -139,11 +148,8 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
     if saved.file_split != config.split {
         reasons.push("the config file's [split] changed".into());
         state.split = config.split.clone();
-    } else if let Some(problem) = saved
-        .split
-        .keys()
-        .find(|p| !config.pools.contains_key(*p))
-        .map(|p| format!("no such pool \"{p}\""))
+    } else if let Some(problem) = removed_pool_with_share(&saved.split, config)
+        .map(|p| format!("pool \"{p}\" is gone"))
         .or_else(|| split_problem(&runtime_split, config))
     {
         reasons.push(format!(
@@ -156,6 +162,16 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
     state.file_split = config.split.clone();
     let new_split = std::mem::replace(&mut state.split, saved.split.clone());
     raise_split(&mut state, new_split);
+    // A target that gives traffic to a pool the file no longer has could
+    // never be restored; better none than a rollback that fails when needed.
+    if let Some(pool) = state
+        .rollback_target
+        .as_ref()
+        .and_then(|t| removed_pool_with_share(&t.split, config))
+    {
+        reasons.push(format!("rollback target dropped (pool \"{pool}\" is gone)"));
+        state.rollback_target = None;
+    }
     if state.split != saved.split && !reasons.is_empty() {
         // already explained
     } else if state.split != saved.split {
@@ -163,6 +179,36 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
     }
     let reason = (!reasons.is_empty()).then(|| reasons.join("; "));
     (state, reason)
+}
+
+/// Settings a running process cannot change: bound sockets, thread counts,
+/// where state and audit live. `new` keeps the running values for them (so
+/// the config in force describes the process as it runs); the names of the
+/// ones the file changed are returned for a warning.
+fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.admin != running.admin {
+        changed.push("[admin] (socket, http, state_dir)");
+        new.admin = running.admin.clone();
+    }
+    let (old, server) = (&running.server, &mut new.server);
+    if server.listen != old.listen {
+        changed.push("server.listen");
+        server.listen = old.listen.clone();
+    }
+    if server.threads != old.threads {
+        changed.push("server.threads");
+        server.threads = old.threads;
+    }
+    if server.upstream_keepalive_pool != old.upstream_keepalive_pool {
+        changed.push("server.upstream_keepalive_pool");
+        server.upstream_keepalive_pool = old.upstream_keepalive_pool;
+    }
+    if server.grace_period != old.grace_period {
+        changed.push("server.grace_period");
+        server.grace_period = old.grace_period;
+    }
+    changed
 }
 
 impl Controller {
@@ -179,6 +225,7 @@ impl Controller {
                 state_dir.display()
             )
         })?;
+        super::state::remove_stale_temp_files(&state_dir);
         let saved = match RuntimeState::load(&state_dir) {
             Ok(saved) => saved,
             Err(e) => {
@@ -192,7 +239,14 @@ impl Controller {
                 None
             }
         };
-        let (state, reason) = reconcile(&config, saved);
+        let audit = AuditLog::new(&state_dir);
+        let lost = saved.is_none();
+        let (mut state, reason) = reconcile(&config, saved);
+        if lost {
+            // Without a state file, continue the audit log's numbering so a
+            // revision number never means two different changes.
+            state.revision = audit.last_revision().unwrap_or(0);
+        }
         let config = Arc::new(config);
         let table = RoutingTable::build(
             Arc::clone(&config),
@@ -210,7 +264,7 @@ impl Controller {
             config_path: config_path.to_path_buf(),
             notifier,
             inner: Mutex::new(Inner {
-                audit: AuditLog::new(&state_dir),
+                audit,
                 config: Arc::clone(&config),
                 state: state.clone(),
                 canary: None,
@@ -348,7 +402,7 @@ impl Controller {
 
     /// Re-reads the config file. An invalid file changes nothing.
     pub fn reload(&self, origin: ChangeOrigin) -> Result<Value, String> {
-        let new_config = match config::load(&self.config_path) {
+        let mut new_config = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(errors) => {
                 self.shared.count_reload(false);
@@ -375,6 +429,9 @@ impl Controller {
         };
         self.shared.count_reload(true);
         let mut inner = self.inner.lock();
+        for setting in keep_restart_only_settings(&inner.config, &mut new_config) {
+            log::warn!("reload: a change of {setting} takes effect at the next restart");
+        }
         if *inner.config == new_config {
             return Ok(
                 json!({ "ok": true, "changed": false, "revision": inner.state.revision,
@@ -487,10 +544,7 @@ impl Controller {
             Command::Undo(revision) => {
                 let record = inner
                     .audit
-                    .read_all()
-                    .into_iter()
-                    .rev()
-                    .find(|r| r.revision == *revision)
+                    .find(*revision)
                     .ok_or_else(|| format!("no revision {revision} in the audit log"))?;
                 let named: Result<Split, String> = record
                     .split

@@ -175,6 +175,28 @@ pub fn biggest_moves(before: &Split, after: &Split) -> (Option<String>, Option<S
     (up, down)
 }
 
+/// Removes temp files that a writer killed between create and rename left
+/// behind — except those of a process still running (the old process
+/// during a graceful upgrade may be mid-write).
+pub fn remove_stale_temp_files(state_dir: &Path) {
+    let prefix = format!(".{FILE}.tmp.");
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Did any pool's share rise from `before` to `after`?
 pub fn raises_a_share(before: &Split, after: &Split) -> bool {
     after
