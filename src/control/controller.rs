@@ -107,6 +107,19 @@ fn split_problem(split: &Split, config: &Config) -> Option<String> {
         .map(|(pool, _)| format!("pool \"{pool}\" has no backends"))
 }
 
+/// Do two splits give the same traffic to the same pools? Pools at 0 do
+/// not count, so adding or removing an idle pool in the file is not a
+/// change of its `[split]` (and does not reset the runtime split).
+fn same_shares(a: &Split, b: &Split) -> bool {
+    let positive = |s: &Split| {
+        s.iter()
+            .filter(|(_, share)| **share > Share::ZERO)
+            .map(|(pool, share)| (pool.clone(), *share))
+            .collect::<Vec<_>>()
+    };
+    positive(a) == positive(b)
+}
+
 /// A pool that `split` gives traffic to but `config` no longer has. Pools
 /// with a share of 0 may go without disturbing the split.
 fn removed_pool_with_share<'a>(split: &'a Split, config: &Config) -> Option<&'a str> {
@@ -145,7 +158,7 @@ fn reconcile(config: &Config, saved: Option<RuntimeState>) -> (RuntimeState, Opt
         reasons.push("drains of removed backends dropped".to_string());
     }
     let runtime_split = complete_split(config.pools.keys().cloned(), &saved.split);
-    if saved.file_split != config.split {
+    if !same_shares(&saved.file_split, &config.split) {
         reasons.push("the config file's [split] changed".into());
         state.split = config.split.clone();
     } else if let Some(problem) = removed_pool_with_share(&saved.split, config)

@@ -13,3 +13,6 @@ pub mod state;
 
 pub use command::{ChangeOrigin, Command};
 pub use controller::Controller;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! The controller across restarts, through its public API: which split is in
+//! force after a start with a given file and a given saved state (SPEC §4),
+//! what happens to a lost or corrupt state file, and what a reload keeps.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{ChangeOrigin, Command, Controller};
+use crate::config;
+
+const ADMIN: ChangeOrigin = ChangeOrigin::Admin { uid: Some(1000) };
+
+/// A config file and state dir of their own, removed on drop.
+struct Setup {
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("sy-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Setup { dir }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("switchyard.toml")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Writes the file (pools and split) and starts a controller on it, as
+    /// a process start does.
+    fn start(&self, pools: &[&str], split: &str) -> Arc<Controller> {
+        let mut text = format!(
+            // No active checks: backends count as up without a checker.
+            "[admin]\nsocket = \"{d}/admin.sock\"\nstate_dir = \"{d}/state\"\n\
+             [health]\nenabled = false\n",
+            d = self.dir.display()
+        );
+        for (i, pool) in pools.iter().enumerate() {
+            text.push_str(&format!(
+                "[pools.{pool}]\nbackends = [\"127.0.0.1:{}\"]\n",
+                9001 + i
+            ));
+        }
+        text.push_str(&format!("[split]\n{split}\n"));
+        std::fs::write(self.config_path(), text).unwrap();
+        let config = config::load(&self.config_path()).unwrap();
+        Controller::start(&self.config_path(), config).unwrap().0
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn split_of(controller: &Controller) -> Vec<(String, f64)> {
+    let status = controller.apply(Command::Status, ADMIN).unwrap();
+    let mut split: Vec<(String, f64)> = status["split"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    split.sort_by(|a, b| a.0.cmp(&b.0));
+    split
+}
+
+fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
+    list.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+fn revision(controller: &Controller) -> u64 {
+    controller.apply(Command::Status, ADMIN).unwrap()["revision"]
+        .as_u64()
+        .unwrap()
+}
+
+fn run(controller: &Controller, line: &str) -> Result<Value, String> {
+    controller.apply(Command::parse(line)?, ADMIN)
+}
+
+fn last_audit(controller: &Controller) -> Value {
+    let history = controller.apply(Command::History(1), ADMIN).unwrap();
+    history["history"][0].clone()
+}
+
+#[test]
+fn the_runtime_split_survives_a_restart_while_the_file_split_is_unchanged() {
+    let setup = Setup::new("keep");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert_eq!(revision(&c), 1);
+    assert_eq!(last_audit(&c)["origin"], "startup");
+    run(&c, "split blue=70 green=30").unwrap();
+    drop(c);
+
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
+    assert_eq!(revision(&c), 2, "a plain restart is not a change");
+    let status = c.apply(Command::Status, ADMIN).unwrap();
+    assert_eq!(status["rollback_target"]["split"]["blue"], 100.0);
+}
+
+#[test]
+fn a_changed_file_split_wins_at_start_as_a_revision_of_its_own() {
+    let setup = Setup::new("filewins");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "split blue=70 green=30").unwrap();
+    drop(c);
+
+    let c = setup.start(&["blue", "green"], "blue = 50\ngreen = 50");
+    assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
+    assert_eq!(revision(&c), 3);
+    let record = last_audit(&c);
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("[split] changed"),
+        "{record}"
+    );
+}
+
+#[test]
+fn removing_a_pool_without_share_keeps_the_runtime_split() {
+    let setup = Setup::new("dropidle");
+    let c = setup.start(&["blue", "green", "red"], "blue = 100");
+    run(&c, "split blue=70 green=30").unwrap();
+    drop(c);
+
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
+}
+
+#[test]
+fn adding_a_pool_keeps_the_runtime_split() {
+    let setup = Setup::new("add");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "split blue=70 green=30").unwrap();
+    drop(c);
+
+    let c = setup.start(&["blue", "green", "red"], "blue = 100");
+    assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
+    assert_eq!(
+        c.apply(Command::Status, ADMIN).unwrap()["split"]["red"],
+        0.0,
+        "the new pool is in the split at 0"
+    );
+}
+
+#[test]
+fn removing_a_pool_with_share_falls_back_to_the_file_split() {
+    let setup = Setup::new("dropbusy");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "split blue=70 green=30").unwrap();
+    run(&c, "cutover blue").unwrap(); // target: 70/30, naming green
+    drop(c);
+
+    let c = setup.start(&["blue"], "blue = 100");
+    assert_eq!(split_of(&c), pairs(&[("blue", 100.0)]));
+    let reason = last_audit(&c)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("pool \"green\" is gone"), "{reason}");
+    let status = c.apply(Command::Status, ADMIN).unwrap();
+    assert!(
+        status["rollback_target"].is_null(),
+        "a target naming a removed pool is dropped: {}",
+        status["rollback_target"]
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_is_kept_aside_and_revisions_continue() {
+    let setup = Setup::new("corrupt");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "split blue=70 green=30").unwrap();
+    run(&c, "split blue=60 green=40").unwrap();
+    drop(c);
+    std::fs::write(
+        setup.state_dir().join("state.json"),
+        "{\"revision\": 3, tor",
+    )
+    .unwrap();
+    // A temp file left by a writer killed mid-save (no such process).
+    let stale = setup.state_dir().join(".state.json.tmp.4194305");
+    std::fs::write(&stale, "{").unwrap();
+
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert_eq!(split_of(&c), pairs(&[("blue", 100.0)]), "the file's split");
+    assert_eq!(revision(&c), 4, "numbering continues from the audit log");
+    let kept = std::fs::read_to_string(setup.state_dir().join("state.json.corrupt")).unwrap();
+    assert_eq!(kept, "{\"revision\": 3, tor");
+    assert!(!stale.exists(), "stale temp file removed");
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.state_dir().join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["revision"], 4);
+}
+
+#[test]
+fn rollback_restores_the_split_before_the_last_raise_once() {
+    let setup = Setup::new("rollback");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert!(run(&c, "rollback")
+        .unwrap_err()
+        .contains("nothing to roll back to"));
+    run(&c, "split blue=90 green=10").unwrap();
+    run(&c, "cutover green").unwrap();
+    let answer = run(&c, "rollback green is slow").unwrap();
+    assert_eq!(answer["split"]["blue"], 90.0);
+    let record = last_audit(&c);
+    assert_eq!(record["reason"], "green is slow");
+    assert_eq!(record["uid"], 1000);
+    assert!(run(&c, "rollback").is_err(), "the target is used up");
+
+    // `undo` goes back to any recorded revision, and is itself a raise.
+    let answer = run(&c, "undo 3").unwrap();
+    assert_eq!(answer["split"]["green"], 100.0);
+    assert_eq!(run(&c, "rollback").unwrap()["split"]["blue"], 90.0);
+}
+
+#[test]
+fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
+    let setup = Setup::new("reload");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    assert_eq!(answer["changed"], false);
+    assert_eq!(revision(&c), 1);
+
+    // Moving the state dir needs a restart: the running one stays in use.
+    let text = std::fs::read_to_string(setup.config_path())
+        .unwrap()
+        .replace("/state\"", "/elsewhere\"")
+        .replace("blue = 100", "blue = 50\ngreen = 50");
+    std::fs::write(setup.config_path(), text).unwrap();
+    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    assert_eq!(answer["revision"], 2);
+    assert_eq!(c.config().admin.state_dir, setup.state_dir());
+    assert!(!setup.dir.join("elsewhere").exists());
+    assert_eq!(last_audit(&c)["origin"], "signal");
+
+    std::fs::write(setup.config_path(), "[pools.blue]\nbackends = 3\n").unwrap();
+    let error = c.reload(ChangeOrigin::File).unwrap_err();
+    assert!(error.contains("pools.blue.backends"), "{error}");
+    assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
+}
