@@ -109,6 +109,23 @@ impl Proxy {
         std::fs::rename(&temp, self.config_path()).expect("rename config");
     }
 
+    /// The full config text for `body`, with this proxy's generated
+    /// `[server]` and `[admin]` sections (for tests that lay files out
+    /// themselves).
+    pub fn config_text(&self, body: &str) -> String {
+        format!("{}{body}", self.header)
+    }
+
+    /// The process id, for sending signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the process (SIGKILL) and starts a new one on the same
     /// directory, config and state.
     pub async fn restart(mut self) -> Proxy {
@@ -357,6 +374,32 @@ pub fn failures(results: &[Result<Reply, String>]) -> Vec<String> {
             Err(e) => Some(e.clone()),
         })
         .collect()
+}
+
+/// Runs `switchyard ctl ARGS…` and returns (exit code, stdout, stderr).
+pub async fn ctl_cli(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("ctl")
+            .args(&args)
+            .output()
+    })
+    .await
+    .expect("ctl task")
+    .expect("run switchyard ctl");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The value of one Prometheus sample line (`name{labels}`), 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Polls `check` every 20 ms until it returns true or `within` passes.
