@@ -5,6 +5,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -98,7 +99,7 @@ impl BackgroundService for AdminSocket {
                 _ = shutdown.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    clients.spawn(serve(stream, Arc::clone(&self.controller)));
+                    clients.spawn(serve(stream, Arc::clone(&self.controller), IDLE_TIMEOUT));
                 }
                 Some(_) = clients.join_next(), if !clients.is_empty() => {}
             }
@@ -152,13 +153,15 @@ async fn execute(
         .unwrap_or_else(|e| Err(format!("internal error while applying the command: {e}")))
 }
 
-async fn serve(stream: UnixStream, controller: Arc<Controller>) {
+/// One client: lines in, answers out, until it closes, sends an oversized
+/// line, or stays silent for `idle`.
+async fn serve(stream: UnixStream, controller: Arc<Controller>, idle: Duration) {
     let uid = stream.peer_cred().ok().map(|c| c.uid());
     let origin = ChangeOrigin::Admin { uid };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader)).await {
+        let line = match tokio::time::timeout(idle, read_line(&mut reader)).await {
             Err(_) | Ok(Err(_)) | Ok(Ok(None)) => return,
             Ok(Ok(Some(line))) => line,
         };
@@ -176,5 +179,105 @@ async fn serve(stream: UnixStream, controller: Arc<Controller>) {
         if write.write_all(answer.as_bytes()).await.is_err() || close {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn controller(tag: &str) -> (Arc<Controller>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sy-sock-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switchyard.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[admin]\nstate_dir = \"{}/state\"\n[pools.blue]\nbackends = [\"127.0.0.1:9001\"]\n[split]\nblue = 100\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let config = crate::config::load(&path).unwrap();
+        (Controller::start(&path, config).unwrap().0, dir)
+    }
+
+    async fn read_answer(client: &mut UnixStream) -> String {
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while client.read(&mut byte).await.unwrap() == 1 && byte[0] != b'\n' {
+            answer.push(byte[0]);
+        }
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_lines_and_closes_an_idle_connection() {
+        let (controller, dir) = controller("idle");
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve(server, controller, Duration::from_millis(300)));
+
+        client.write_all(b"status\r\n\n  \nfrob\n").await.unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(&read_answer(&mut client).await).unwrap();
+        assert_eq!(status["ok"], true);
+        assert_eq!(status["revision"], 1);
+        let unknown = read_answer(&mut client).await;
+        assert!(unknown.contains("unknown command"), "{unknown}");
+
+        // Then silence: the server hangs up by itself, within a bound.
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "closed after the idle timeout");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_line_gets_an_error_and_the_connection_closes() {
+        let (controller, dir) = controller("long");
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve(server, controller, Duration::from_secs(60)));
+        let long = vec![b's'; MAX_LINE + 10];
+        // The server answers and hangs up without waiting for the end of it.
+        let _ = client.write_all(&long).await;
+        let answer = read_answer(&mut client).await;
+        assert!(answer.contains("longer than 4096"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_0600_and_a_stale_one_is_replaced_but_not_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let (controller, dir) = controller("bind");
+        let path = dir.join("run/admin.sock");
+        let socket = AdminSocket::new(controller, path.clone());
+        let (first, _) = socket.bind().unwrap();
+        drop(first); // a stale socket file stays behind
+        let (_listener, ours) = socket.bind().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(UnixStream::connect(&path).await.is_ok());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("run")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp socket left behind");
+
+        // A successor took the path over: shutdown leaves its socket alone.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "").unwrap();
+        socket.remove_if_ours(ours);
+        assert!(path.exists());
+        let refused = socket.bind().unwrap_err();
+        assert!(refused.to_string().contains("not a socket"), "{refused}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
