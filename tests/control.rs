@@ -304,7 +304,7 @@ async fn a_restart_restores_the_runtime_split_unless_the_file_split_changed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_survives_sigkill_during_changes() {
     let (mut proxy, _blue, _green) = setup().await;
-    for round in 0..12u64 {
+    for round in 0..20u64 {
         let socket = proxy.socket();
         let stop = Arc::new(AtomicBool::new(false));
         let streamer = {
@@ -321,7 +321,7 @@ async fn the_state_file_survives_sigkill_during_changes() {
             })
         };
         // Kill at a different moment each round.
-        tokio::time::sleep(Duration::from_millis(20 + round * 17)).await;
+        tokio::time::sleep(Duration::from_millis(20 + round * 11)).await;
         proxy.kill9();
         stop.store(true, Ordering::Relaxed);
         streamer.join().unwrap();
