@@ -164,6 +164,25 @@ async fn settle(rx: &mut mpsc::Receiver<()>) {
     {}
 }
 
+/// SIGHUP's default action ends the process, pingora does not handle it,
+/// and the reload service only subscribes once the services start. Call this
+/// first thing: tokio's handler, once installed, stays for the life of the
+/// process (also after the runtime that installed it is gone), so a SIGHUP
+/// sent while switchyard starts is ignored instead of fatal.
+pub fn survive_early_hangup() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(async {
+            if let Err(e) = signal(SignalKind::hangup()) {
+                log::warn!("cannot handle SIGHUP: {e}");
+            }
+        }),
+        Err(e) => log::warn!("cannot handle SIGHUP yet: {e}"),
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {

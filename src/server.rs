@@ -27,6 +27,7 @@ use crate::shared::Shared;
 /// Runs the proxy in the foreground until SIGTERM/SIGINT. Returns an error
 /// message (config invalid, port busy) instead of starting a broken server.
 pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
+    crate::reload::survive_early_hangup();
     let config = config::load(config_path).map_err(|errors| {
         format!(
             "{}: invalid configuration:\n{errors}",

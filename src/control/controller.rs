@@ -446,6 +446,11 @@ impl Controller {
             log::warn!("reload: a change of {setting} takes effect at the next restart");
         }
         if *inner.config == new_config {
+            log::info!(
+                "reload ({}): {} unchanged",
+                origin.label(),
+                self.config_path.display()
+            );
             return Ok(
                 json!({ "ok": true, "changed": false, "revision": inner.state.revision,
                               "message": "config unchanged" }),

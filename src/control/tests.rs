@@ -252,3 +252,28 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     assert!(error.contains("pools.blue.backends"), "{error}");
     assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
 }
+
+#[test]
+fn an_expired_rollback_target_is_refused() {
+    let setup = Setup::new("expired");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "cutover green").unwrap();
+    drop(c);
+    // Age the target past the default 24 h TTL.
+    let path = setup.state_dir().join("state.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["rollback_target"]["set_at_ms"] = Value::from(0);
+    std::fs::write(&path, state.to_string()).unwrap();
+
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    assert_eq!(
+        c.apply(Command::Status, ADMIN).unwrap()["rollback_target"]["expired"],
+        true
+    );
+    let error = run(&c, "rollback").unwrap_err();
+    assert!(
+        error.contains("older than guard.rollback_target_ttl"),
+        "{error}"
+    );
+    assert_eq!(split_of(&c), pairs(&[("green", 100.0)]));
+}
