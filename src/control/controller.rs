@@ -34,6 +34,12 @@ pub struct Controller {
     config_path: PathBuf,
     notifier: Notifier,
     inner: Mutex<Inner>,
+    /// One reload at a time, from reading the file to publishing it: two
+    /// overlapping reloads (watcher and `ctl reload`) could otherwise
+    /// publish an older read of the file after a newer one. Separate from
+    /// `inner` so reading the file (which resolves host names) never holds
+    /// up status, commands or the guard.
+    reloading: Mutex<()>,
 }
 
 struct Inner {
@@ -276,6 +282,7 @@ impl Controller {
             shared,
             config_path: config_path.to_path_buf(),
             notifier,
+            reloading: Mutex::new(()),
             inner: Mutex::new(Inner {
                 audit,
                 config: Arc::clone(&config),
@@ -415,6 +422,7 @@ impl Controller {
 
     /// Re-reads the config file. An invalid file changes nothing.
     pub fn reload(&self, origin: ChangeOrigin) -> Result<Value, String> {
+        let _one_at_a_time = self.reloading.lock();
         let mut new_config = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(errors) => {
