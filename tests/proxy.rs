@@ -213,3 +213,88 @@ async fn host_is_passed_through_and_forwarded_for_added() {
     );
     assert_eq!(reply.header("x-switchyard-pool"), Some("blue"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_errors_and_the_proxy_keeps_serving() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let proxy = Proxy::start(&format!("{}[split]\nblue = 100\n", pools(&blue, &green))).await;
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let inputs: Vec<Vec<u8>> = vec![
+        b"GARBAGE\r\n\r\n".to_vec(),
+        vec![0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'],
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nzz\r\n".to_vec(),
+        huge_header.into_bytes(),
+        b"GET /\x00\x01 HTTP/1.1\r\n\r\n".to_vec(),
+    ];
+    let listen = proxy.listen;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        inputs
+            .into_iter()
+            .map(|input| {
+                let mut stream = std::net::TcpStream::connect(listen).unwrap();
+                let timeout = Some(std::time::Duration::from_secs(10));
+                stream.set_read_timeout(timeout).unwrap();
+                stream.set_write_timeout(timeout).unwrap();
+                let _ = stream.write_all(&input);
+                let mut answer = [0u8; 512];
+                // An error answer, a close, or a reset all count as handled;
+                // only silence until the timeout does not.
+                match stream.read(&mut answer) {
+                    Ok(n) => Ok(String::from_utf8_lossy(&answer[..n]).into_owned()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        Err("no answer and no close".to_string())
+                    }
+                    Err(e) => Ok(format!("closed: {e}")),
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let text = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("input {i}: {e}"));
+        // Inputs 0-3 are malformed and must never be served. How pingora's
+        // parser treats an oversized head (4) or control bytes in the target
+        // (5) is its own business; what matters here is an answer or a close.
+        if i < 4 {
+            assert!(
+                !text.starts_with("HTTP/1.1 200"),
+                "input {i} was served: {text}"
+            );
+        }
+    }
+    // Still alive and serving.
+    assert_eq!(get(proxy.listen, "/", &[]).await.unwrap().body, "blue\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_503_as_soon_as_shutdown_begins() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let mut proxy = Proxy::start(&format!("{}[split]\nblue = 100\n", pools(&blue, &green))).await;
+    assert_eq!(proxy.admin_get("/ready").await.status, 200);
+    proxy.signal("TERM");
+    let not_ready = eventually(std::time::Duration::from_secs(5), || async {
+        matches!(get(proxy.admin, "/ready", &[]).await, Ok(reply) if reply.status == 503)
+    })
+    .await;
+    assert!(
+        not_ready,
+        "/ready answered 503 during the shutdown grace period"
+    );
+    assert!(proxy
+        .wait_exit(std::time::Duration::from_secs(20))
+        .await
+        .is_some_and(|s| s.success()));
+}

@@ -39,7 +39,7 @@ impl AdminHttp {
 
 #[async_trait]
 impl BackgroundService for AdminHttp {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let Some(std_listener) = self.listener.lock().take() else {
             return;
         };
@@ -53,10 +53,13 @@ impl BackgroundService for AdminHttp {
                 return;
             }
         };
+        // Keep answering through the shutdown grace period (so `/ready` can
+        // say 503 while in-flight requests drain); the runtime's teardown
+        // ends this loop.
+        let _ = shutdown;
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
-                _ = shutdown.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let shared = Arc::clone(&self.shared);

@@ -32,7 +32,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CanaryCommand {
-    Start(String),
+    /// The pool, and `--force` (start even without a healthy backend).
+    Start(String, bool),
     Pause,
     Resume,
     Promote,
@@ -79,7 +80,7 @@ impl ChangeOrigin {
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
 drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
-canary start POOL | canary pause|resume|promote|abort | guard pause|resume";
+canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume";
 
 impl Command {
     /// Parses one admin line, e.g. `split blue=90 green=10`.
@@ -89,7 +90,7 @@ impl Command {
             return Err(format!("empty command; {USAGE}"));
         };
         let mut args: Vec<&str> = words.collect();
-        let force = matches!(verb, "split" | "cutover") && args.contains(&"--force");
+        let force = matches!(verb, "split" | "cutover" | "canary") && args.contains(&"--force");
         if force {
             args.retain(|a| *a != "--force");
         }
@@ -138,7 +139,10 @@ impl Command {
                     .map_err(|_| format!("undo: \"{}\" is not a revision number", args[0]))
             }
             "canary" => match args.as_slice() {
-                ["start", pool] => Ok(Command::Canary(CanaryCommand::Start(pool.to_string()))),
+                ["start", pool] => Ok(Command::Canary(CanaryCommand::Start(
+                    pool.to_string(),
+                    force,
+                ))),
                 ["pause"] => Ok(Command::Canary(CanaryCommand::Pause)),
                 ["resume"] => Ok(Command::Canary(CanaryCommand::Resume)),
                 ["promote"] => Ok(Command::Canary(CanaryCommand::Promote)),
@@ -213,7 +217,10 @@ impl fmt::Display for Command {
             Command::History(n) => write!(f, "history {n}"),
             Command::Undo(rev) => write!(f, "undo {rev}"),
             Command::Reload => write!(f, "reload"),
-            Command::Canary(CanaryCommand::Start(pool)) => write!(f, "canary start {pool}"),
+            Command::Canary(CanaryCommand::Start(pool, false)) => write!(f, "canary start {pool}"),
+            Command::Canary(CanaryCommand::Start(pool, true)) => {
+                write!(f, "canary start --force {pool}")
+            }
             Command::Canary(CanaryCommand::Pause) => write!(f, "canary pause"),
             Command::Canary(CanaryCommand::Resume) => write!(f, "canary resume"),
             Command::Canary(CanaryCommand::Promote) => write!(f, "canary promote"),
@@ -277,7 +284,7 @@ mod tests {
         assert_eq!(Command::parse("undo 7"), Ok(Command::Undo(7)));
         assert_eq!(
             Command::parse("canary start green"),
-            Ok(Command::Canary(CanaryCommand::Start("green".into())))
+            Ok(Command::Canary(CanaryCommand::Start("green".into(), false)))
         );
         assert_eq!(
             Command::parse("canary abort"),

@@ -639,7 +639,7 @@ impl Controller {
     ) -> Result<(String, &'static str), String> {
         let steps = inner.config.canary.steps.clone();
         match action {
-            CanaryCommand::Start(pool) => {
+            CanaryCommand::Start(pool, force) => {
                 if let Some(run) = &inner.canary {
                     return Err(format!("a canary of {} is already running", run.pool));
                 }
@@ -652,7 +652,7 @@ impl Controller {
                 if let Some(problem) = split_problem(&split, &inner.config) {
                     return Err(problem);
                 }
-                self.refuse_dead_pools(&state.split, &split, false)?;
+                let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
                 raise_split(state, split);
                 keep_target(state, &base);
                 inner.canary = Some(CanaryRun {
@@ -663,7 +663,7 @@ impl Controller {
                     paused: false,
                 });
                 let reason = format!(
-                    "canary of {pool}: step 1/{} at {}%",
+                    "canary of {pool}: step 1/{} at {}%{forced}",
                     steps.len(),
                     first.weight
                 );

@@ -107,6 +107,58 @@ mod tests {
         map
     }
 
+    fn table(text: &str) -> RoutingTable {
+        let config =
+            std::sync::Arc::new(crate::config::parse(text, std::path::Path::new("/")).unwrap());
+        let split = config.split.clone();
+        RoutingTable::build(
+            std::sync::Arc::clone(&config),
+            super::super::RuntimeView {
+                revision: 1,
+                split: &split,
+                drained: &Default::default(),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_99_99_to_0_01_split_is_honoured_over_a_million_picks() {
+        let t = table(
+            "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[pools.green]\nbackends = [\"127.0.0.1:2\"]\n\
+             [split]\nblue = 99.99\ngreen = 0.01\n",
+        );
+        let green = t
+            .pool("green")
+            .map(|_| t.pools.iter().position(|p| p.name == "green").unwrap())
+            .unwrap();
+        let headers = HeaderMap::new();
+        let picks = (0..1_000_000)
+            .filter(|_| {
+                t.choose_pool(&headers, None, super::super::fast_random())
+                    == Some(PoolChoice::Split(green))
+            })
+            .count();
+        // Expected 100; a binomial with sd 10: 60..=140 is four sd either side.
+        assert!(
+            (60..=140).contains(&picks),
+            "green got {picks} of 1 000 000"
+        );
+    }
+
+    #[test]
+    fn a_zero_share_pool_is_never_picked_by_the_split() {
+        let t = table(
+            "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[pools.green]\nbackends = [\"127.0.0.1:2\"]\n\
+             [split]\nblue = 100\ngreen = 0\n",
+        );
+        let headers = HeaderMap::new();
+        assert!((0..100_000).all(
+            |_| t.choose_pool(&headers, None, super::super::fast_random())
+                == Some(PoolChoice::Split(0))
+        ));
+    }
+
     #[test]
     fn cookie_values_are_found_in_any_cookie_line() {
         let h = headers(&[

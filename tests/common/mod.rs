@@ -143,6 +143,26 @@ impl Proxy {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`TERM`, `HUP`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits (bounded) for the process to exit; its status if it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
     }
