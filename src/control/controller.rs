@@ -450,35 +450,48 @@ impl Controller {
         };
         self.shared.count_reload(true);
         let mut inner = self.inner.lock();
-        for setting in keep_restart_only_settings(&inner.config, &mut new_config) {
+        let restart_needed = keep_restart_only_settings(&inner.config, &mut new_config);
+        for setting in &restart_needed {
             log::warn!("reload: a change of {setting} takes effect at the next restart");
         }
-        if *inner.config == new_config {
+        let mut answer = if *inner.config == new_config {
             log::info!(
                 "reload ({}): {} unchanged",
                 origin.label(),
                 self.config_path.display()
             );
-            return Ok(
-                json!({ "ok": true, "changed": false, "revision": inner.state.revision,
-                              "message": "config unchanged" }),
+            json!({ "ok": true, "changed": false, "revision": inner.state.revision,
+                    "message": "config unchanged" })
+        } else {
+            let (state, reason) = reconcile(&new_config, Some(inner.state.clone()));
+            let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
+            let revision = self.commit(
+                &mut inner,
+                Arc::new(new_config),
+                state,
+                Change {
+                    command: "reload",
+                    origin,
+                    reason: &reason,
+                    event: "reload",
+                },
+            )?;
+            log::info!("config reloaded: revision {revision} ({reason})");
+            let mut answer = self.answer(&inner, &reason);
+            answer["changed"] = json!(true);
+            answer
+        };
+        if !restart_needed.is_empty() {
+            // Said in the answer too: `ctl reload` users don't read the log.
+            answer["restart_needed"] = json!(restart_needed);
+            let message = format!(
+                "{}; needs a restart to take effect: {}",
+                answer["message"].as_str().unwrap_or(""),
+                restart_needed.join(", ")
             );
+            answer["message"] = json!(message);
         }
-        let (state, reason) = reconcile(&new_config, Some(inner.state.clone()));
-        let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
-        let revision = self.commit(
-            &mut inner,
-            Arc::new(new_config),
-            state,
-            Change {
-                command: "reload",
-                origin,
-                reason: &reason,
-                event: "reload",
-            },
-        )?;
-        log::info!("config reloaded: revision {revision} ({reason})");
-        Ok(self.answer(&inner, &reason))
+        Ok(answer)
     }
 
     fn change(

@@ -243,6 +243,14 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     std::fs::write(setup.config_path(), text).unwrap();
     let answer = c.reload(ChangeOrigin::Signal).unwrap();
     assert_eq!(answer["revision"], 2);
+    assert_eq!(answer["changed"], true);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs a restart"),
+        "{answer}"
+    );
     assert_eq!(c.config().admin.state_dir, setup.state_dir());
     assert!(!setup.dir.join("elsewhere").exists());
     assert_eq!(last_audit(&c)["origin"], "signal");
