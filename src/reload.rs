@@ -103,6 +103,7 @@ struct ConfigWatch {
     watcher: notify::RecommendedWatcher,
     targets: Arc<Mutex<Targets>>,
     config: PathBuf,
+    tx: mpsc::Sender<()>,
 }
 
 impl ConfigWatch {
@@ -112,12 +113,13 @@ impl ConfigWatch {
             names: Vec::new(),
         }));
         let seen = Arc::clone(&targets);
+        let events = tx.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
                 let targets = seen.lock();
                 if event.paths.iter().any(|p| targets.concerns(p)) {
                     // Full channel: a reload is pending anyway.
-                    let _ = tx.try_send(());
+                    let _ = events.try_send(());
                 }
             }
         })?;
@@ -125,6 +127,7 @@ impl ConfigWatch {
             watcher,
             targets,
             config: config.to_path_buf(),
+            tx,
         };
         watch.refresh()?;
         Ok(watch)
@@ -142,6 +145,11 @@ impl ConfigWatch {
                 continue;
             }
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                // An edit made there between the link moving and this watch
+                // went unseen: check the file once more.
+                Ok(()) if !old.dirs.is_empty() => {
+                    let _ = self.tx.try_send(());
+                }
                 Ok(()) => {}
                 // Only the file's own directory is essential.
                 Err(e) if i == 0 => return Err(e),
