@@ -33,6 +33,9 @@ green = 10
 header = "x-canary"
 equals = "true"
 pool = "green"
+# No health-check service runs here: backends count as up.
+[health]
+enabled = false
 "#;
 
 fn table() -> Arc<RoutingTable> {

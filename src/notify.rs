@@ -132,7 +132,9 @@ async fn deliver_all(url: String, mut rx: mpsc::Receiver<Arc<Value>>, shared: Ar
 /// One POST; success is a 2xx answer.
 async fn post(url: &str, body: Bytes) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    let host = uri.host().ok_or("URL without host")?;
+    // `[::1]` → `::1` for the socket; the Host header keeps the brackets.
+    let host_header = uri.host().ok_or("URL without host")?;
+    let host = host_header.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host, port))
         .await
@@ -143,7 +145,7 @@ async fn post(url: &str, body: Bytes) -> Result<(), String> {
     tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = http::Request::post(path)
-        .header(http::header::HOST, format!("{host}:{port}"))
+        .header(http::header::HOST, format!("{host_header}:{port}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::USER_AGENT, "switchyard")
         .body(Full::new(body))

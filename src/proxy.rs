@@ -19,9 +19,10 @@ use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
 use crate::stats::{ms_at, now_ms, FailureKind, StatusClass};
 
-/// How many upstream attempts one request may make: the first one plus one
-/// retry on another backend of the same pool after a connect failure.
-const MAX_ATTEMPTS: u8 = 2;
+/// Connect failures retried per request: once, on another backend of the
+/// same pool (pingora may add its own retry of an idempotent request whose
+/// reused keep-alive connection turned out dead; that one is not counted here).
+const CONNECT_RETRIES: u8 = 1;
 
 pub struct SwitchyardProxy {
     shared: Arc<Shared>,
@@ -40,9 +41,9 @@ pub struct RequestCtx {
     table: Option<Arc<RoutingTable>>,
     pool: PoolId,
     backend: Option<usize>,
-    /// The backend whose connect failed, excluded from the retry pick.
-    failed_backend: Option<usize>,
+    /// Upstream picks so far (a retry never picks the previous backend again).
     attempts: u8,
+    connect_retries: u8,
     /// The chosen pool had no usable backend: answer 503 naming it.
     no_backend: bool,
 }
@@ -97,8 +98,8 @@ impl ProxyHttp for SwitchyardProxy {
             table: None,
             pool: 0,
             backend: None,
-            failed_backend: None,
             attempts: 0,
+            connect_retries: 0,
             no_backend: false,
         }
     }
@@ -127,8 +128,14 @@ impl ProxyHttp for SwitchyardProxy {
             }
         };
         let pool = &table.pools[ctx.pool];
+        // A retry (after a connect failure, or pingora's retry of a dead
+        // reused connection) goes to another backend when there is one.
+        let exclude = if ctx.attempts > 0 { ctx.backend } else { None };
         ctx.attempts += 1;
-        match pool.pick_backend(fast_random(), ctx.failed_backend) {
+        let pick = pool
+            .pick_backend(fast_random(), exclude)
+            .or_else(|| pool.pick_backend(fast_random(), None));
+        match pick {
             Some(index) => {
                 ctx.backend = Some(index);
                 Ok(Box::new(pool.backends[index].peer.clone()))
@@ -186,10 +193,10 @@ impl ProxyHttp for SwitchyardProxy {
             backend.health.observe_failure(pool, &table.config.health);
         }
         // Retry once on another backend of the same pool, if there is one.
-        let retry =
-            ctx.attempts < MAX_ATTEMPTS && pool.pick_backend(fast_random(), ctx.backend).is_some();
+        let retry = ctx.connect_retries < CONNECT_RETRIES
+            && pool.pick_backend(fast_random(), ctx.backend).is_some();
         if retry {
-            ctx.failed_backend = ctx.backend;
+            ctx.connect_retries += 1;
         }
         error.set_retry(retry);
         error

@@ -3,6 +3,7 @@
 //! counting global allocator (this test binary only) proves it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,16 +17,28 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    // Only the measuring thread counts: the test harness's own threads may
+    // allocate at any time. Const-initialised, so reading it never allocates.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -47,6 +60,9 @@ key = "cookie:session"
 header = "x-canary"
 equals = "true"
 pool = "green"
+# No health-check service runs here: backends count as up.
+[health]
+enabled = false
 "#;
 
 #[test]
@@ -73,6 +89,16 @@ fn choosing_and_recording_allocates_nothing() {
     // Warm up thread-locals and the clock before counting.
     let _ = (fast_random(), now_ms());
 
+    // Prove the counter works on this thread before trusting a zero.
+    COUNTING.with(|c| c.set(true));
+    let probe = ALLOCATIONS.load(Ordering::SeqCst);
+    drop(std::hint::black_box(vec![1u8; 16]));
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        probe + 1,
+        "the counter sees allocations"
+    );
+
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let mut picked = 0usize;
     for i in 0..10_000u32 {
@@ -98,6 +124,7 @@ fn choosing_and_recording_allocates_nothing() {
         }
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     assert_eq!(
         after - before,
         0,

@@ -75,8 +75,10 @@ async fn status_and_metrics_match_what_was_sent() {
     // 90 % of answers took DELAY plus the proxy's own time; p95 lands there.
     let p95 = window["p95_ms"].as_f64().unwrap();
     let delay_ms = DELAY.as_secs_f64() * 1000.0;
+    // Upper bound: the histogram's 5 % plus the proxy's own time, which on a
+    // busy 2-core machine running the whole suite can reach tens of ms.
     assert!(
-        p95 >= delay_ms * 0.95 && p95 <= delay_ms * 1.05 + 15.0,
+        p95 >= delay_ms * 0.95 && p95 <= delay_ms * 1.05 + 40.0,
         "p95 {p95} ms"
     );
     let p50 = window["p50_ms"].as_f64().unwrap();

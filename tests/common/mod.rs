@@ -86,7 +86,12 @@ impl Proxy {
     pub async fn start_with(server_extra: &str, body: &str) -> Proxy {
         let dir = TestDir::new("proxy");
         let listen = loopback(free_port());
-        let admin = loopback(free_port());
+        // Two free ports asked for in a row can be the same one.
+        let admin = (0..100)
+            .map(|_| free_port())
+            .find(|p| *p != listen.port())
+            .map(loopback)
+            .expect("a second free port");
         let header = format!(
             "[server]\nlisten = [\"{listen}\"]\nthreads = 1\ngrace_period = \"1s\"\n{server_extra}\n\
              [admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\n",
