@@ -205,6 +205,15 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
+        if watch.is_some() {
+            // The file was read before the watch began; an edit in between
+            // would go unseen until the next one.
+            let controller = Arc::clone(&self.controller);
+            let _ = tokio::task::spawn_blocking(move || {
+                controller.reload_if_changed(ChangeOrigin::File)
+            })
+            .await;
+        }
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {

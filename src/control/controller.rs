@@ -420,6 +420,21 @@ impl Controller {
         Duration::from_millis(unix_ms().saturating_sub(target.set_at_ms)) > ttl
     }
 
+    /// Reloads only if the file differs from the config in force, without
+    /// counting an identical file as a reload: the watcher's catch-up for
+    /// edits made between the start-up load and the watch.
+    pub fn reload_if_changed(&self, origin: ChangeOrigin) {
+        let running = self.config();
+        if let Ok(mut on_disk) = config::load(&self.config_path) {
+            keep_restart_only_settings(&running, &mut on_disk);
+            if on_disk == *running {
+                return;
+            }
+        }
+        // Changed or now invalid: a real reload, counted and logged.
+        let _ = self.reload(origin);
+    }
+
     /// Re-reads the config file. An invalid file changes nothing.
     pub fn reload(&self, origin: ChangeOrigin) -> Result<Value, String> {
         let _one_at_a_time = self.reloading.lock();

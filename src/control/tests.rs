@@ -285,3 +285,21 @@ fn an_expired_rollback_target_is_refused() {
     );
     assert_eq!(split_of(&c), pairs(&[("green", 100.0)]));
 }
+
+#[test]
+fn the_watchers_catch_up_reload_counts_only_a_changed_file() {
+    use std::sync::atomic::Ordering;
+    let setup = Setup::new("catchup");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    c.reload_if_changed(ChangeOrigin::File);
+    assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 0);
+    assert_eq!(revision(&c), 1);
+
+    let text = std::fs::read_to_string(setup.config_path())
+        .unwrap()
+        .replace("blue = 100", "blue = 50\ngreen = 50");
+    std::fs::write(setup.config_path(), text).unwrap();
+    c.reload_if_changed(ChangeOrigin::File);
+    assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 1);
+    assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
+}
