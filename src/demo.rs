@@ -64,8 +64,8 @@ pub fn run(listen: SocketAddr, admin_http: SocketAddr) -> Result<(), String> {
     std::fs::write(&config_path, config_text)
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
 
-    let exe = "cargo run --release --";
     let socket = dir.join("admin.sock");
+    let ctl = format!("cargo run --release -- ctl -s {}", socket.display());
     println!(
         r#"
 switchyard demo
@@ -77,14 +77,18 @@ switchyard demo
 Try, in another terminal:
   curl -s http://{listen}/                          # -> blue
   curl -s -H 'x-canary: true' http://{listen}/      # route rule -> green
+  {ctl} split blue=90 green=10
   for i in $(seq 20); do curl -s http://{listen}/; done | sort | uniq -c
-  curl -s http://{admin_http}/status
+  {ctl} cutover green
+  {ctl} rollback trying it out
+  {ctl} canary start green        # 10 % -> 50 % -> 100 %, 20 s holds
+  {ctl} status
+  {ctl} history
 
 Ctrl-C stops everything.
 "#,
         config = config_path.display(),
     );
-    let _ = (exe, socket);
     crate::server::run(&config_path, false)
 }
 

@@ -923,12 +923,15 @@ impl Controller {
             Some(&current),
         );
         let state_dir = &config.admin.state_dir;
-        state.save(state_dir).map_err(|e| {
-            format!(
-                "change refused: cannot save state in {}: {e}",
-                state_dir.display()
-            )
-        })?;
+        if let Err(e) = state.save(state_dir) {
+            let message = format!("cannot save state in {}: {e}", state_dir.display());
+            // A guard rollback protects live traffic: it goes into force even
+            // if it cannot be persisted. Any other change is refused.
+            if origin != ChangeOrigin::Guard {
+                return Err(format!("change refused: {message}"));
+            }
+            log::error!("{message}; the guard's rollback is applied anyway");
+        }
         let record = AuditRecord {
             time: rfc3339_now(),
             revision: state.revision,
