@@ -102,6 +102,15 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         },
     ));
 
+    if !config.server.tls.is_empty() {
+        // The section is validated today so files written now stay valid;
+        // serving it is not built yet. Say so loudly rather than silently.
+        log::error!(
+            "[[server.tls]] is configured but TLS termination is not implemented yet: \
+             {} TLS listener(s) will NOT be opened",
+            config.server.tls.len()
+        );
+    }
     log::info!(
         "switchyard starting: listeners {:?}, revision {}",
         config.server.listen,

@@ -211,14 +211,23 @@ pub(crate) fn bump(counter: &AtomicU64, n: u64, exclusive: bool) {
     }
 }
 
-/// One stripe: a window ring and cumulative totals, each in its own heap
-/// allocations (so stripes never share a cache line in their hot parts).
+/// A stripe's cumulative counters, aligned to two cache lines (the
+/// adjacent-line prefetcher pairs them) so that two stripes' counters never
+/// share a line: they are written on every request by different cores.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct StripeTotals {
+    by_class: [AtomicU64; 5],
+    failures: [AtomicU64; 7],
+    latency_us: AtomicU64,
+}
+
+/// One stripe: a window ring, cumulative totals and latency buckets, each in
+/// heap allocations of its own.
 #[derive(Debug)]
 struct Stripe {
     window: SlidingWindow,
-    by_class: Box<[AtomicU64; 5]>,
-    failures: Box<[AtomicU64; 7]>,
-    latency_us: Box<AtomicU64>,
+    totals: Box<StripeTotals>,
     latency: AtomicHistogram,
 }
 
@@ -236,9 +245,7 @@ impl PoolStats {
             stripes: (0..STRIPES)
                 .map(|_| Stripe {
                     window: SlidingWindow::new(window),
-                    by_class: Box::default(),
-                    failures: Box::default(),
-                    latency_us: Box::default(),
+                    totals: Box::default(),
                     latency: AtomicHistogram::default(),
                 })
                 .collect(),
@@ -256,8 +263,8 @@ impl PoolStats {
         let (index, exclusive) = my_stripe();
         let stripe = &self.stripes[index];
         stripe.window.record(now_ms, class, micros, exclusive);
-        bump(&stripe.by_class[class as usize], 1, exclusive);
-        bump(&stripe.latency_us, micros, exclusive);
+        bump(&stripe.totals.by_class[class as usize], 1, exclusive);
+        bump(&stripe.totals.latency_us, micros, exclusive);
         stripe.latency.record(micros, exclusive);
     }
 
@@ -267,7 +274,7 @@ impl PoolStats {
         let (index, exclusive) = my_stripe();
         let stripe = &self.stripes[index];
         stripe.window.record_failure(now_ms, kind, exclusive);
-        bump(&stripe.failures[kind as usize], 1, exclusive);
+        bump(&stripe.totals.failures[kind as usize], 1, exclusive);
     }
 
     /// Figures over the window ending at `now_ms`.
@@ -298,13 +305,13 @@ impl PoolStats {
         let mut latency_us = 0u64;
         for stripe in self.stripes.iter() {
             stripe.latency.add_to(&mut fine);
-            for (sum, c) in by_class.iter_mut().zip(stripe.by_class.iter()) {
+            for (sum, c) in by_class.iter_mut().zip(stripe.totals.by_class.iter()) {
                 *sum += c.load(Ordering::Relaxed);
             }
-            for (sum, c) in failures.iter_mut().zip(stripe.failures.iter()) {
+            for (sum, c) in failures.iter_mut().zip(stripe.totals.failures.iter()) {
                 *sum += c.load(Ordering::Relaxed);
             }
-            latency_us += stripe.latency_us.load(Ordering::Relaxed);
+            latency_us += stripe.totals.latency_us.load(Ordering::Relaxed);
         }
         let mut buckets = Vec::with_capacity(PROMETHEUS_BOUNDS.len());
         let mut cumulative = 0;
