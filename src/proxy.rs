@@ -7,7 +7,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{ms_at, now_ms, FailureKind, StatusClass};
+use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass};
 
 /// Connect failures retried per request: once, on another backend of the
 /// same pool (pingora may add its own retry of an idempotent request whose

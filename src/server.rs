@@ -35,6 +35,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         )
     })?;
     let config = Arc::new(config);
+    // Start (and calibrate) the request-path clock before any request.
+    let _ = crate::stats::now_ms();
     let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
     let shared = Arc::clone(controller.shared());
 
