@@ -135,6 +135,7 @@ async fn a_healthy_canary_walks_every_step_to_100_percent() {
     assert_eq!(started["ok"], true, "{started}");
     assert_eq!(started["split"]["green"], 10.0);
     let status = proxy.ctl("status").await;
+    assert_eq!(status["rollback_target"]["split"]["blue"], 100.0);
     assert_eq!(status["canary"]["step"], 1);
     assert_eq!(status["canary"]["steps"], 3);
     assert!(status["guard"]["watching"]["pool"] == "green");
@@ -289,4 +290,29 @@ async fn webhooks_arrive_in_order_and_a_hanging_receiver_slows_nothing() {
     assert_eq!(events[2]["split"]["green"], 100.0);
     assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
     drop(hanging);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_first_step_keeps_the_share_is_still_watched_and_walks_on() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let proxy = Proxy::start(&format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[split]\nblue = 90\ngreen = 10\n\
+         [guard]\nmin_requests = 20\n[canary]\nsteps = [{{ weight = 10, hold = \"1s\" }}, {{ weight = 100 }}]\n",
+        blue.addr(),
+        green.addr()
+    ))
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load_until(proxy.listen, 4, stop.clone(), 1_000_000));
+    assert_eq!(proxy.ctl("canary start green").await["ok"], true);
+    let status = proxy.ctl("status").await;
+    assert_eq!(status["guard"]["watching"]["pool"], "green", "{status}");
+    assert_eq!(status["rollback_target"]["split"]["green"], 10.0);
+    let promoted = wait_green_share(&proxy, 100.0, Duration::from_secs(20)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(
+        promoted.is_some(),
+        "the canary walked on from a step that kept the share"
+    );
 }

@@ -682,7 +682,22 @@ impl Controller {
                 }
                 let forced = self.refuse_dead_pools(&state.split, &split, *force)?;
                 raise_split(state, split);
-                keep_target(state, &base);
+                // The run is watched and revertible from its first step even
+                // when that step does not raise the pool's share (it already
+                // had that much): the guard judges every step of a canary.
+                let (_, baseline) =
+                    biggest_moves(&base, &canary::step_split(&base, pool, Share::FULL));
+                let now = unix_ms();
+                state.watch = Some(Watch {
+                    pool: pool.clone(),
+                    baseline,
+                    since_ms: now,
+                });
+                state.rollback_target = Some(RollbackTarget {
+                    split: base.clone(),
+                    set_at_ms: now,
+                    revision: state.revision,
+                });
                 inner.canary = Some(CanaryRun {
                     pool: pool.clone(),
                     base_split: base,
