@@ -23,9 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, UpstreamProtocol};
 use crate::routing::Pool;
 use crate::shared::Shared;
 use crate::stats::now_ms;
@@ -200,8 +200,14 @@ impl HealthService {
         let mut checks = tokio::task::JoinSet::new();
         for (p, pool) in table.pools.iter().enumerate() {
             for (b, backend) in pool.backends.iter().enumerate() {
-                let (addr, path, timeout) = (backend.addr, config.path.clone(), config.timeout);
-                checks.spawn(async move { (p, b, probe(addr, &path, timeout).await) });
+                let target = ProbeTarget {
+                    addr: backend.addr,
+                    server_name: pool.config.server_name(&pool.config.backends[b]),
+                    tls: pool.config.upstream.tls.then(|| pool.probe_tls.clone()),
+                    h2: pool.config.upstream.protocol == UpstreamProtocol::Http2,
+                };
+                let (path, timeout) = (config.path.clone(), config.timeout);
+                checks.spawn(async move { (p, b, probe(target, &path, timeout).await) });
             }
         }
         while let Some(Ok((p, b, passed))) = checks.join_next().await {
@@ -260,27 +266,96 @@ impl BackgroundService for HealthService {
     }
 }
 
-/// GET `path` over a fresh connection; 2xx or 3xx within `timeout` passes.
-async fn probe(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> bool {
+/// One backend as its pool talks to it.
+struct ProbeTarget {
+    addr: std::net::SocketAddr,
+    /// TLS server name and `Host`; empty for a backend given by IP.
+    server_name: String,
+    /// `Some` for a TLS pool: its client settings (`None` inside if they
+    /// could not be built, which fails the probe rather than skip TLS).
+    tls: Option<Option<Arc<pingora::tls::ClientConfig>>>,
+    /// HTTP/2-only pool: probe with HTTP/2 (prior knowledge in clear).
+    h2: bool,
+}
+
+/// GET `path` over a fresh connection, the way the pool's requests go (TLS,
+/// HTTP/2); 2xx or 3xx within `timeout` passes.
+async fn probe(target: ProbeTarget, path: &str, timeout: Duration) -> bool {
+    let host = if target.server_name.is_empty() {
+        target.addr.to_string()
+    } else {
+        target.server_name.clone()
+    };
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchyard-health\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 64];
-        let mut len = 0;
-        // "HTTP/1.1 200" is 12 bytes; read until we have them.
-        while len < 12 {
-            let n = stream.read(&mut head[len..]).await.ok()?;
-            if n == 0 {
-                break;
+        let tcp = tokio::net::TcpStream::connect(target.addr).await.ok()?;
+        match &target.tls {
+            None => exchange(tcp, target.h2, &host, path).await,
+            Some(config) => {
+                let name = if target.server_name.is_empty() {
+                    pingora::tls::ServerName::IpAddress(target.addr.ip().into())
+                } else {
+                    pingora::tls::ServerName::try_from(target.server_name.clone()).ok()?
+                };
+                let connector = pingora::tls::TlsConnector::from(Arc::clone(config.as_ref()?));
+                let stream = connector.connect(name, tcp).await.ok()?;
+                exchange(stream, target.h2, &host, path).await
             }
-            len += n;
         }
-        let line = std::str::from_utf8(&head[..len]).ok()?;
-        let status: u16 = line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
-        Some((200..400).contains(&status))
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+async fn exchange<S>(stream: S, h2: bool, host: &str, path: &str) -> Option<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let status = if h2 {
+        h2_status(stream, host, path).await?
+    } else {
+        h1_status(stream, host, path).await?
+    };
+    Some((200..400).contains(&status))
+}
+
+async fn h1_status<S>(mut stream: S, host: &str, path: &str) -> Option<u16>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: switchyard-health\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    // "HTTP/1.1 200" is 12 bytes; read until we have them.
+    while len < 12 {
+        let n = stream.read(&mut head[len..]).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let line = std::str::from_utf8(&head[..len]).ok()?;
+    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+async fn h2_status<S>(stream: S, host: &str, path: &str) -> Option<u16>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut client, connection) = h2::client::handshake(stream).await.ok()?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{host}{path}"))
+        .header("user-agent", "switchyard-health")
+        .body(())
+        .ok()?;
+    let status = async {
+        let (response, _) = client.send_request(request, true).ok()?;
+        Some(response.await.ok()?.status().as_u16())
+    }
+    .await;
+    driver.abort();
+    status
 }

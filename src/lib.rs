@@ -9,7 +9,9 @@
 //! | `cli`      | the command line: `run`, `check`, `ctl`, `demo`                  |
 //! | `ctl`      | the `ctl` client: one command over the admin socket, tables or JSON |
 //! | `config`   | TOML → validated [`config::Config`], every error with its key path |
-//! | `server`   | assembling one process: pingora server, services, lifecycle       |
+//! | `server`   | assembling one process: pingora server, services                  |
+//! | `lifecycle`| readiness, signals, drain-then-exit, binary upgrade, systemd notify |
+//! | `tls`      | certificates by SNI with hot reload, CA bundles, probe TLS settings |
 //! | `control`  | commands, the controller (only writer of the table), state file, audit log |
 //! | `reload`   | config file watcher and SIGHUP → controller reload                |
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
@@ -33,6 +35,7 @@ pub mod ctl;
 pub mod demo;
 pub mod guard;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod origin;
@@ -43,3 +46,4 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod status;
+pub mod tls;

@@ -16,7 +16,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass};
+use crate::stats::{ms_at, now_ms, FailureKind, InFlightToken, Instant, StatusClass, REQUESTS};
 
 /// Connect failures retried per request: once, on another backend of the
 /// same pool (pingora may add its own retry of an idempotent request whose
@@ -45,6 +45,9 @@ pub struct RequestCtx {
     connect_retries: u8,
     /// The chosen pool had no usable backend: answer 503 naming it.
     no_backend: bool,
+    /// Keeps the request counted as in flight until the context drops, so
+    /// shutdown can exit as soon as the last one finishes.
+    _in_flight: InFlightToken,
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -100,6 +103,7 @@ impl ProxyHttp for SwitchyardProxy {
             attempts: 0,
             connect_retries: 0,
             no_backend: false,
+            _in_flight: REQUESTS.start(),
         }
     }
 

@@ -2,16 +2,14 @@
 //! routing table, wires the pingora server with the proxy service and the
 //! background services, and runs until shutdown.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 
 use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
@@ -19,10 +17,11 @@ use crate::config::{self, Config};
 use crate::control::Controller;
 use crate::guard::evaluator::GuardService;
 use crate::health::HealthService;
+use crate::lifecycle::{Lifecycle, Signals, Successor};
 use crate::notify::WebhookService;
 use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
-use crate::shared::Shared;
+use crate::tls::CertReloadService;
 
 /// Runs the proxy in the foreground until SIGTERM/SIGINT. Returns an error
 /// message (config invalid, port busy) instead of starting a broken server.
@@ -37,16 +36,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let config = Arc::new(config);
     // Start (and calibrate) the request-path clock before any request.
     let _ = crate::stats::now_ms();
-    let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
-    let shared = Arc::clone(controller.shared());
-
-    let admin_listener = match config.admin.http {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("admin.http: cannot listen on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
+    // Certificates were checked by `config::load`; loading them again here
+    // (files may have changed since) still reports instead of panicking.
+    let tls_listeners = crate::tls::load_listeners(&config.server.tls)?;
 
     let mut server = Server::new_with_opt_and_conf(
         Opt {
@@ -58,7 +50,20 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         },
         server_conf(&config),
     );
+    // With `-u` this waits for the old process's listening sockets. The old
+    // process froze its runtime state before sending them, so the state
+    // file read next is final.
     server.bootstrap();
+    let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
+    let shared = Arc::clone(controller.shared());
+
+    let admin_listener = match config.admin.http {
+        Some(addr) => Some(
+            crate::admin::http::bind(addr)
+                .map_err(|e| format!("admin.http: cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
@@ -67,6 +72,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    for listener in &tls_listeners {
+        let mut settings = TlsSettings::intermediate("", "")
+            .map_err(|e| format!("TLS listener {}: {e}", listener.addr))?;
+        settings.set_cert_resolver(Arc::clone(&listener.resolver) as _);
+        // HTTP/2 and HTTP/1.1, chosen by the client through ALPN.
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&listener.addr.to_string(), None, settings);
     }
     server.add_service(proxy);
 
@@ -96,29 +109,45 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         "health checks",
         HealthService::new(Arc::clone(&shared)),
     ));
+    if !tls_listeners.is_empty() {
+        server.add_service(background_service(
+            "certificate reload",
+            CertReloadService::new(tls_listeners.clone()),
+        ));
+    }
+    let listeners = config
+        .server
+        .listen
+        .iter()
+        .copied()
+        .chain(tls_listeners.iter().map(|l| l.addr))
+        .collect();
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {
             shared: Arc::clone(&shared),
-            listeners: config.server.listen.clone(),
+            listeners,
         },
     ));
 
-    if !config.server.tls.is_empty() {
-        // The section is validated today so files written now stay valid;
-        // serving it is not built yet. Say so loudly rather than silently.
-        log::error!(
-            "[[server.tls]] is configured but TLS termination is not implemented yet: \
-             {} TLS listener(s) will NOT be opened",
-            config.server.tls.len()
-        );
-    }
     log::info!(
-        "switchyard starting: listeners {:?}, revision {}",
+        "switchyard starting: listeners {:?}, TLS listeners {:?}, revision {}",
         config.server.listen,
+        tls_listeners.iter().map(|l| l.addr).collect::<Vec<_>>(),
         shared.table.load().revision
     );
-    server.run(RunArgs::default());
+    let successor = Successor {
+        // Resolved now: after a package upgrade this path holds the new binary.
+        exe: std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?,
+        config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf()),
+        upgrade_sock: config.admin.state_dir.join("upgrade.sock"),
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            controller,
+            successor,
+        }),
+    });
     Ok(())
 }
 
@@ -141,53 +170,4 @@ fn server_conf(config: &Config) -> ServerConf {
             .into_owned(),
         ..ServerConf::default()
     }
-}
-
-/// Marks the process ready once every listener accepts connections, and not
-/// ready again as soon as shutdown begins.
-struct Lifecycle {
-    shared: Arc<Shared>,
-    listeners: Vec<SocketAddr>,
-}
-
-#[async_trait]
-impl BackgroundService for Lifecycle {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let probe_all = async {
-            for addr in &self.listeners {
-                wait_until_accepting(*addr).await;
-            }
-            self.shared.set_ready();
-            log::info!("switchyard ready");
-        };
-        tokio::select! {
-            _ = probe_all => {}
-            _ = shutdown.changed() => {}
-        }
-        if !*shutdown.borrow() {
-            let _ = shutdown.changed().await;
-        }
-        self.shared.begin_shutdown();
-        log::info!("shutting down: not ready, draining in-flight requests");
-    }
-}
-
-/// Polls a listener until a TCP connect succeeds (bounded: 60 s).
-async fn wait_until_accepting(addr: SocketAddr) {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
-    };
-    for _ in 0..3000 {
-        if tokio::net::TcpStream::connect(target).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    log::warn!("listener {addr} did not accept connections within 60 s");
 }

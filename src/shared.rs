@@ -33,6 +33,9 @@ pub struct Shared {
     pub webhooks_dropped: AtomicU64,
     /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
     rollbacks: Mutex<BTreeMap<String, u64>>,
+    /// Turns true when a successor process takes over (binary upgrade): the
+    /// admin HTTP listener closes so the successor's gets every request.
+    handover: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -48,7 +51,21 @@ impl Shared {
             webhooks_ok: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_dropped: AtomicU64::new(0),
+            handover: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// A successor process is taking over this one's listeners.
+    pub fn begin_handover(&self) {
+        self.handover.send_replace(true);
+    }
+
+    /// Resolves once a handover has begun (at once if it already has).
+    pub fn handover_begun(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut watch = self.handover.subscribe();
+        async move {
+            let _ = watch.wait_for(|begun| *begun).await;
+        }
     }
 
     pub fn set_ready(&self) {

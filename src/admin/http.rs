@@ -58,8 +58,13 @@ impl BackgroundService for AdminHttp {
         // ends this loop.
         let _ = shutdown;
         let mut connections = JoinSet::new();
+        let handover = self.shared.handover_begun();
+        tokio::pin!(handover);
         loop {
             tokio::select! {
+                // A successor has bound the same port (SO_REUSEPORT): stop
+                // accepting so every new admin request reaches it.
+                _ = &mut handover => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let shared = Arc::clone(&self.shared);
@@ -73,7 +78,22 @@ impl BackgroundService for AdminHttp {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        drop(listener);
+        log::info!("admin http: handed over to the successor process");
+        while connections.join_next().await.is_some() {}
     }
+}
+
+/// Binds the admin HTTP address with `SO_REUSEPORT`, so that during a binary
+/// upgrade the successor can bind it while this process still answers.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<StdTcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -31,7 +31,7 @@ const SERVER_KEYS: &[&str] = &[
 ];
 const TLS_KEYS: &[&str] = &["listen", "cert", "key", "server_names"];
 const ADMIN_KEYS: &[&str] = &["socket", "http", "state_dir"];
-const POOL_KEYS: &[&str] = &["backends"];
+const POOL_KEYS: &[&str] = &["backends", "tls", "sni", "verify", "ca_file", "protocol"];
 const BACKEND_KEYS: &[&str] = &["addr", "weight"];
 const STICKY_KEYS: &[&str] = &["key"];
 const ROUTE_KEYS: &[&str] = &["header", "cookie", "equals", "pool"];
@@ -74,7 +74,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
 
     let server = read_server(&mut errors, &root, base_dir);
     let admin = read_admin(&mut errors, &root, base_dir);
-    let pools = read_pools(&mut errors, &root);
+    let pools = read_pools(&mut errors, &root, base_dir);
     let split = read_split(&mut errors, &root, &pools);
     let sticky = read_sticky(&mut errors, &root);
     let routes = read_routes(&mut errors, &root, &pools);
@@ -174,11 +174,12 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
         );
     }
     let mut seen = BTreeSet::new();
-    for addr in listen.iter().chain(tls.iter().map(|t| &t.listen)) {
+    for addr in &listen {
         if !seen.insert(*addr) {
             errors.add(s.key("listen"), format!("{addr} is listed twice"));
         }
     }
+    check_tls_sharing(errors, &s.key("tls"), &tls, &seen);
 
     ServerConfig {
         listen,
@@ -193,6 +194,46 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
         upstream_keepalive_pool: s
             .int(errors, "upstream_keepalive_pool", 1..=1_000_000)
             .map_or(1024, |n| n as usize),
+    }
+}
+
+/// Several `[[server.tls]]` entries may share one address, told apart by
+/// SNI: each server name once per address, at most one entry without names
+/// (the default certificate). A plain listener can't share a TLS address.
+fn check_tls_sharing(
+    errors: &mut Errors,
+    path: &str,
+    tls: &[TlsListener],
+    plain: &BTreeSet<SocketAddr>,
+) {
+    for (i, entry) in tls.iter().enumerate() {
+        let here = format!("{path}[{i}]");
+        if plain.contains(&entry.listen) {
+            errors.add(
+                format!("{here}.listen"),
+                format!("{} is also a plain listener", entry.listen),
+            );
+        }
+        let earlier = tls[..i].iter().filter(|e| e.listen == entry.listen);
+        for other in earlier {
+            if entry.server_names.is_empty() && other.server_names.is_empty() {
+                errors.add(
+                    format!("{here}.server_names"),
+                    format!(
+                        "{} already has a default certificate: give this entry server_names",
+                        entry.listen
+                    ),
+                );
+            }
+            for name in &entry.server_names {
+                if other.server_names.contains(name) {
+                    errors.add(
+                        format!("{here}.server_names"),
+                        format!("\"{name}\" is already served on {}", entry.listen),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -259,6 +300,12 @@ fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsLi
             }
         }
         if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
+            // Load them now as the server would: a bad pair is a config
+            // error with its key path, never a panic at start.
+            if let Err(e) = crate::tls::load_certified_key(&cert, &key) {
+                errors.add(t.key("cert"), e);
+                continue;
+            }
             listeners.push(TlsListener {
                 listen,
                 cert,
@@ -302,7 +349,11 @@ fn valid_pool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn read_pools(errors: &mut Errors, root: &Section) -> BTreeMap<String, PoolConfig> {
+fn read_pools(
+    errors: &mut Errors,
+    root: &Section,
+    base_dir: &Path,
+) -> BTreeMap<String, PoolConfig> {
     let mut pools = BTreeMap::new();
     let table = match root.raw("pools") {
         Some(Value::Table(t)) => t,
@@ -339,9 +390,87 @@ fn read_pools(errors: &mut Errors, root: &Section) -> BTreeMap<String, PoolConfi
             );
         }
         let backends = read_backends(errors, &p);
-        pools.insert(name.clone(), PoolConfig { backends });
+        let upstream = read_upstream(errors, &p, base_dir);
+        let pool = PoolConfig { backends, upstream };
+        if pool.upstream.tls && pool.upstream.verify {
+            for backend in &pool.backends {
+                if pool.server_name(backend).is_empty() {
+                    errors.add(
+                        p.key("sni"),
+                        format!(
+                            "needed to verify backend \"{}\" (an IP address): give the name its certificate carries, or set verify = false",
+                            backend.name
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+        pools.insert(name.clone(), pool);
     }
     pools
+}
+
+/// `tls`, `sni`, `verify`, `ca_file` and `protocol` of one pool.
+fn read_upstream(errors: &mut Errors, pool: &Section, base_dir: &Path) -> UpstreamConfig {
+    let defaults = UpstreamConfig::default();
+    let tls = pool.boolean(errors, "tls").unwrap_or(defaults.tls);
+    if !tls {
+        for key in ["sni", "verify", "ca_file"] {
+            if pool.has(key) {
+                errors.add(pool.key(key), "applies only with tls = true");
+            }
+        }
+    }
+    let sni = pool.str(errors, "sni").and_then(|name| {
+        let valid = !name.is_empty()
+            && name.parse::<std::net::IpAddr>().is_err()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if valid {
+            Some(name.to_ascii_lowercase())
+        } else {
+            errors.add(pool.key("sni"), format!("\"{name}\" is not a DNS name"));
+            None
+        }
+    });
+    let ca = match pool.str(errors, "ca_file") {
+        Some(text) => match crate::tls::load_ca_bundle(&resolve_path(base_dir, text)) {
+            Ok(certs) => certs,
+            Err(e) => {
+                errors.add(pool.key("ca_file"), e);
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let protocol = match pool.str(errors, "protocol") {
+        None | Some("h1") | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2") | Some("http2") => UpstreamProtocol::Http2,
+        Some("auto") if tls => UpstreamProtocol::Auto,
+        Some("auto") => {
+            errors.add(
+                pool.key("protocol"),
+                "\"auto\" chooses by ALPN and needs tls = true; use \"h2\" for cleartext HTTP/2 (h2c)",
+            );
+            UpstreamProtocol::Http1
+        }
+        Some(other) => {
+            errors.add(
+                pool.key("protocol"),
+                format!("\"{other}\": expected \"h1\", \"h2\" or \"auto\""),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
+    UpstreamConfig {
+        tls,
+        sni,
+        verify: pool.boolean(errors, "verify").unwrap_or(defaults.verify),
+        ca,
+        protocol,
+    }
 }
 
 fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {

@@ -105,6 +105,65 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
+    /// How the proxy talks to this pool's backends.
+    pub upstream: UpstreamConfig,
+}
+
+impl PoolConfig {
+    /// The TLS server name (SNI, and the name verified) for one backend:
+    /// the pool's `sni`, else the host the backend was written with, else
+    /// none (an IP address).
+    pub fn server_name(&self, backend: &BackendConfig) -> String {
+        if let Some(sni) = &self.upstream.sni {
+            return sni.clone();
+        }
+        let host = backend
+            .name
+            .rsplit_once(':')
+            .map_or(backend.name.as_str(), |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            String::new()
+        } else {
+            host.to_ascii_lowercase()
+        }
+    }
+}
+
+/// Protocol spoken to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (default).
+    Http1,
+    /// HTTP/2 only: by ALPN over TLS, with prior knowledge (h2c) in clear.
+    Http2,
+    /// Over TLS, ALPN offers h2 and http/1.1 and the backend chooses.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Connect to the backends over TLS.
+    pub tls: bool,
+    /// Server name sent and verified; `None` = each backend's host name.
+    pub sni: Option<String>,
+    /// Verify the backend's certificate chain and name (default on).
+    pub verify: bool,
+    /// Trust anchors from `ca_file`, DER; empty = the system's.
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub protocol: UpstreamProtocol,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            tls: false,
+            sni: None,
+            verify: true,
+            ca: Vec::new(),
+            protocol: UpstreamProtocol::Http1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -51,6 +51,9 @@ struct Inner {
     canary: Option<CanaryRun>,
     /// The guard's latest verdict on the watched pool, for `status`.
     verdict: Option<Verdict>,
+    /// A successor process is taking over (binary upgrade): it has read or
+    /// is about to read the state file, so this process changes nothing.
+    handed_over: bool,
 }
 
 /// What one committed change is, for the audit record and the webhook.
@@ -289,6 +292,7 @@ impl Controller {
                 state: state.clone(),
                 canary: None,
                 verdict: None,
+                handed_over: false,
             }),
         });
         match reason {
@@ -313,6 +317,14 @@ impl Controller {
             ),
         }
         Ok((controller, events))
+    }
+
+    /// Freezes the runtime state for a successor process: once this returns
+    /// no change is in progress and none will be made, so the state file the
+    /// successor reads is the last word. Used before listening sockets are
+    /// handed over in a binary upgrade.
+    pub fn hand_over(&self) {
+        self.inner.lock().handed_over = true;
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -753,6 +765,9 @@ impl Controller {
     /// move a canary along on a pass.
     pub fn guard_tick(&self) {
         let mut inner = self.inner.lock();
+        if inner.handed_over {
+            return;
+        }
         let config = Arc::clone(&inner.config);
         // Before the first round of health checks nothing is known yet.
         if !config.guard.enabled || inner.state.guard_paused || !self.shared.health_ready() {
@@ -926,6 +941,13 @@ impl Controller {
             reason,
             event,
         } = change;
+        if inner.handed_over {
+            return Err(
+                "this process is handing over to its successor (binary upgrade): \
+                        send the command again in a moment"
+                    .into(),
+            );
+        }
         state.revision = inner.state.revision.max(state.revision) + 1;
         let current = self.shared.table.load_full();
         let table = RoutingTable::build(

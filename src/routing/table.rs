@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::rng::below;
 use super::sticky::sticky_bucket_map;
-use crate::config::{Config, PoolConfig, RouteMatch, Share, Split, StickyKey};
+use crate::config::{
+    BackendConfig, Config, PoolConfig, RouteMatch, Share, Split, StickyKey, UpstreamProtocol,
+};
 use crate::health::BackendHealth;
 use crate::stats::PoolStats;
 
@@ -50,6 +53,8 @@ pub struct Pool {
     /// The configuration this pool was built from; an identical one on the
     /// next build keeps `stats`.
     pub config: PoolConfig,
+    /// TLS client settings of this pool's health probes (`tls = true` only).
+    pub probe_tls: Option<Arc<pingora::tls::ClientConfig>>,
 }
 
 impl Pool {
@@ -219,6 +224,27 @@ fn build_pool(
         }
         _ => Arc::new(PoolStats::new(config.guard.window)),
     };
+    let upstream = &pool_config.upstream;
+    let ca = crate::tls::upstream_ca(&upstream.ca).unwrap_or_else(|e| {
+        log::error!("pool {name}: {e}; verifying with the system's CAs");
+        None
+    });
+    let probe_tls = if upstream.tls {
+        // Probes speak HTTP/2 only to h2-only pools; others answer HTTP/1.1.
+        let alpn: &[&[u8]] = match upstream.protocol {
+            UpstreamProtocol::Http2 => &[b"h2"],
+            _ => &[b"http/1.1"],
+        };
+        match crate::tls::probe_client_config(&upstream.ca, upstream.verify, alpn) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                log::error!("pool {name}: health probes cannot use TLS: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let backends: Vec<Backend> = pool_config
         .backends
         .iter()
@@ -233,7 +259,7 @@ fn build_pool(
                 weight: b.weight,
                 drained: drained.contains(&(name.to_string(), b.name.clone())),
                 health,
-                peer: build_peer(config, b.addr),
+                peer: build_peer(config, pool_config, b, &ca),
             }
         })
         .collect();
@@ -253,17 +279,41 @@ fn build_pool(
         cumulative_weights,
         stats,
         config: pool_config.clone(),
+        probe_tls,
     }
 }
 
-/// An upstream peer with every timeout set explicitly: pingora's defaults
-/// are "wait forever", which no edge proxy wants.
-fn build_peer(config: &Config, addr: SocketAddr) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, false, String::new());
+/// An upstream peer with every timeout set explicitly (pingora's defaults
+/// are "wait forever", which no edge proxy wants) and the pool's TLS and
+/// protocol options.
+fn build_peer(
+    config: &Config,
+    pool: &PoolConfig,
+    backend: &BackendConfig,
+    ca: &Option<Arc<pingora::protocols::tls::CaType>>,
+) -> HttpPeer {
+    let upstream = &pool.upstream;
+    let sni = if upstream.tls {
+        pool.server_name(backend)
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(backend.addr, upstream.tls, sni);
     let server = &config.server;
     peer.options.connection_timeout = Some(server.connect_timeout);
     peer.options.read_timeout = Some(server.read_timeout);
     peer.options.write_timeout = Some(server.write_timeout);
     peer.options.idle_timeout = Some(server.idle_timeout);
+    // Without TLS, "h2" means HTTP/2 with prior knowledge (h2c).
+    peer.options.alpn = match upstream.protocol {
+        UpstreamProtocol::Http1 => ALPN::H1,
+        UpstreamProtocol::Http2 => ALPN::H2,
+        UpstreamProtocol::Auto => ALPN::H2H1,
+    };
+    if upstream.tls {
+        peer.options.verify_cert = upstream.verify;
+        peer.options.verify_hostname = upstream.verify;
+        peer.options.ca = ca.clone();
+    }
     peer
 }
