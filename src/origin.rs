@@ -5,7 +5,9 @@
 //! (or 503 when told to be unhealthy), and `/echo` with the request line and
 //! headers it received, so tests can see what the proxy forwarded. Its
 //! behaviour can be changed while it runs (fail every Nth request, add
-//! latency) to play a deployment going bad.
+//! latency) to play a deployment going bad. `start_tls` serves the same
+//! over TLS, HTTP/2 or HTTP/1.1 by ALPN, to stand in for a TLS-only or gRPC
+//! backend.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -79,7 +81,41 @@ impl Origin {
         let control = Arc::new(OriginControl::default());
         let (stop, stopped) = watch::channel(false);
         let name: Arc<str> = Arc::from(name);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&control), name, stopped));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&control),
+            name,
+            stopped,
+            None,
+        ));
+        Ok(Origin {
+            addr,
+            control,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Like [`Origin::start`], over TLS with the given server settings:
+    /// HTTP/2 when the client negotiates `h2` by ALPN, else HTTP/1.1.
+    pub async fn start_tls(
+        addr: SocketAddr,
+        name: &str,
+        tls: Arc<pingora::tls::ServerConfig>,
+    ) -> std::io::Result<Origin> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let control = Arc::new(OriginControl::default());
+        let (stop, stopped) = watch::channel(false);
+        let name: Arc<str> = Arc::from(name);
+        let acceptor = pingora::tls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&control),
+            name,
+            stopped,
+            Some(acceptor),
+        ));
         Ok(Origin {
             addr,
             control,
@@ -116,6 +152,7 @@ async fn accept_loop(
     control: Arc<OriginControl>,
     name: Arc<str>,
     mut stopped: watch::Receiver<bool>,
+    tls: Option<pingora::tls::TlsAcceptor>,
 ) {
     // Connections live in the set: when this loop ends the set is dropped and
     // every connection task is aborted, closing its socket.
@@ -128,13 +165,27 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let control = Arc::clone(&control);
                 let name = Arc::clone(&name);
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| {
                         answer(req, Arc::clone(&control), Arc::clone(&name))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let Some(acceptor) = tls else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        return;
+                    };
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -181,7 +232,7 @@ async fn answer(
         tokio::time::sleep(Duration::from_micros(delay)).await;
     }
     if req.uri().path() == "/echo" {
-        let mut body = format!("{} {}\n", req.method(), req.uri());
+        let mut body = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
         for (k, v) in req.headers() {
             body.push_str(&format!(
                 "{}: {}\n",

@@ -64,6 +64,8 @@ pub fn status_json(table: &RoutingTable) -> Value {
         .map(|(pool, share)| (pool.clone(), json!(share.percent())))
         .collect();
     json!({
+        // Which process answered: during a binary upgrade, old or new.
+        "pid": std::process::id(),
         "revision": table.revision,
         "split": split,
         "window": format_duration(table.config.guard.window),

@@ -92,8 +92,14 @@ impl Proxy {
             .find(|p| *p != listen.port())
             .map(loopback)
             .expect("a second free port");
+        // A short grace period keeps shutdowns quick, unless the test sets one.
+        let grace = if server_extra.contains("grace_period") {
+            ""
+        } else {
+            "grace_period = \"1s\"\n"
+        };
         let header = format!(
-            "[server]\nlisten = [\"{listen}\"]\nthreads = 1\ngrace_period = \"1s\"\n{server_extra}\n\
+            "[server]\nlisten = [\"{listen}\"]\nthreads = 1\n{grace}{server_extra}\n\
              [admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\n",
             d = dir.path().display()
         );
