@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -72,6 +73,13 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
+    }
+    if config.server.h2c {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
     }
     for listener in &tls_listeners {
         let mut settings = TlsSettings::intermediate("", "")

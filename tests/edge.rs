@@ -169,6 +169,38 @@ async fn https_serves_http2_and_http1_by_alpn() {
 }
 
 #[tokio::test]
+async fn plain_listener_takes_h2c_when_enabled_and_http1_still() {
+    let blue = origin("blue").await;
+    let proxy = Proxy::start_with(
+        "h2c = true",
+        &format!(
+            "[pools.blue]\nbackends = [\"{}\"]\n[split]\nblue = 100\n",
+            blue.addr()
+        ),
+    )
+    .await;
+    let tcp = TcpStream::connect(proxy.listen).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/", proxy.listen))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("h2c response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"blue\n");
+    let reply = get(proxy.listen, "/", &[]).await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "blue\n"));
+}
+
+#[tokio::test]
 async fn sni_chooses_the_certificate_and_replaced_files_serve_new_connections() {
     let blue = origin("blue").await;
     let certs = TestDir::new("sni");

@@ -19,6 +19,7 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const SERVER_KEYS: &[&str] = &[
     "listen",
+    "h2c",
     "threads",
     "pool_header",
     "tls",
@@ -183,6 +184,7 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
 
     ServerConfig {
         listen,
+        h2c: s.boolean(errors, "h2c").unwrap_or(false),
         threads,
         pool_header,
         tls,

@@ -66,6 +66,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Plain HTTP/1.1 listeners.
     pub listen: Vec<SocketAddr>,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on the plain listeners.
+    pub h2c: bool,
     /// Worker threads for the proxy service (pingora `threads`).
     pub threads: usize,
     /// If set, responses carry the serving pool's name in this header (lower-case).

@@ -218,6 +218,10 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'stati
         changed.push("server.listen");
         server.listen = old.listen.clone();
     }
+    if server.h2c != old.h2c {
+        changed.push("server.h2c");
+        server.h2c = old.h2c;
+    }
     if server.threads != old.threads {
         changed.push("server.threads");
         server.threads = old.threads;
@@ -229,6 +233,12 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'stati
     if server.grace_period != old.grace_period {
         changed.push("server.grace_period");
         server.grace_period = old.grace_period;
+    }
+    // Listeners and their certificate files are fixed at start; the files'
+    // contents are re-read whenever they change.
+    if server.tls != old.tls {
+        changed.push("[[server.tls]]");
+        server.tls = old.tls.clone();
     }
     changed
 }
