@@ -29,15 +29,9 @@ use pingora::tls::{
 
 use crate::config::TlsListener;
 
-/// The process-wide rustls crypto provider (ring, as pingora uses).
+/// The rustls crypto provider switchyard uses: ring, as pingora does.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    pingora::tls::install_default_crypto_provider();
-    match CryptoProvider::get_default() {
-        Some(provider) => Arc::clone(provider),
-        // install_default only fails when another provider is already
-        // installed, and then get_default returns that one.
-        None => unreachable!("a rustls crypto provider was just installed"),
-    }
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
@@ -390,4 +384,52 @@ pub fn upstream_ca(
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Some(Arc::from(wrapped.into_boxed_slice())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(name: &str) -> Arc<CertifiedKey> {
+        let generated = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("sy-tls-unit-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+        let loaded = load_certified_key(&cert, &key).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let (default, exact, wildcard) = (
+            key_for("default.test"),
+            key_for("a.test"),
+            key_for("w.test"),
+        );
+        let set = CertSet {
+            default: Arc::clone(&default),
+            by_name: HashMap::from([
+                ("a.test".to_string(), Arc::clone(&exact)),
+                ("*.shop.test".to_string(), Arc::clone(&wildcard)),
+            ]),
+        };
+        assert!(Arc::ptr_eq(&set.choose(Some("a.test")), &exact));
+        assert!(
+            Arc::ptr_eq(&set.choose(Some("A.Test")), &exact),
+            "names are case-insensitive"
+        );
+        assert!(Arc::ptr_eq(&set.choose(Some("eu.shop.test")), &wildcard));
+        assert!(
+            Arc::ptr_eq(&set.choose(Some("a.eu.shop.test")), &default),
+            "a wildcard covers one label"
+        );
+        assert!(Arc::ptr_eq(&set.choose(Some("shop.test")), &default));
+        assert!(
+            Arc::ptr_eq(&set.choose(None), &default),
+            "no SNI gets the default"
+        );
+    }
 }
