@@ -34,8 +34,11 @@ use crate::stats::REQUESTS;
 /// shutdown: not ready, then exit as soon as in-flight requests are done.
 pub struct Lifecycle {
     pub shared: Arc<Shared>,
-    /// Plain and TLS listeners alike: a TCP connect proves each accepts.
+    /// Plain listeners: a TCP connect proves each accepts.
     pub listeners: Vec<SocketAddr>,
+    /// TLS listeners: probed with a full handshake, so pingora does not log
+    /// the probe as a failed handshake.
+    pub tls_listeners: Vec<SocketAddr>,
 }
 
 /// How often the drain looks at the in-flight count, and how many looks in
@@ -48,7 +51,10 @@ impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let probe_all = async {
             for addr in &self.listeners {
-                wait_until_accepting(*addr).await;
+                wait_until_accepting(*addr, false).await;
+            }
+            for addr in &self.tls_listeners {
+                wait_until_accepting(*addr, true).await;
             }
             self.shared.set_ready();
             sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
@@ -93,8 +99,9 @@ async fn drain_then_exit() {
     }
 }
 
-/// Polls a listener until a TCP connect succeeds (bounded: 60 s).
-async fn wait_until_accepting(addr: SocketAddr) {
+/// Polls a listener until a connect (and for TLS, a handshake) succeeds
+/// (bounded: 60 s).
+async fn wait_until_accepting(addr: SocketAddr, tls: bool) {
     let target = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -104,9 +111,30 @@ async fn wait_until_accepting(addr: SocketAddr) {
         }
         _ => addr,
     };
+    // Only whether the listener answers matters, not who it claims to be.
+    let connector = tls
+        .then(|| crate::tls::probe_client_config(&[], false, &[b"http/1.1"]).ok())
+        .flatten()
+        .map(pingora::tls::TlsConnector::from);
     for _ in 0..3000 {
-        if tokio::net::TcpStream::connect(target).await.is_ok() {
-            return;
+        if let Ok(Ok(tcp)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(target),
+        )
+        .await
+        {
+            let Some(connector) = &connector else {
+                return;
+            };
+            let name = pingora::tls::ServerName::IpAddress(target.ip().into());
+            let handshake = connector.connect(name, tcp);
+            if let Ok(Ok(mut stream)) =
+                tokio::time::timeout(Duration::from_secs(1), handshake).await
+            {
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.shutdown().await;
+                return;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -123,18 +123,12 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
             CertReloadService::new(tls_listeners.clone()),
         ));
     }
-    let listeners = config
-        .server
-        .listen
-        .iter()
-        .copied()
-        .chain(tls_listeners.iter().map(|l| l.addr))
-        .collect();
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {
             shared: Arc::clone(&shared),
-            listeners,
+            listeners: config.server.listen.clone(),
+            tls_listeners: tls_listeners.iter().map(|l| l.addr).collect(),
         },
     ));
 
