@@ -17,6 +17,7 @@
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
+//! | `keepalive`| idle HTTP/1.1 client connections wait outside the proxy's big future |
 //! | `guard`    | automatic rollback: pure verdict, canary steps, the evaluator tick |
 //! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |
 //! | `health`   | active checks, passive ejection, the per-backend verdict         |
@@ -35,6 +36,7 @@ pub mod ctl;
 pub mod demo;
 pub mod guard;
 pub mod health;
+pub mod keepalive;
 pub mod lifecycle;
 pub mod metrics;
 pub mod notify;

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
@@ -18,6 +21,7 @@ use crate::config::{self, Config};
 use crate::control::Controller;
 use crate::guard::evaluator::GuardService;
 use crate::health::HealthService;
+use crate::keepalive::LeanKeepalive;
 use crate::lifecycle::{Lifecycle, Signals, Successor};
 use crate::notify::WebhookService;
 use crate::proxy::SwitchyardProxy;
@@ -66,20 +70,25 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         None => None,
     };
 
-    let mut proxy = http_proxy_service_with_name(
+    let mut app = LeanKeepalive::new(http_proxy(
         &server.configuration,
         SwitchyardProxy::new(Arc::clone(&shared)),
-        "switchyard proxy",
-    );
-    for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
-    }
+    ));
     if config.server.h2c {
-        if let Some(app) = proxy.app_logic_mut() {
+        if let Some(proxy) = app.proxy_mut() {
             let mut options = HttpServerOptions::default();
             options.h2c = true;
-            app.server_options = Some(options);
+            proxy.server_options = Some(options);
         }
+    }
+    let mut proxy = Service::new("switchyard proxy".to_string(), app);
+    for addr in &config.server.listen {
+        // No L4 read buffer on plain listeners: pingora's default is 64 KiB
+        // per connection, zero-filled at accept, while the HTTP/1 parser
+        // reads into a buffer of its own anyway.
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+        );
     }
     for listener in &tls_listeners {
         let mut settings = TlsSettings::intermediate("", "")
@@ -87,7 +96,12 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         settings.set_cert_resolver(Arc::clone(&listener.resolver) as _);
         // HTTP/2 and HTTP/1.1, chosen by the client through ALPN.
         settings.enable_h2();
-        proxy.add_tls_with_settings(&listener.addr.to_string(), None, settings);
+        // TLS reads whole records (up to 16 KiB): buffer one.
+        proxy.add_listener(
+            ListenerConfig::tcp(listener.addr.to_string())
+                .tls(settings)
+                .l4_buffer(L4BufferSettings::default().read(TLS_RECORD)),
+        );
     }
     server.add_service(proxy);
 
@@ -152,6 +166,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     });
     Ok(())
 }
+
+/// The largest TLS record: the read buffer of a TLS listener's connections.
+const TLS_RECORD: usize = 16 * 1024;
 
 fn server_conf(config: &Config) -> ServerConf {
     let state_dir = &config.admin.state_dir;

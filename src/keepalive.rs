@@ -1,0 +1,107 @@
+//! Downstream HTTP/1.1 connections that wait cheaply between requests.
+//!
+//! pingora's own loop parks an idle keep-alive connection inside the proxy's
+//! request future (about 13 KB, plus a 4 KB header buffer) until the next
+//! request arrives. [`LeanKeepalive`] wraps the same pingora proxy but waits
+//! for the next request's first byte with a future of a few hundred bytes,
+//! and only then enters the proxy for that one request. Everything else —
+//! HTTP/2, TLS streams that can't be peeked, the request itself — is
+//! pingora's unchanged code. With 10 000 idle clients this is most of the
+//! difference between megabytes and hundreds of megabytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::{HttpProxy, ProxyHttp};
+use pingora::server::ShutdownWatch;
+
+/// How long an idle keep-alive client connection is kept open (pingora's
+/// own default for HTTP/1.1 downstreams).
+pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A pingora HTTP proxy whose idle HTTP/1.1 connections wait outside it.
+pub struct LeanKeepalive<SV: ProxyHttp> {
+    proxy: Arc<HttpProxy<SV>>,
+}
+
+impl<SV: ProxyHttp> LeanKeepalive<SV> {
+    pub fn new(proxy: HttpProxy<SV>) -> Self {
+        LeanKeepalive {
+            proxy: Arc::new(proxy),
+        }
+    }
+
+    pub fn proxy_mut(&mut self) -> Option<&mut HttpProxy<SV>> {
+        Arc::get_mut(&mut self.proxy)
+    }
+}
+
+/// Waits until the client sends a byte (true), or closes, idles out or the
+/// server shuts down (false). The byte stays in the stream for the parser.
+async fn next_request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(CLIENT_KEEPALIVE, stream.try_peek(&mut first)) => {
+            matches!(peeked, Ok(Ok(true)))
+        }
+        _ = shutdown.changed() => false,
+    }
+}
+
+#[async_trait]
+impl<SV> ServerApp for LeanKeepalive<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
+        // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
+        // take pingora's own path.
+        if stream.get_ssl_digest().is_some() || h2c {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let limit = self
+            .proxy
+            .server_options()
+            .and_then(|o| o.keepalive_request_limit);
+        let mut persisted = None;
+        let mut first = true;
+        loop {
+            if !next_request_arrives(&mut stream, shutdown).await {
+                return None;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            } else {
+                session.set_keepalive(Some(CLIENT_KEEPALIVE.as_secs()));
+            }
+            if let Some(settings) = persisted.take() {
+                HttpPersistentSettings::apply_to_session(settings, &mut session);
+            } else if first {
+                session.set_keepalive_reuses_remaining(limit);
+            }
+            first = false;
+            // Boxed so its (large) state exists only while a request is on.
+            let done = Box::pin(self.proxy.process_new_http(session, shutdown)).await?;
+            (stream, persisted) = done.consume();
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
