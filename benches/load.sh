@@ -150,13 +150,17 @@ alive() { kill -0 "$1" 2>/dev/null; }
 listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 declare -A TAKEN=()
-# free_port: a loopback port nobody listens on (bounded tries)
+# Ports below the kernel's ephemeral range, so no client socket (ours: 10 000
+# of them in the idle step, or anyone's) can be holding one.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || die "ephemeral port range starts at $EPHEMERAL_LOW: no room for our listeners"
+# free_port: a loopback port no socket uses (bounded tries)
 free_port() {
   local i p
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
     [[ -n ${TAKEN[$p]:-} ]] && continue
-    listening "$p" && continue
+    ss -Htan "sport = :$p" 2>/dev/null | grep -q . && continue
     TAKEN[$p]=1; echo "$p"; return 0
   done
   die "no free port found"
