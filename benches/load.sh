@@ -51,6 +51,8 @@
 #   PROXIES ["switchyard nginx haproxy"]  (those not installed are skipped)
 #   SUT_CPU [0]  LOAD_CPU [1]  NOFILE [65536]  KEEP [0]: 1 keeps the temp dir
 #   SWITCHYARD_BIN [build with `cargo build --release`; CARGO_TARGET_DIR honoured]
+#   SWITCHYARD_BIN_B [none]: a second switchyard binary, benched as
+#     "switchyard-b" in the same interleaved rounds (A/B of a build change)
 #   IDLE_BIN [build with `cargo bench --bench idle_conns --no-run`]
 #   QUICK [0]: 1 = ROUNDS=1 DURATION=3 WARMUP=1 LIVE_DURATION=3 PAUSE=0
 
@@ -196,6 +198,10 @@ if [[ -z ${SWITCHYARD_BIN:-} ]]; then
   SWITCHYARD_BIN=$tdir/release/switchyard
 fi
 [[ -x $SWITCHYARD_BIN ]] || die "SWITCHYARD_BIN $SWITCHYARD_BIN is not an executable"
+if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then
+  [[ -x $SWITCHYARD_BIN_B ]] || die "SWITCHYARD_BIN_B $SWITCHYARD_BIN_B is not an executable"
+  SWITCHYARD_BIN_B=$(cd "$(dirname "$SWITCHYARD_BIN_B")" && pwd)/$(basename "$SWITCHYARD_BIN_B")
+fi
 SWITCHYARD_BIN=$(cd "$(dirname "$SWITCHYARD_BIN")" && pwd)/$(basename "$SWITCHYARD_BIN")
 
 if ((IDLE)) && [[ -z ${IDLE_BIN:-} ]]; then
@@ -210,7 +216,8 @@ fi
 declare -a TARGETS=()
 for p in $PROXIES; do
   case $p in
-    switchyard) TARGETS+=(switchyard) ;;
+    switchyard) TARGETS+=(switchyard)
+                if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then TARGETS+=(switchyard-b); fi ;;
     nginx)   if command -v nginx >/dev/null; then TARGETS+=(nginx); else log "nginx not installed: skipped"; fi ;;
     haproxy) if command -v haproxy >/dev/null; then TARGETS+=(haproxy); else log "haproxy not installed: skipped"; fi ;;
     *) die "unknown proxy '$p' in PROXIES" ;;
@@ -279,23 +286,26 @@ else
 fi
 
 # ---------------------------------------------------------------- proxies --
-SY_SOCK=$RUN_DIR/switchyard/admin.sock
 HA_SOCK=$RUN_DIR/haproxy/admin.sock
+declare -A BIN_OF=()
 
-if has switchyard; then
-  PORT[switchyard]=$(free_port); SY_ADMIN_HTTP=$(free_port)
-  mkdir -p "$RUN_DIR/switchyard/state"
-  cat >"$RUN_DIR/switchyard/switchyard.toml" <<EOF
+# start_switchyard NAME BIN : a switchyard named NAME (switchyard, switchyard-b)
+start_switchyard() {
+  local name=$1 bin=$2 d=$RUN_DIR/$1
+  PORT[$name]=$(free_port); BIN_OF[$name]=$bin
+  local admin_http; admin_http=$(free_port)
+  mkdir -p "$d/state"
+  cat >"$d/switchyard.toml" <<EOF
 [server]
-listen = ["$HOST:${PORT[switchyard]}"]
+listen = ["$HOST:${PORT[$name]}"]
 threads = $THREADS
 grace_period = "1s"
 upstream_keepalive_pool = 1024
 
 [admin]
-socket = "$SY_SOCK"
-http = "$HOST:$SY_ADMIN_HTTP"
-state_dir = "$RUN_DIR/switchyard/state"
+socket = "$d/admin.sock"
+http = "$HOST:$admin_http"
+state_dir = "$d/state"
 
 [pools.blue]
 backends = ["$HOST:${PORT[blue]}"]
@@ -313,12 +323,13 @@ path = "/"
 interval = "2s"
 timeout = "1s"
 EOF
-  "$SWITCHYARD_BIN" check -c "$RUN_DIR/switchyard/switchyard.toml" >/dev/null \
-    || die "switchyard rejected the generated config"
-  start_bg switchyard env RUST_LOG=warn "$SWITCHYARD_BIN" run -c "$RUN_DIR/switchyard/switchyard.toml"
-  wait_port "${PORT[switchyard]}" "${PID_OF[switchyard]}" 15 && wait_http "${PORT[switchyard]}" 15 \
-    || { tail -n 30 "$RUN_DIR/switchyard.log" >&2; die "switchyard did not start"; }
-fi
+  "$bin" check -c "$d/switchyard.toml" >/dev/null || die "$name rejected the generated config"
+  start_bg "$name" env RUST_LOG=warn "$bin" run -c "$d/switchyard.toml"
+  wait_port "${PORT[$name]}" "${PID_OF[$name]}" 15 && wait_http "${PORT[$name]}" 15 \
+    || { tail -n 30 "$RUN_DIR/$name.log" >&2; die "$name did not start"; }
+}
+if has switchyard; then start_switchyard switchyard "$SWITCHYARD_BIN"; fi
+if has switchyard-b; then start_switchyard switchyard-b "$SWITCHYARD_BIN_B"; fi
 
 # nginx proxy config: weights 90/10, upstream keep-alive
 if has nginx; then
@@ -414,7 +425,7 @@ median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) { print "nan"; exit }
 # shift NAME BLUE GREEN : set the split on a running proxy; non-zero on failure
 shift_split() {
   case $1 in
-    switchyard) timeout 10 "$SWITCHYARD_BIN" ctl -s "$SY_SOCK" split blue="$2" green="$3" >/dev/null 2>&1 ;;
+    switchyard*) timeout 10 "${BIN_OF[$1]}" ctl -s "$RUN_DIR/$1/admin.sock" split blue="$2" green="$3" >/dev/null 2>&1 ;;
     haproxy)
       local out
       out=$(printf 'set server be/blue weight %s; set server be/green weight %s\n' "$2" "$3" |
@@ -435,6 +446,7 @@ sample_green() {
 echo "== switchyard load bench  $(date -u +%FT%TZ)"
 echo "host:     $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binary:   $SWITCHYARD_BIN  (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty'))"
+if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then echo "binary B: $SWITCHYARD_BIN_B  (benched as switchyard-b)"; fi
 echo "tools:    $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}') | $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/^nginx version: //') | haproxy $(command -v haproxy >/dev/null && haproxy -v 2>&1 | awk 'NR==1{print $3}')"
 echo "origins:  $ORIGIN_KIND  blue :${PORT[blue]}  green :${PORT[green]}"
 echo "proxies:  $(for t in "${TARGETS[@]}"; do printf '%s :%s  ' "$t" "${PORT[$t]}"; done)(switchyard threads=$THREADS; ulimit -n $NOFILE_NOW${HA_MAXCONN:+; haproxy maxconn $HA_MAXCONN})"
@@ -458,7 +470,7 @@ if ((LOAD)); then
   done
 
   echo
-  printf '%-11s %9s %19s %8s %8s %11s %9s %7s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors
+  printf '%-12s %9s %19s %8s %8s %11s %9s %7s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors
   for t in "${TARGETS[@]}"; do
     rpss=() p50s=() p99s=() ratios=() reqs=0 errs=0
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -475,7 +487,7 @@ if ((LOAD)); then
     hi=$(printf '%s\n' "${rpss[@]}" | sort -g | tail -n1)
     ratio="-"
     if has haproxy; then ratio=$(printf '%s\n' "${ratios[@]}" | median); ratio=$(printf '%.2fx' "$ratio"); fi
-    printf '%-11s %9.0f %19s %8.2f %8.2f %11s %9d %7d\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
+    printf '%-12s %9.0f %19s %8.2f %8.2f %11s %9d %7d\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
       "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${p99s[@]}" | median)" "$ratio" "$reqs" "$errs"
   done
   echo "(x haproxy = median over rounds of req/s / HAProxy's req/s in the same round; errors = socket errors + non-2xx, all rounds)"
@@ -486,10 +498,10 @@ if ((LIVE)); then
   flips=$((LIVE_DURATION / SHIFT_INTERVAL))
   echo
   echo "live shift: wrk -c$CONNS -d${LIVE_DURATION}s while the split flips 90/10 <-> 0/100 every ${SHIFT_INTERVAL}s ($flips flips)"
-  printf '%-11s %9s %9s %7s %13s %s\n' proxy 'req/s' requests errors 'failed shifts' 'check (0/100 -> green of 20)'
+  printf '%-12s %9s %9s %7s %13s %s\n' proxy 'req/s' requests errors 'failed shifts' 'check (0/100 -> green of 20)'
   for t in "${TARGETS[@]}"; do
     if [[ $t == nginx ]]; then
-      printf '%-11s %s\n' nginx "skipped: nginx changes weights only by config reload"
+      printf '%-12s %s\n' nginx "skipped: nginx changes weights only by config reload"
       continue
     fi
     alive "${PID_OF[$t]}" || die "$t died (see $RUN_DIR/$t.log)"
@@ -516,7 +528,7 @@ if ((LIVE)); then
     BG_WRK=""
     shift_split "$t" "$W_BLUE" "$W_GREEN" || true
     read -r rps _ _ req err <<<"$(parse "$RUN_DIR/live.$t.txt")"
-    printf '%-11s %9.0f %9d %7d %13s %s\n' "$t" "$rps" "$req" "$err" "$failed/$f" "$check"
+    printf '%-12s %9.0f %9d %7d %13s %s\n' "$t" "$rps" "$req" "$err" "$failed/$f" "$check"
   done
 fi
 
