@@ -461,10 +461,10 @@ if ((LOAD)); then
       t=${TARGETS[(k + r - 1) % n]}
       alive "${PID_OF[$t]}" || die "$t died (see $RUN_DIR/$t.log; KEEP=1 keeps it)"
       ((WARMUP)) && wrk_run "$WARMUP" "${PORT[$t]}" "$RUN_DIR/warm.$t.$r.txt"
-      log "round $r/$ROUNDS: $t"
       wrk_run "$DURATION" "${PORT[$t]}" "$RUN_DIR/wrk.$t.$r.txt"
-      read -r rps _ <<<"$(parse "$RUN_DIR/wrk.$t.$r.txt")"
+      read -r rps p50 p99 _ <<<"$(parse "$RUN_DIR/wrk.$t.$r.txt")"
       awk -v x="$rps" 'BEGIN{exit !(x > 0)}' || { cat "$RUN_DIR/wrk.$t.$r.txt" >&2; die "wrk against $t measured nothing"; }
+      log "round $r/$ROUNDS: $t $rps req/s  p50 $p50 ms  p99 $p99 ms"
       ((PAUSE)) && sleep "$PAUSE"
     done
   done
