@@ -164,7 +164,10 @@ fn main() {
         .expect("IDLE_ADDR=ip:port of the proxy")
         .parse()
         .expect("IDLE_ADDR: ip:port");
-    assert!(addr.ip().is_loopback(), "IDLE_ADDR must be a loopback address");
+    assert!(
+        addr.ip().is_loopback(),
+        "IDLE_ADDR must be a loopback address"
+    );
     let pids: Vec<u32> = std::env::var("IDLE_PID")
         .expect("IDLE_PID=pid of the proxy (several: comma-separated, summed)")
         .split(',')
@@ -184,8 +187,13 @@ fn main() {
     }
 
     let (rss0, _, threads0) = rss_kb(&pids);
-    println!("idle_conns [{label}] target {addr} pid {pids:?}: {n} connections, batches of {batch}");
-    println!("  baseline          VmRSS {:8.1} MB   threads {threads0}", mb(rss0));
+    println!(
+        "idle_conns [{label}] target {addr} pid {pids:?}: {n} connections, batches of {batch}"
+    );
+    println!(
+        "  baseline          VmRSS {:8.1} MB   threads {threads0}",
+        mb(rss0)
+    );
 
     let started = Instant::now();
     let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
