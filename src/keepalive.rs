@@ -19,6 +19,9 @@ use pingora::protocols::Stream;
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 
+use crate::fastpath;
+use crate::shared::Shared;
+
 /// How long an idle keep-alive client connection is kept open (pingora's
 /// own default for HTTP/1.1 downstreams).
 pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -26,13 +29,22 @@ pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// A pingora HTTP proxy whose idle HTTP/1.1 connections wait outside it.
 pub struct LeanKeepalive<SV: ProxyHttp> {
     proxy: Arc<HttpProxy<SV>>,
+    /// Set: plain HTTP/1.1 requests take [`crate::fastpath`] first.
+    fast_path: Option<Arc<Shared>>,
 }
 
 impl<SV: ProxyHttp> LeanKeepalive<SV> {
     pub fn new(proxy: HttpProxy<SV>) -> Self {
         LeanKeepalive {
             proxy: Arc::new(proxy),
+            fast_path: None,
         }
+    }
+
+    /// Serves plain HTTP/1.1 connections on [`crate::fastpath`] first.
+    pub fn with_fast_path(mut self, shared: Arc<Shared>) -> Self {
+        self.fast_path = Some(shared);
+        self
     }
 
     pub fn proxy_mut(&mut self) -> Option<&mut HttpProxy<SV>> {
@@ -73,6 +85,24 @@ where
         if stream.get_ssl_digest().is_some() || h2c {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
+        // The fast path serves plain connections until one of their
+        // requests needs pingora; that request's bytes are put back, so
+        // pingora reads it as if it had just arrived.
+        let mut arrived = false;
+        if let Some(shared) = &self.fast_path {
+            if fastpath::takes(&stream) {
+                let Some(plain) = fastpath::plain(stream) else {
+                    return None;
+                };
+                match fastpath::serve(plain, shared, shutdown).await {
+                    fastpath::Ending::Closed => return None,
+                    fastpath::Ending::Pingora(handed) => {
+                        stream = handed;
+                        arrived = true;
+                    }
+                }
+            }
+        }
         let limit = self
             .proxy
             .server_options()
@@ -80,7 +110,7 @@ where
         let mut persisted = None;
         let mut first = true;
         loop {
-            if !next_request_arrives(&mut stream, shutdown).await {
+            if !std::mem::take(&mut arrived) && !next_request_arrives(&mut stream, shutdown).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);

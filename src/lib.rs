@@ -18,6 +18,7 @@
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
 //! | `keepalive`| idle HTTP/1.1 client connections wait outside the proxy's big future |
+//! | `fastpath` | plain HTTP/1.1 requests proxied without pingora's HTTP layer (same routing and stats) |
 //! | `guard`    | automatic rollback: pure verdict, canary steps, the evaluator tick |
 //! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |
 //! | `health`   | active checks, passive ejection, the per-backend verdict         |
@@ -34,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod fastpath;
 pub mod guard;
 pub mod health;
 pub mod keepalive;

@@ -73,7 +73,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let mut app = LeanKeepalive::new(http_proxy(
         &server.configuration,
         SwitchyardProxy::new(Arc::clone(&shared)),
-    ));
+    ))
+    .with_fast_path(Arc::clone(&shared));
     if config.server.h2c {
         if let Some(proxy) = app.proxy_mut() {
             let mut options = HttpServerOptions::default();

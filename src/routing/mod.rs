@@ -14,6 +14,6 @@ mod sticky;
 mod table;
 
 pub use rng::fast_random;
-pub use select::{cookie_value, PoolChoice};
+pub use select::{cookie_value, PoolChoice, RequestHeaders};
 pub use sticky::{bucket_of, sticky_bucket_map, BUCKETS};
 pub use table::{Backend, Pool, PoolId, RoutingTable, RuntimeView};

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::rng::below;
 use super::sticky::bucket_of;
@@ -30,9 +30,9 @@ impl RoutingTable {
     /// (from [`super::fast_random`]); passing it in keeps this deterministic
     /// under test. `None` only when no pool has a share and no rule matched.
     #[inline]
-    pub fn choose_pool(
+    pub fn choose_pool<H: RequestHeaders + ?Sized>(
         &self,
-        headers: &HeaderMap,
+        headers: &H,
         client_ip: Option<IpAddr>,
         random: u64,
     ) -> Option<PoolChoice> {
@@ -56,9 +56,13 @@ impl RoutingTable {
     /// The sticky bucket of this request, if stickiness is on and the request
     /// carries the key (a client without the cookie/header falls back to the
     /// random split).
-    fn sticky_bucket(&self, headers: &HeaderMap, client_ip: Option<IpAddr>) -> Option<u16> {
+    fn sticky_bucket<H: RequestHeaders + ?Sized>(
+        &self,
+        headers: &H,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u16> {
         match self.sticky.as_ref()? {
-            CompiledSticky::Header(name) => headers.get(name).map(|v| bucket_of(v.as_bytes())),
+            CompiledSticky::Header(name) => headers.values(name).next().map(bucket_of),
             CompiledSticky::Cookie(name) => cookie_value(headers, name).map(bucket_of),
             CompiledSticky::ClientIp => client_ip.map(|ip| match ip {
                 IpAddr::V4(v4) => bucket_of(&v4.octets()),
@@ -68,12 +72,32 @@ impl RoutingTable {
     }
 }
 
-fn matches(matcher: &CompiledMatch, headers: &HeaderMap) -> bool {
+/// Read access to a request's headers, so pingora's parsed `HeaderMap` and
+/// the fast path's `httparse` headers route the same way.
+pub trait RequestHeaders {
+    /// The values of every header line named `name`, in order.
+    fn values<'h>(&'h self, name: &'h HeaderName) -> impl Iterator<Item = &'h [u8]> + 'h;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn values<'h>(&'h self, name: &'h HeaderName) -> impl Iterator<Item = &'h [u8]> + 'h {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl RequestHeaders for [httparse::Header<'_>] {
+    fn values<'h>(&'h self, name: &'h HeaderName) -> impl Iterator<Item = &'h [u8]> + 'h {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|h| h.value)
+    }
+}
+
+fn matches<H: RequestHeaders + ?Sized>(matcher: &CompiledMatch, headers: &H) -> bool {
     match matcher {
-        CompiledMatch::Header { name, value } => headers
-            .get_all(name)
-            .iter()
-            .any(|v| v.as_bytes() == value.as_slice()),
+        CompiledMatch::Header { name, value } => {
+            headers.values(name).any(|v| v == value.as_slice())
+        }
         CompiledMatch::Cookie { name, value } => {
             cookie_value(headers, name).is_some_and(|v| v == value.as_slice())
         }
@@ -82,11 +106,13 @@ fn matches(matcher: &CompiledMatch, headers: &HeaderMap) -> bool {
 
 /// The value of cookie `name` in the request's `Cookie` header(s), if present.
 /// HTTP/2 may split cookies over several header lines, so all are searched.
-pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &[u8]) -> Option<&'h [u8]> {
+pub fn cookie_value<'h, H: RequestHeaders + ?Sized>(
+    headers: &'h H,
+    name: &[u8],
+) -> Option<&'h [u8]> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+        .values(&http::header::COOKIE)
+        .flat_map(|line| line.split(|b| *b == b';'))
         .find_map(|pair| {
             let pair = pair.trim_ascii_start();
             let eq = pair.iter().position(|b| *b == b'=')?;
@@ -108,18 +134,7 @@ mod tests {
     }
 
     fn table(text: &str) -> RoutingTable {
-        let config =
-            std::sync::Arc::new(crate::config::parse(text, std::path::Path::new("/")).unwrap());
-        let split = config.split.clone();
-        RoutingTable::build(
-            std::sync::Arc::clone(&config),
-            super::super::RuntimeView {
-                revision: 1,
-                split: &split,
-                drained: &Default::default(),
-            },
-            None,
-        )
+        RoutingTable::from_config_text(text)
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct RoutingTable {
     pub(super) sticky: Option<CompiledSticky>,
     /// Bucket → pool, empty when there is no stickiness.
     pub(super) sticky_map: Vec<u16>,
+    /// Every pool speaks plain HTTP/1.1 upstream, so a plain HTTP/1.1 client
+    /// request may take the fast path (`crate::fastpath`). Decided for the
+    /// whole table so that falling back never skews the split.
+    pub fast_path: bool,
 }
 
 impl RoutingTable {
@@ -192,7 +196,12 @@ impl RoutingTable {
             .as_deref()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
 
+        let fast_path = config.pools.values().all(|pool| {
+            !pool.upstream.tls && pool.upstream.protocol != UpstreamProtocol::Http2
+        });
+
         RoutingTable {
+            fast_path,
             revision: runtime.revision,
             split: runtime.split.clone(),
             pools,
@@ -203,6 +212,24 @@ impl RoutingTable {
             sticky_map,
             config,
         }
+    }
+
+    /// A table straight from config text, with the file's split (unit tests).
+    #[cfg(test)]
+    pub fn from_config_text(text: &str) -> RoutingTable {
+        let config = Arc::new(
+            crate::config::parse(text, std::path::Path::new("/")).expect("test config is valid"),
+        );
+        let split = config.split.clone();
+        RoutingTable::build(
+            Arc::clone(&config),
+            RuntimeView {
+                revision: 1,
+                split: &split,
+                drained: &Default::default(),
+            },
+            None,
+        )
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {

@@ -1,0 +1,384 @@
+//! Request and response heads on the fast path: parse one, decide whether
+//! the fast path may carry the message, and write the head to send on.
+//!
+//! Everything here is synchronous and works on borrowed buffers: the parsed
+//! headers live on the stack only while the outgoing head is written, so no
+//! request allocates.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::routing::{PoolId, RoutingTable};
+
+/// Header lines read per message; a message with more takes pingora's path.
+pub const MAX_HEADERS: usize = 64;
+
+/// What came of parsing the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// A whole head, accepted.
+    Done(T),
+    /// The head is not complete yet: read more.
+    Partial,
+    /// Not for the fast path (malformed, or a feature it leaves to pingora):
+    /// hand the bytes to pingora unread.
+    Pingora,
+}
+
+/// A request the fast path carries. Its upstream head is already written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Bytes of the client's head (the body starts here).
+    pub head_len: usize,
+    pub body_len: u64,
+    /// The client asked to close after this response.
+    pub close: bool,
+    /// May be sent again after a reused upstream connection died unanswered
+    /// (RFC 9110 §9.2.2).
+    pub idempotent: bool,
+    /// A HEAD request: the response has no body whatever its headers say.
+    pub head_method: bool,
+    /// The pool chosen for it; `None` when no pool has a share.
+    pub pool: Option<PoolId>,
+}
+
+/// Parses a client's request head from `bytes`; on success chooses the pool
+/// and writes the head to send upstream into `out`.
+///
+/// The fast path takes plain HTTP/1.1 requests with no body or a
+/// `Content-Length` body. Anything else — HTTP/1.0, `Transfer-Encoding`,
+/// `Upgrade`, `Expect`, `CONNECT`, a `Connection` header naming other
+/// headers, a malformed or oversized head — goes to pingora, which either
+/// serves it or answers the error.
+pub fn parse_request(
+    bytes: &[u8],
+    table: &RoutingTable,
+    client_ip: Option<IpAddr>,
+    random: u64,
+    out: &mut Vec<u8>,
+) -> Parsed<Request> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut storage);
+    let head_len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Pingora,
+    };
+    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return Parsed::Pingora;
+    };
+    if method == "CONNECT" {
+        return Parsed::Pingora;
+    }
+    let headers: &[httparse::Header] = request.headers;
+
+    let mut body_len = None;
+    let mut close = false;
+    let mut has_host = false;
+    for header in headers {
+        match RequestField::of(header.name) {
+            RequestField::ContentLength => {
+                if body_len.is_some() {
+                    return Parsed::Pingora;
+                }
+                match parse_length(header.value) {
+                    Some(len) => body_len = Some(len),
+                    None => return Parsed::Pingora,
+                }
+            }
+            RequestField::Connection => {
+                for token in tokens(header.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        return Parsed::Pingora;
+                    }
+                }
+            }
+            RequestField::Host => has_host = true,
+            RequestField::NotOurs => return Parsed::Pingora,
+            RequestField::HopByHop | RequestField::ForwardedFor | RequestField::Other => {}
+        }
+    }
+    if !has_host {
+        return Parsed::Pingora;
+    }
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut prior_forwarded = false;
+    for header in headers {
+        match RequestField::of(header.name) {
+            RequestField::Connection | RequestField::HopByHop => {}
+            RequestField::ForwardedFor => prior_forwarded = true,
+            _ => write_field(out, header.name.as_bytes(), header.value),
+        }
+    }
+    // One X-Forwarded-For line: what earlier proxies wrote, then this client.
+    if prior_forwarded || client_ip.is_some() {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        let mut first = true;
+        let priors = headers
+            .iter()
+            .filter(|h| prior_forwarded && RequestField::of(h.name) == RequestField::ForwardedFor);
+        for header in priors {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(header.value);
+            first = false;
+        }
+        if let Some(ip) = client_ip {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            let _ = write!(out, "{ip}");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let pool = table
+        .choose_pool(headers, client_ip, random)
+        .map(|choice| choice.pool());
+    Parsed::Done(Request {
+        head_len,
+        body_len: body_len.unwrap_or(0),
+        close,
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
+        head_method: method == "HEAD",
+        pool,
+    })
+}
+
+/// The request header fields the fast path treats specially.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestField {
+    ContentLength,
+    Connection,
+    Host,
+    /// Hop-by-hop fields this hop consumes (`Keep-Alive`, `Proxy-Connection`).
+    HopByHop,
+    ForwardedFor,
+    /// Fields whose semantics the fast path leaves to pingora.
+    NotOurs,
+    Other,
+}
+
+impl RequestField {
+    fn of(name: &str) -> RequestField {
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        // The length test first keeps the common case to one comparison.
+        match name.len() {
+            4 if is("host") => RequestField::Host,
+            6 if is("expect") => RequestField::NotOurs,
+            7 if is("upgrade") => RequestField::NotOurs,
+            10 if is("connection") => RequestField::Connection,
+            10 if is("keep-alive") => RequestField::HopByHop,
+            14 if is("content-length") => RequestField::ContentLength,
+            15 if is("x-forwarded-for") => RequestField::ForwardedFor,
+            16 if is("proxy-connection") => RequestField::HopByHop,
+            17 if is("transfer-encoding") => RequestField::NotOurs,
+            _ => RequestField::Other,
+        }
+    }
+}
+
+/// How the length of a response body is known (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// The body ends when the origin closes the connection.
+    UntilClose,
+}
+
+/// A response head from upstream, checked; the head for the client is
+/// already written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub head_len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection can't carry another request.
+    pub upstream_close: bool,
+    /// The head written for the client says `Connection: close`.
+    pub client_close: bool,
+}
+
+/// The origin's response can't be forwarded safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse;
+
+/// What [`parse_response`] needs to know besides the bytes.
+pub struct ResponseContext<'a> {
+    pub head_method: bool,
+    /// The client's connection closes after this response.
+    pub close_client: bool,
+    /// The `pool_header` line to add, if configured.
+    pub pool_header: Option<(&'a HeaderName, &'a HeaderValue)>,
+}
+
+/// Parses an upstream response head from `bytes`; on success writes the
+/// head for the client into `out`.
+pub fn parse_response(
+    bytes: &[u8],
+    context: &ResponseContext,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, BadResponse> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut storage);
+    let head_len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse),
+    };
+    let (Some(version), Some(status)) = (response.version, response.code) else {
+        return Err(BadResponse);
+    };
+    // The fast path never asks for an upgrade, so a 101 is a broken origin.
+    if status == 101 {
+        return Err(BadResponse);
+    }
+    let headers: &[httparse::Header] = response.headers;
+
+    let mut length = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    // HTTP/1.0 connections close unless told otherwise; we don't reuse them.
+    let mut upstream_close = version == 0;
+    for header in headers {
+        match ResponseField::of(header.name, context.pool_header) {
+            ResponseField::ContentLength => match parse_length(header.value) {
+                Some(len) if length.is_none_or(|prior| prior == len) => length = Some(len),
+                _ => return Err(BadResponse),
+            },
+            ResponseField::TransferEncoding => {
+                // Only the last coding decides whether the body is chunked.
+                for token in tokens(header.value) {
+                    chunked = token.eq_ignore_ascii_case(b"chunked");
+                    other_coding |= !chunked;
+                }
+            }
+            ResponseField::Connection => {
+                upstream_close |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            }
+            _ => {}
+        }
+    }
+    let informational = (100..200).contains(&status);
+    let framing = if informational || context.head_method || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if other_coding {
+        Framing::UntilClose
+    } else if let Some(len) = length {
+        Framing::Length(len)
+    } else {
+        Framing::UntilClose
+    };
+    if framing == Framing::UntilClose {
+        upstream_close = true;
+    }
+    let client_close = !informational && (context.close_client || framing == Framing::UntilClose);
+
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {status} ");
+    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in headers {
+        match ResponseField::of(header.name, context.pool_header) {
+            ResponseField::Connection | ResponseField::HopByHop | ResponseField::PoolHeader => {}
+            // With both, Transfer-Encoding frames the body (RFC 9112 §6.3).
+            ResponseField::ContentLength if chunked || other_coding => {}
+            _ => write_field(out, header.name.as_bytes(), header.value),
+        }
+    }
+    if !informational {
+        if let Some((name, value)) = context.pool_header {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if client_close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(Response {
+        head_len,
+        status,
+        framing,
+        upstream_close,
+        client_close,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseField {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    HopByHop,
+    /// The configured `pool_header`: replaced by ours.
+    PoolHeader,
+    Other,
+}
+
+impl ResponseField {
+    fn of(name: &str, pool_header: Option<(&HeaderName, &HeaderValue)>) -> ResponseField {
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            10 if is("connection") => ResponseField::Connection,
+            10 if is("keep-alive") => ResponseField::HopByHop,
+            14 if is("content-length") => ResponseField::ContentLength,
+            16 if is("proxy-connection") => ResponseField::HopByHop,
+            17 if is("transfer-encoding") => ResponseField::TransferEncoding,
+            _ if pool_header.is_some_and(|(pool, _)| is(pool.as_str())) => {
+                ResponseField::PoolHeader
+            }
+            _ => ResponseField::Other,
+        }
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: digits only, nothing else (RFC 9110 §8.6).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 18 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |total, byte| {
+        byte.is_ascii_digit()
+            .then(|| total * 10 + u64::from(byte - b'0'))
+    })
+}
+
+/// The comma-separated tokens of a list-valued field, trimmed, empty ones
+/// skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

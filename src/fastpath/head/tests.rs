@@ -1,0 +1,156 @@
+use super::*;
+
+const CONFIG: &str = "[server]\npool_header = \"x-pool\"\n\
+    [pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[pools.green]\nbackends = [\"127.0.0.1:2\"]\n\
+    [split]\nblue = 100\n";
+
+fn request(bytes: &[u8]) -> (Parsed<Request>, String) {
+    let table = RoutingTable::from_config_text(CONFIG);
+    let mut out = Vec::new();
+    let ip = Some(IpAddr::from([10, 0, 0, 7]));
+    let parsed = parse_request(bytes, &table, ip, 0, &mut out);
+    (parsed, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn a_plain_get_is_rewritten_for_upstream() {
+    let raw = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive\r\n\
+        Keep-Alive: timeout=5\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\nGET /next";
+    let (parsed, out) = request(raw);
+    let Parsed::Done(request) = parsed else {
+        panic!("not accepted: {parsed:?}");
+    };
+    assert_eq!(request.head_len, raw.len() - b"GET /next".len());
+    assert_eq!(request.body_len, 0);
+    assert!(!request.close && request.idempotent && !request.head_method);
+    assert_eq!(request.pool, Some(0));
+    assert_eq!(
+        out,
+        "GET /a/b?c=d HTTP/1.1\r\nHost: example.test\r\nX-Multi: 1\r\nX-Multi: 2\r\n\
+         x-forwarded-for: 10.0.0.7\r\n\r\n"
+    );
+}
+
+#[test]
+fn earlier_forwarded_for_values_come_first_in_one_line() {
+    let raw = b"POST /up HTTP/1.1\r\nhost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\
+        x-forwarded-for: 5.6.7.8\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc";
+    let (parsed, out) = request(raw);
+    let Parsed::Done(request) = parsed else {
+        panic!("not accepted: {parsed:?}");
+    };
+    assert_eq!(request.body_len, 3);
+    assert!(request.close && !request.idempotent);
+    assert!(
+        out.ends_with("content-length: 3\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_incomplete_head_asks_for_more() {
+    assert_eq!(request(b"GET / HTTP/1.1\r\nHost: h\r\n").0, Parsed::Partial);
+}
+
+#[test]
+fn what_the_fast_path_does_not_carry_goes_to_pingora() {
+    let cases: &[&[u8]] = &[
+        b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-secret\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: x\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+    ];
+    for raw in cases {
+        assert_eq!(
+            request(raw).0,
+            Parsed::Pingora,
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+fn response(bytes: &[u8], head_method: bool, close_client: bool) -> (Response, String) {
+    let name = HeaderName::from_static("x-pool");
+    let value = HeaderValue::from_static("blue");
+    let context = ResponseContext {
+        head_method,
+        close_client,
+        pool_header: Some((&name, &value)),
+    };
+    let mut out = Vec::new();
+    match parse_response(bytes, &context, &mut out) {
+        Ok(Some(response)) => (response, String::from_utf8_lossy(&out).into_owned()),
+        other => panic!("{other:?} for {}", String::from_utf8_lossy(bytes)),
+    }
+}
+
+#[test]
+fn response_framing_follows_rfc_9112() {
+    let (r, out) = response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Pool: forged\r\n\r\nhello",
+        false,
+        false,
+    );
+    assert_eq!((r.status, r.framing, r.upstream_close), (200, Framing::Length(5), false));
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-pool: blue\r\n\r\n");
+
+    let (r, out) = response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::Chunked);
+    assert!(!out.to_ascii_lowercase().contains("content-length"), "{out}");
+
+    let (r, _) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, false);
+    assert_eq!(r.framing, Framing::Empty);
+    let (r, _) = response(b"HTTP/1.1 304 Not Modified\r\n\r\n", false, false);
+    assert_eq!(r.framing, Framing::Empty);
+
+    let (r, out) = response(b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n", false, false);
+    assert_eq!((r.framing, r.upstream_close, r.client_close), (Framing::UntilClose, true, true));
+    assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+
+    let (r, out) = response(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        false,
+        false,
+    );
+    assert!(r.upstream_close && !r.client_close);
+    assert!(!out.contains("onnection"), "{out}");
+
+    let (r, out) = response(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false, true);
+    assert_eq!((r.status, r.framing, r.client_close), (103, Framing::Empty, false));
+    assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+}
+
+#[test]
+fn a_response_that_cannot_be_framed_safely_is_refused() {
+    let context = ResponseContext {
+        head_method: false,
+        close_client: false,
+        pool_header: None,
+    };
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+    ] {
+        assert_eq!(
+            parse_response(raw, &context, &mut Vec::new()),
+            Err(BadResponse),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}

@@ -1,0 +1,646 @@
+//! The HTTP/1.1 fast path: plain keep-alive requests proxied without
+//! pingora's HTTP layer.
+//!
+//! Profiles of the pingora path (README, "Performance") put most of its cost
+//! per request in building `http` header maps twice, copying them, and the
+//! per-request futures and timers around them. This path keeps pingora's
+//! listeners, process model, signals and upgrade, but for a plain HTTP/1.1
+//! request it parses the head in place (`httparse`), writes the upstream head
+//! straight from the client's bytes, and forwards bodies byte for byte over
+//! its own per-thread upstream keep-alive connections.
+//!
+//! It only takes what it fully understands (see [`head::parse_request`]);
+//! anything else is handed, bytes unread, to pingora's proxy, which either
+//! serves it or answers the error. Routing, statistics, passive health and
+//! retries are the same as [`crate::proxy`]'s.
+
+mod chunked;
+mod head;
+mod upstream;
+
+use std::cell::RefCell;
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::routing::{fast_random, Pool, RoutingTable};
+use crate::shared::Shared;
+use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass, REQUESTS};
+use chunked::ChunkedScanner;
+use head::{Framing, Parsed, Request, ResponseContext};
+
+/// A request head must fit in this to take the fast path (larger ones go to
+/// pingora, which allows more).
+const CLIENT_BUFFER: usize = 16 * 1024;
+/// Upstream reads: a response head must fit; bodies stream through it.
+const UPSTREAM_BUFFER: usize = 16 * 1024;
+/// How long a started request may pause before the client is given up on.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Re-sends of an idempotent request whose reused upstream connection turned
+/// out closed, on top of the connect retry.
+const STALE_RETRIES: u8 = 2;
+/// Connect failures retried per request, on another backend of the pool.
+const CONNECT_RETRIES: u8 = 1;
+
+/// How a client connection left the fast path.
+pub enum Ending {
+    /// Closed (or idle timeout, or shutdown): nothing more to do.
+    Closed,
+    /// A request the fast path doesn't carry: its bytes were put back in the
+    /// stream, and pingora serves the connection from here on.
+    Pingora(Stream),
+}
+
+/// The buffers of a connection while it has a request on; between requests
+/// they go back to a per-thread spare list, so an idle connection holds none
+/// and a busy one allocates none.
+struct Scratch {
+    client: Box<[u8]>,
+    upstream: Box<[u8]>,
+    /// Heads being written (and, on a retry, the request to send again).
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Box<Scratch>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare scratch sets kept per thread (about 34 KiB each).
+const SPARE_PER_THREAD: usize = 64;
+/// A head buffer that grew past this (a huge header) is not kept.
+const OUT_KEEP: usize = 64 * 1024;
+
+impl Scratch {
+    fn take() -> Box<Scratch> {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_else(|| {
+                Box::new(Scratch {
+                    client: vec![0; CLIENT_BUFFER].into_boxed_slice(),
+                    upstream: vec![0; UPSTREAM_BUFFER].into_boxed_slice(),
+                    out: Vec::with_capacity(4096),
+                })
+            })
+    }
+
+    fn give_back(self: Box<Self>) {
+        if self.out.capacity() > OUT_KEEP {
+            return;
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_PER_THREAD {
+                spare.push(self);
+            }
+        });
+    }
+}
+
+/// Is this stream one the fast path can serve (plain TCP, not TLS)?
+pub fn takes(stream: &Stream) -> bool {
+    stream.as_any().is::<L4Stream>() && stream.get_ssl_digest().is_none()
+}
+
+/// The concrete plain stream, if it is one.
+pub fn plain(stream: Stream) -> Option<Box<L4Stream>> {
+    stream.into_any().downcast::<L4Stream>().ok()
+}
+
+/// Serves one client connection until it closes, or until a request needs
+/// pingora.
+pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWatch) -> Ending {
+    let client_ip = client
+        .get_socket_digest()
+        .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    let mut connection = Connection {
+        client,
+        client_ip,
+        buffered: 0,
+    };
+    let mut scratch: Option<Box<Scratch>> = None;
+    loop {
+        if connection.buffered == 0 {
+            if let Some(spare) = scratch.take() {
+                spare.give_back();
+            }
+            let Some(first) = next_request_byte(&mut connection.client, shutdown).await else {
+                return Ending::Closed;
+            };
+            let fresh = scratch.insert(Scratch::take());
+            fresh.client[0] = first;
+            connection.buffered = 1;
+        }
+        let buffers = scratch.get_or_insert_with(Scratch::take);
+        match connection.one_request(buffers, shared, shutdown).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                // FIN after the last response, not a reset.
+                let _ = connection.client.shutdown().await;
+                return Ending::Closed;
+            }
+            Next::Pingora(filled) => {
+                let mut client = connection.client;
+                client.rewind(&buffers.client[..filled]);
+                return Ending::Pingora(client);
+            }
+        }
+    }
+}
+
+/// Waits for the first byte of the next request: `None` if the client
+/// closes, idles out, or the server begins shutting down. The future is
+/// small, and no buffer is held while a connection idles.
+async fn next_request_byte(client: &mut L4Stream, shutdown: &ShutdownWatch) -> Option<u8> {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return None;
+    }
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        read = tokio::time::timeout(crate::keepalive::CLIENT_KEEPALIVE, client.read(&mut byte)) => {
+            matches!(read, Ok(Ok(1))).then_some(byte[0])
+        }
+        _ = shutdown.changed() => None,
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    /// Hand the connection to pingora with this many bytes put back.
+    Pingora(usize),
+}
+
+struct Connection {
+    client: Box<L4Stream>,
+    client_ip: Option<IpAddr>,
+    /// Bytes of the next request already in the client buffer.
+    buffered: usize,
+}
+
+/// How one request ended, for the statistics and the client.
+enum Failure {
+    /// The chosen pool has no usable backend.
+    NoBackend,
+    /// Every connect attempt failed (each one already counted).
+    Connect,
+    /// The upstream failed after the connection was made; `answered` when
+    /// the client already has the response head.
+    Upstream {
+        backend: usize,
+        kind: FailureKind,
+        answered: bool,
+    },
+    /// The client went away: not the pool's doing.
+    Client,
+}
+
+/// A response delivered in full.
+struct Delivered {
+    backend: usize,
+    status: u16,
+    client_close: bool,
+}
+
+impl Connection {
+    async fn one_request(
+        &mut self,
+        scratch: &mut Scratch,
+        shared: &Shared,
+        shutdown: &ShutdownWatch,
+    ) -> Next {
+        let table = shared.table.load_full();
+        let mut filled = self.buffered;
+        if !table.fast_path {
+            return Next::Pingora(filled);
+        }
+        let request = loop {
+            let bytes = &scratch.client[..filled];
+            match head::parse_request(bytes, &table, self.client_ip, fast_random(), &mut scratch.out)
+            {
+                Parsed::Done(request) => break request,
+                Parsed::Pingora => return Next::Pingora(filled),
+                Parsed::Partial if filled == scratch.client.len() => {
+                    return Next::Pingora(filled)
+                }
+                Parsed::Partial => {
+                    match read_within(&mut *self.client, &mut scratch.client[filled..], CLIENT_TIMEOUT)
+                        .await
+                    {
+                        Ok(0) | Err(_) => return Next::Close,
+                        Ok(read) => filled += read,
+                    }
+                }
+            }
+        };
+        let _in_flight = REQUESTS.start();
+        let started = Instant::now();
+
+        // The body's first bytes (maybe all of it) came with the head; they
+        // go out with the upstream head. Bytes after the body are the next
+        // (pipelined) request.
+        let in_buffer = (filled - request.head_len).min(clamp(request.body_len));
+        let consumed = request.head_len + in_buffer;
+        scratch
+            .out
+            .extend_from_slice(&scratch.client[request.head_len..consumed]);
+        self.buffered = filled - consumed;
+        scratch.client.copy_within(consumed..filled, 0);
+        let body_left = request.body_len - in_buffer as u64;
+
+        let Some(pool_id) = request.pool else {
+            let _ = write_within(&mut *self.client, NO_POOL_RESPONSE, CLIENT_TIMEOUT).await;
+            return Next::Close;
+        };
+        let pool = &table.pools[pool_id];
+        let close_client = request.close || *shutdown.borrow();
+        let result = self
+            .exchange(scratch, &table, pool, &request, body_left, close_client)
+            .await;
+        self.finish(scratch, &table, pool, started, result).await
+    }
+
+    /// Sends the request to a backend of `pool` and the response back.
+    async fn exchange(
+        &mut self,
+        scratch: &mut Scratch,
+        table: &RoutingTable,
+        pool: &Pool,
+        request: &Request,
+        body_left: u64,
+        close_client: bool,
+    ) -> Result<Delivered, Failure> {
+        let server = &table.config.server;
+        // A request can be sent again only if all of it is still in `out`.
+        let resendable = request.idempotent && body_left == 0;
+        let mut exclude = None;
+        let mut connect_retries = CONNECT_RETRIES;
+        let mut stale_retries = STALE_RETRIES;
+        'attempt: loop {
+            let pick = pool
+                .pick_backend(fast_random(), exclude)
+                .or_else(|| pool.pick_backend(fast_random(), None));
+            let Some(index) = pick else {
+                return Err(Failure::NoBackend);
+            };
+            let backend = &pool.backends[index];
+            let (mut upstream, reused) =
+                match upstream::take_idle(backend.addr, server.idle_timeout) {
+                    Some(stream) => (stream, true),
+                    None => match upstream::connect(backend.addr, server.connect_timeout).await {
+                        Ok(stream) => (stream, false),
+                        Err(error) => {
+                            pool.stats.record_failure(now_ms(), connect_failure(&error));
+                            backend.health.observe_failure(pool, &table.config.health);
+                            let another = pool.pick_backend(fast_random(), Some(index)).is_some();
+                            if connect_retries > 0 && another {
+                                connect_retries -= 1;
+                                exclude = Some(index);
+                                continue 'attempt;
+                            }
+                            return Err(Failure::Connect);
+                        }
+                    },
+                };
+            let upstream_failed = |kind| Failure::Upstream {
+                backend: index,
+                kind,
+                answered: false,
+            };
+            // A reused connection the origin closed meanwhile fails here or
+            // at the first read, before any response byte: send again.
+            let mut may_resend = reused && resendable && stale_retries > 0;
+
+            if let Err(error) = write_within(&mut upstream, &scratch.out, server.write_timeout).await
+            {
+                if may_resend {
+                    stale_retries -= 1;
+                    continue 'attempt;
+                }
+                return Err(upstream_failed(write_failure(&error)));
+            }
+            if body_left > 0 {
+                self.send_body(scratch, &mut upstream, body_left, server.write_timeout)
+                    .await
+                    .map_err(|side| match side {
+                        Side::Client => Failure::Client,
+                        Side::Upstream(kind) => upstream_failed(kind),
+                    })?;
+            }
+
+            let context = ResponseContext {
+                head_method: request.head_method,
+                close_client,
+                pool_header: table
+                    .pool_header
+                    .as_ref()
+                    .map(|name| (name, &pool.name_header)),
+            };
+            let mut filled = 0;
+            let response = loop {
+                match head::parse_response(&scratch.upstream[..filled], &context, &mut scratch.out)
+                {
+                    Err(_) => return Err(upstream_failed(FailureKind::Other)),
+                    Ok(Some(response)) if response.status < 200 => {
+                        // 1xx: pass it on, then read the final response.
+                        write_within(&mut *self.client, &scratch.out, server.write_timeout)
+                            .await
+                            .map_err(|_| Failure::Client)?;
+                        scratch.upstream.copy_within(response.head_len..filled, 0);
+                        filled -= response.head_len;
+                        may_resend = false;
+                    }
+                    Ok(Some(response)) => break response,
+                    Ok(None) if filled == scratch.upstream.len() => {
+                        return Err(upstream_failed(FailureKind::Other))
+                    }
+                    Ok(None) => {
+                        let read = read_within(
+                            &mut upstream,
+                            &mut scratch.upstream[filled..],
+                            server.read_timeout,
+                        )
+                        .await;
+                        let closed_unanswered = filled == 0
+                            && match &read {
+                                Ok(read) => *read == 0,
+                                Err(error) => error.kind() != io::ErrorKind::TimedOut,
+                            };
+                        if closed_unanswered && may_resend {
+                            stale_retries -= 1;
+                            continue 'attempt;
+                        }
+                        match read {
+                            Ok(0) => return Err(upstream_failed(FailureKind::Reset)),
+                            Err(error) => return Err(upstream_failed(read_failure(&error))),
+                            Ok(read) => filled += read,
+                        }
+                    }
+                }
+            };
+
+            let reusable = self
+                .send_response_body(
+                    scratch,
+                    &mut upstream,
+                    response.head_len,
+                    filled,
+                    response.framing,
+                    server,
+                )
+                .await
+                .map_err(|side| match side {
+                    Side::Client => Failure::Client,
+                    Side::Upstream(kind) => Failure::Upstream {
+                        backend: index,
+                        kind,
+                        answered: true,
+                    },
+                })?;
+            if reusable && !response.upstream_close {
+                upstream::put_idle(backend.addr, upstream, server.upstream_keepalive_pool);
+            }
+            return Ok(Delivered {
+                backend: index,
+                status: response.status,
+                client_close: response.client_close,
+            });
+        }
+    }
+
+    /// Copies the rest of a `Content-Length` request body, client to upstream.
+    async fn send_body(
+        &mut self,
+        scratch: &mut Scratch,
+        upstream: &mut TcpStream,
+        mut left: u64,
+        write_timeout: Duration,
+    ) -> Result<(), Side> {
+        while left > 0 {
+            let want = clamp(left).min(scratch.client.len());
+            let read = read_within(&mut *self.client, &mut scratch.client[..want], CLIENT_TIMEOUT)
+                .await
+                .map_err(|_| Side::Client)?;
+            if read == 0 {
+                return Err(Side::Client);
+            }
+            write_within(upstream, &scratch.client[..read], write_timeout)
+                .await
+                .map_err(|e| Side::Upstream(write_failure(&e)))?;
+            left -= read as u64;
+        }
+        Ok(())
+    }
+
+    /// Sends the response head (in `scratch.out`) and its body to the
+    /// client. `scratch.upstream[head_len..filled]` is the body's start.
+    /// `Ok(true)` if the upstream connection ended cleanly after the message.
+    async fn send_response_body(
+        &mut self,
+        scratch: &mut Scratch,
+        upstream: &mut TcpStream,
+        head_len: usize,
+        filled: usize,
+        framing: Framing,
+        server: &crate::config::ServerConfig,
+    ) -> Result<bool, Side> {
+        let start = &scratch.upstream[head_len..filled];
+        // What of the bytes received belongs to this message.
+        let (mut left, mut scanner, first) = match framing {
+            Framing::Empty => (0, None, 0),
+            Framing::Length(len) => (len, None, clamp(len).min(start.len())),
+            Framing::Chunked => {
+                let mut scanner = ChunkedScanner::default();
+                match scanner.feed(start) {
+                    Ok(Some(end)) => (0, None, end),
+                    Ok(None) => (u64::MAX, Some(scanner), start.len()),
+                    Err(_) => return Err(Side::Upstream(FailureKind::Other)),
+                }
+            }
+            Framing::UntilClose => (u64::MAX, None, start.len()),
+        };
+        // Bytes past the message: the origin broke the framing; don't reuse.
+        let mut clean = head_len + first == filled;
+        if let Framing::Length(_) = framing {
+            left -= first as u64;
+        }
+        scratch.out.extend_from_slice(&start[..first]);
+        write_within(&mut *self.client, &scratch.out, server.write_timeout)
+            .await
+            .map_err(|_| Side::Client)?;
+
+        while left > 0 {
+            let want = clamp(left).min(scratch.upstream.len());
+            let read = read_within(upstream, &mut scratch.upstream[..want], server.read_timeout)
+                .await
+                .map_err(|e| Side::Upstream(read_failure(&e)))?;
+            if read == 0 {
+                if framing == Framing::UntilClose {
+                    return Ok(false);
+                }
+                return Err(Side::Upstream(FailureKind::Reset));
+            }
+            let mut send = read;
+            match (&mut scanner, framing) {
+                (Some(scanner), _) => {
+                    if let Some(end) = scanner
+                        .feed(&scratch.upstream[..read])
+                        .map_err(|_| Side::Upstream(FailureKind::Other))?
+                    {
+                        clean &= end == read;
+                        send = end;
+                        left = 0;
+                    }
+                }
+                (None, Framing::Length(_)) => left -= read as u64,
+                _ => {}
+            }
+            write_within(&mut *self.client, &scratch.upstream[..send], server.write_timeout)
+                .await
+                .map_err(|_| Side::Client)?;
+        }
+        Ok(clean)
+    }
+
+    /// Counts the outcome and answers the client where the request failed.
+    async fn finish(
+        &mut self,
+        scratch: &mut Scratch,
+        table: &RoutingTable,
+        pool: &Pool,
+        started: Instant,
+        result: Result<Delivered, Failure>,
+    ) -> Next {
+        let health = &table.config.health;
+        let (class, next) = match result {
+            Ok(delivered) => {
+                let class = StatusClass::from_status(delivered.status);
+                if let Some(backend) = pool.backends.get(delivered.backend) {
+                    if class == StatusClass::S5xx {
+                        backend.health.observe_failure(pool, health);
+                    } else {
+                        backend.health.observe_success();
+                    }
+                }
+                let next = if delivered.client_close {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                };
+                (class, next)
+            }
+            Err(Failure::Client) => return Next::Close,
+            Err(Failure::NoBackend) => {
+                scratch.out.clear();
+                write_no_backend(&mut scratch.out, &pool.name);
+                let _ = write_within(&mut *self.client, &scratch.out, CLIENT_TIMEOUT).await;
+                (StatusClass::Error, Next::Close)
+            }
+            Err(Failure::Connect) => {
+                let _ = write_within(&mut *self.client, BAD_GATEWAY, CLIENT_TIMEOUT).await;
+                (StatusClass::Error, Next::Close)
+            }
+            Err(Failure::Upstream {
+                backend,
+                kind,
+                answered,
+            }) => {
+                pool.stats.record_failure(now_ms(), kind);
+                if let Some(backend) = pool.backends.get(backend) {
+                    backend.health.observe_failure(pool, health);
+                }
+                if !answered {
+                    let _ = write_within(&mut *self.client, BAD_GATEWAY, CLIENT_TIMEOUT).await;
+                }
+                (StatusClass::Error, Next::Close)
+            }
+        };
+        // One clock read serves both the latency and the window slot.
+        let now = Instant::now();
+        pool.stats
+            .record(ms_at(now), class, now.saturating_duration_since(started));
+        next
+    }
+}
+
+/// Which side of the exchange failed while a body was moving.
+enum Side {
+    Client,
+    Upstream(FailureKind),
+}
+
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\
+cache-control: private, no-store\r\nconnection: close\r\n\r\n";
+
+const NO_POOL_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\
+cache-control: private, no-store\r\nconnection: close\r\n\r\n";
+
+/// The same 503 the pingora path sends when a pool has no usable backend.
+fn write_no_backend(out: &mut Vec<u8>, pool: &str) {
+    use std::io::Write;
+    let body_len = "switchyard: pool \"\" has no usable backend\n".len() + pool.len();
+    let _ = write!(
+        out,
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: {body_len}\r\ncache-control: private, no-store\r\nconnection: close\r\n\r\n\
+switchyard: pool \"{pool}\" has no usable backend\n"
+    );
+}
+
+fn clamp(len: u64) -> usize {
+    usize::try_from(len).unwrap_or(usize::MAX)
+}
+
+async fn read_within<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+    limit: Duration,
+) -> io::Result<usize> {
+    match tokio::time::timeout(limit, reader.read(buf)).await {
+        Ok(read) => read,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+async fn write_within<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let write = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => written,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+fn connect_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => FailureKind::ConnectRefused,
+        io::ErrorKind::TimedOut => FailureKind::ConnectTimeout,
+        _ => FailureKind::Reset,
+    }
+}
+
+fn read_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::TimedOut => FailureKind::ReadTimeout,
+        _ => FailureKind::Reset,
+    }
+}
+
+fn write_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::TimedOut => FailureKind::WriteTimeout,
+        _ => FailureKind::Reset,
+    }
+}
