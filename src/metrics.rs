@@ -233,4 +233,16 @@ fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         shared.reloads_failed.load(Relaxed)
     );
+    header(
+        out,
+        "pingora_handoffs_total",
+        "counter",
+        "Plain client connections the HTTP/1.1 fast path handed to pingora's HTTP layer \
+         (a request it leaves to pingora, or fast_path off).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_pingora_handoffs_total {}",
+        shared.pingora_handoffs.load(Relaxed)
+    );
 }

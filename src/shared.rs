@@ -31,6 +31,9 @@ pub struct Shared {
     pub webhooks_ok: AtomicU64,
     pub webhooks_failed: AtomicU64,
     pub webhooks_dropped: AtomicU64,
+    /// Plain connections the fast path handed to pingora (rare: counted
+    /// once per connection, never per request).
+    pub pingora_handoffs: AtomicU64,
     /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
     rollbacks: Mutex<BTreeMap<String, u64>>,
     /// Turns true when a successor process takes over (binary upgrade): the
@@ -51,6 +54,7 @@ impl Shared {
             webhooks_ok: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_dropped: AtomicU64::new(0),
+            pingora_handoffs: AtomicU64::new(0),
             handover: tokio::sync::watch::Sender::new(false),
         })
     }

@@ -20,6 +20,7 @@ const ROOT_KEYS: &[&str] = &[
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "h2c",
+    "fast_path",
     "threads",
     "pool_header",
     "tls",
@@ -185,6 +186,7 @@ fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) -> ServerCo
     ServerConfig {
         listen,
         h2c: s.boolean(errors, "h2c").unwrap_or(false),
+        fast_path: s.boolean(errors, "fast_path").unwrap_or(true),
         threads,
         pool_header,
         tls,

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Also accept HTTP/2 with prior knowledge (h2c) on the plain listeners.
     pub h2c: bool,
+    /// Plain HTTP/1.1 requests to plain HTTP/1.1 pools skip pingora's HTTP
+    /// layer (`crate::fastpath`); off sends every request through pingora.
+    pub fast_path: bool,
     /// Worker threads for the proxy service (pingora `threads`).
     pub threads: usize,
     /// If set, responses carry the serving pool's name in this header (lower-case).

@@ -9,7 +9,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// In the hex chunk size (`digits` read so far).
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After the size: `;extension` or whitespace, up to the line end.
     Extension,
     /// Saw CR at the end of the size line.

@@ -21,6 +21,7 @@ mod upstream;
 use std::cell::RefCell;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -145,6 +146,7 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
                 return Ending::Closed;
             }
             Next::Pingora(filled) => {
+                shared.pingora_handoffs.fetch_add(1, Ordering::Relaxed);
                 let mut client = connection.client;
                 client.rewind(&buffers.client[..filled]);
                 return Ending::Pingora(client);
@@ -222,16 +224,23 @@ impl Connection {
         }
         let request = loop {
             let bytes = &scratch.client[..filled];
-            match head::parse_request(bytes, &table, self.client_ip, fast_random(), &mut scratch.out)
-            {
+            match head::parse_request(
+                bytes,
+                &table,
+                self.client_ip,
+                fast_random(),
+                &mut scratch.out,
+            ) {
                 Parsed::Done(request) => break request,
                 Parsed::Pingora => return Next::Pingora(filled),
-                Parsed::Partial if filled == scratch.client.len() => {
-                    return Next::Pingora(filled)
-                }
+                Parsed::Partial if filled == scratch.client.len() => return Next::Pingora(filled),
                 Parsed::Partial => {
-                    match read_within(&mut *self.client, &mut scratch.client[filled..], CLIENT_TIMEOUT)
-                        .await
+                    match read_within(
+                        &mut *self.client,
+                        &mut scratch.client[filled..],
+                        CLIENT_TIMEOUT,
+                    )
+                    .await
                     {
                         Ok(0) | Err(_) => return Next::Close,
                         Ok(read) => filled += read,
@@ -317,7 +326,8 @@ impl Connection {
             // at the first read, before any response byte: send again.
             let mut may_resend = reused && resendable && stale_retries > 0;
 
-            if let Err(error) = write_within(&mut upstream, &scratch.out, server.write_timeout).await
+            if let Err(error) =
+                write_within(&mut upstream, &scratch.out, server.write_timeout).await
             {
                 if may_resend {
                     stale_retries -= 1;
@@ -424,9 +434,13 @@ impl Connection {
     ) -> Result<(), Side> {
         while left > 0 {
             let want = clamp(left).min(scratch.client.len());
-            let read = read_within(&mut *self.client, &mut scratch.client[..want], CLIENT_TIMEOUT)
-                .await
-                .map_err(|_| Side::Client)?;
+            let read = read_within(
+                &mut *self.client,
+                &mut scratch.client[..want],
+                CLIENT_TIMEOUT,
+            )
+            .await
+            .map_err(|_| Side::Client)?;
             if read == 0 {
                 return Err(Side::Client);
             }
@@ -501,9 +515,13 @@ impl Connection {
                 (None, Framing::Length(_)) => left -= read as u64,
                 _ => {}
             }
-            write_within(&mut *self.client, &scratch.upstream[..send], server.write_timeout)
-                .await
-                .map_err(|_| Side::Client)?;
+            write_within(
+                &mut *self.client,
+                &scratch.upstream[..send],
+                server.write_timeout,
+            )
+            .await
+            .map_err(|_| Side::Client)?;
         }
         Ok(clean)
     }

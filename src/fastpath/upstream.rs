@@ -36,7 +36,8 @@ pub fn take_idle(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
         let now = now_ms();
         while let Some(index) = idle.iter().rposition(|c| c.addr == addr) {
             let candidate = idle.remove(index)?;
-            if now.saturating_sub(candidate.since_ms) <= max_idle_ms && still_open(&candidate.stream)
+            if now.saturating_sub(candidate.since_ms) <= max_idle_ms
+                && still_open(&candidate.stream)
             {
                 return Some(candidate.stream);
             }

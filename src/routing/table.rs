@@ -196,9 +196,10 @@ impl RoutingTable {
             .as_deref()
             .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
 
-        let fast_path = config.pools.values().all(|pool| {
-            !pool.upstream.tls && pool.upstream.protocol != UpstreamProtocol::Http2
-        });
+        let fast_path = config.server.fast_path
+            && config.pools.values().all(|pool| {
+                !pool.upstream.tls && pool.upstream.protocol != UpstreamProtocol::Http2
+            });
 
         RoutingTable {
             fast_path,

@@ -100,8 +100,14 @@ fn response_framing_follows_rfc_9112() {
         false,
         false,
     );
-    assert_eq!((r.status, r.framing, r.upstream_close), (200, Framing::Length(5), false));
-    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-pool: blue\r\n\r\n");
+    assert_eq!(
+        (r.status, r.framing, r.upstream_close),
+        (200, Framing::Length(5), false)
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-pool: blue\r\n\r\n"
+    );
 
     let (r, out) = response(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -109,7 +115,10 @@ fn response_framing_follows_rfc_9112() {
         false,
     );
     assert_eq!(r.framing, Framing::Chunked);
-    assert!(!out.to_ascii_lowercase().contains("content-length"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("content-length"),
+        "{out}"
+    );
 
     let (r, _) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, false);
     assert_eq!(r.framing, Framing::Empty);
@@ -117,7 +126,10 @@ fn response_framing_follows_rfc_9112() {
     assert_eq!(r.framing, Framing::Empty);
 
     let (r, out) = response(b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n", false, false);
-    assert_eq!((r.framing, r.upstream_close, r.client_close), (Framing::UntilClose, true, true));
+    assert_eq!(
+        (r.framing, r.upstream_close, r.client_close),
+        (Framing::UntilClose, true, true)
+    );
     assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
 
     let (r, out) = response(
@@ -128,8 +140,15 @@ fn response_framing_follows_rfc_9112() {
     assert!(r.upstream_close && !r.client_close);
     assert!(!out.contains("onnection"), "{out}");
 
-    let (r, out) = response(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false, true);
-    assert_eq!((r.status, r.framing, r.client_close), (103, Framing::Empty, false));
+    let (r, out) = response(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+        false,
+        true,
+    );
+    assert_eq!(
+        (r.status, r.framing, r.client_close),
+        (103, Framing::Empty, false)
+    );
     assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
 }
 
