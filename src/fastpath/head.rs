@@ -70,7 +70,9 @@ pub fn parse_request(
     else {
         return Parsed::Pingora;
     };
-    if method == "CONNECT" {
+    // Origin form only: an absolute-form target names a host of its own,
+    // which pingora checks against Host; CONNECT and `*` are pingora's too.
+    if method == "CONNECT" || !target.starts_with('/') {
         return Parsed::Pingora;
     }
     let headers: &[httparse::Header] = request.headers;
@@ -98,6 +100,8 @@ pub fn parse_request(
                     }
                 }
             }
+            // Two Host lines are a 400 (RFC 9112 §3.2): pingora answers it.
+            RequestField::Host if has_host => return Parsed::Pingora,
             RequestField::Host => has_host = true,
             RequestField::NotOurs => return Parsed::Pingora,
             RequestField::HopByHop | RequestField::ForwardedFor | RequestField::Other => {}
@@ -166,7 +170,8 @@ enum RequestField {
     ContentLength,
     Connection,
     Host,
-    /// Hop-by-hop fields this hop consumes (`Keep-Alive`, `Proxy-Connection`).
+    /// Hop-by-hop fields this hop consumes (`Keep-Alive`, `TE`,
+    /// `Proxy-Connection`, `Proxy-Authorization`, `HTTP2-Settings`).
     HopByHop,
     ForwardedFor,
     /// Fields whose semantics the fast path leaves to pingora.
@@ -179,6 +184,7 @@ impl RequestField {
         let is = |known: &str| name.eq_ignore_ascii_case(known);
         // The length test first keeps the common case to one comparison.
         match name.len() {
+            2 if is("te") => RequestField::HopByHop,
             4 if is("host") => RequestField::Host,
             6 if is("expect") => RequestField::NotOurs,
             7 if is("upgrade") => RequestField::NotOurs,
@@ -186,8 +192,10 @@ impl RequestField {
             10 if is("keep-alive") => RequestField::HopByHop,
             14 if is("content-length") => RequestField::ContentLength,
             15 if is("x-forwarded-for") => RequestField::ForwardedFor,
+            14 if is("http2-settings") => RequestField::HopByHop,
             16 if is("proxy-connection") => RequestField::HopByHop,
             17 if is("transfer-encoding") => RequestField::NotOurs,
+            19 if is("proxy-authorization") => RequestField::HopByHop,
             _ => RequestField::Other,
         }
     }

@@ -15,7 +15,7 @@ fn request(bytes: &[u8]) -> (Parsed<Request>, String) {
 #[test]
 fn a_plain_get_is_rewritten_for_upstream() {
     let raw = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive\r\n\
-        Keep-Alive: timeout=5\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\nGET /next";
+        Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\nGET /next";
     let (parsed, out) = request(raw);
     let Parsed::Done(request) = parsed else {
         panic!("not accepted: {parsed:?}");
@@ -58,6 +58,9 @@ fn what_the_fast_path_does_not_carry_goes_to_pingora() {
         b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
         b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
