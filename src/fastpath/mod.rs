@@ -20,7 +20,6 @@ mod upstream;
 
 use std::cell::RefCell;
 use std::io;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use crate::routing::{fast_random, Pool, RoutingTable};
 use crate::shared::Shared;
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass, REQUESTS};
 use chunked::ChunkedScanner;
-use head::{Framing, Parsed, Request, ResponseContext};
+use head::{ClientAddr, Framing, Parsed, Request, ResponseContext};
 
 /// A request head must fit in this to take the fast path (larger ones go to
 /// pingora, which allows more).
@@ -121,7 +120,7 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
         .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
     let mut connection = Connection {
         client,
-        client_ip,
+        client_addr: ClientAddr::new(client_ip),
         buffered: 0,
     };
     let mut scratch: Option<Box<Scratch>> = None;
@@ -181,7 +180,7 @@ enum Next {
 
 struct Connection {
     client: Box<L4Stream>,
-    client_ip: Option<IpAddr>,
+    client_addr: ClientAddr,
     /// Bytes of the next request already in the client buffer.
     buffered: usize,
 }
@@ -227,7 +226,7 @@ impl Connection {
             match head::parse_request(
                 bytes,
                 &table,
-                self.client_ip,
+                &self.client_addr,
                 fast_random(),
                 &mut scratch.out,
             ) {
@@ -615,15 +614,31 @@ fn clamp(len: u64) -> usize {
     usize::try_from(len).unwrap_or(usize::MAX)
 }
 
+/// Runs `io` to completion within `limit`. Most reads and writes here
+/// complete at once (the data is there, the socket buffer has room); only
+/// one that has to wait arms a timer, which the profile showed costs more
+/// than the I/O call itself.
+async fn within<T>(
+    limit: Duration,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let mut io = std::pin::pin!(io);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(io.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(done) = first {
+        return done;
+    }
+    match tokio::time::timeout(limit, io).await {
+        Ok(done) => done,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
 async fn read_within<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     buf: &mut [u8],
     limit: Duration,
 ) -> io::Result<usize> {
-    match tokio::time::timeout(limit, reader.read(buf)).await {
-        Ok(read) => read,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
+    within(limit, reader.read(buf)).await
 }
 
 async fn write_within<W: AsyncWrite + Unpin + ?Sized>(
@@ -631,14 +646,11 @@ async fn write_within<W: AsyncWrite + Unpin + ?Sized>(
     bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    let write = async {
+    within(limit, async {
         writer.write_all(bytes).await?;
         writer.flush().await
-    };
-    match tokio::time::timeout(limit, write).await {
-        Ok(written) => written,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
+    })
+    .await
 }
 
 fn connect_failure(error: &io::Error) -> FailureKind {

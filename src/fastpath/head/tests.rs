@@ -7,8 +7,8 @@ const CONFIG: &str = "[server]\npool_header = \"x-pool\"\n\
 fn request(bytes: &[u8]) -> (Parsed<Request>, String) {
     let table = RoutingTable::from_config_text(CONFIG);
     let mut out = Vec::new();
-    let ip = Some(IpAddr::from([10, 0, 0, 7]));
-    let parsed = parse_request(bytes, &table, ip, 0, &mut out);
+    let client = ClientAddr::new(Some(IpAddr::from([10, 0, 0, 7])));
+    let parsed = parse_request(bytes, &table, &client, 0, &mut out);
     (parsed, String::from_utf8_lossy(&out).into_owned())
 }
 
