@@ -225,6 +225,10 @@ for p in $PROXIES; do
 done
 ((${#TARGETS[@]})) || die "no proxy to run"
 has() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+# HAProxy's live shift goes through its runtime API socket.
+if has haproxy && [[ $LIVE == 1 ]] && ! command -v socat >/dev/null; then
+  die "socat is required for HAProxy's live shift (apt-get install socat), or run with LIVE=0"
+fi
 
 # Proxies and the idle bench need many descriptors; children inherit this.
 ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -83,7 +83,9 @@ where
         // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
         // take pingora's own path.
         if stream.get_ssl_digest().is_some() || h2c {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            // Boxed: inline, pingora's (large) future would size every
+            // connection's task, idle plain ones included.
+            return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
         }
         // The fast path serves plain connections until one of their
         // requests needs pingora; that request's bytes are put back, so

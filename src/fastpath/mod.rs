@@ -674,3 +674,27 @@ fn write_failure(error: &io::Error) -> FailureKind {
         _ => FailureKind::Reset,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every plain client connection's task holds this future for its whole
+    /// life, idle or not: it must stay small (10 000 idle clients).
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let stream: super::L4Stream = tcp.into();
+        let table = crate::routing::RoutingTable::from_config_text(
+            "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[split]\nblue = 100\n",
+        );
+        let shared = crate::shared::Shared::new(table);
+        let (_shutdown, watch) = tokio::sync::watch::channel(false);
+        let serve = super::serve(Box::new(stream), &shared, &watch);
+        let size = std::mem::size_of_val(&serve);
+        assert!(size <= 2048, "fastpath::serve future is {size} bytes");
+    }
+}
