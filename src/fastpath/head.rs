@@ -111,8 +111,11 @@ pub fn parse_request(
     let mut body_len = None;
     let mut close = false;
     let mut has_host = false;
-    for header in headers {
-        match RequestField::of(header.name) {
+    let mut prior_forwarded = false;
+    let mut kinds = [RequestField::Other; MAX_HEADERS];
+    for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
+        *kind = RequestField::of(header.name);
+        match *kind {
             RequestField::ContentLength => {
                 if body_len.is_some() {
                     return Parsed::Pingora;
@@ -135,7 +138,8 @@ pub fn parse_request(
             RequestField::Host if has_host => return Parsed::Pingora,
             RequestField::Host => has_host = true,
             RequestField::NotOurs => return Parsed::Pingora,
-            RequestField::HopByHop | RequestField::ForwardedFor | RequestField::Other => {}
+            RequestField::ForwardedFor => prior_forwarded = true,
+            RequestField::HopByHop | RequestField::Other => {}
         }
     }
     if !has_host {
@@ -143,18 +147,22 @@ pub fn parse_request(
     }
 
     out.clear();
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut prior_forwarded = false;
-    for header in headers {
-        match RequestField::of(header.name) {
-            RequestField::Connection | RequestField::HopByHop => {}
-            RequestField::ForwardedFor => prior_forwarded = true,
-            _ => write_field(out, header.name.as_bytes(), header.value),
-        }
+    let lines = Lines::new(bytes, head_len, headers);
+    let request_line = &bytes[offset(bytes, method.as_bytes())..lines.start(0)];
+    if request_line.ends_with(b" HTTP/1.1\r\n") {
+        out.extend_from_slice(request_line);
+    } else {
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
     }
+    lines.copy(out, |i| {
+        !matches!(
+            kinds[i],
+            RequestField::Connection | RequestField::HopByHop | RequestField::ForwardedFor
+        )
+    });
     // One X-Forwarded-For line: what earlier proxies wrote, then this client.
     let client_text = client.text();
     if prior_forwarded || !client_text.is_empty() {
@@ -162,8 +170,9 @@ pub fn parse_request(
         let mut first = true;
         let priors = headers
             .iter()
-            .filter(|h| prior_forwarded && RequestField::of(h.name) == RequestField::ForwardedFor);
-        for header in priors {
+            .zip(kinds)
+            .filter(|(_, kind)| *kind == RequestField::ForwardedFor);
+        for (header, _) in priors {
             if !first {
                 out.extend_from_slice(b", ");
             }
@@ -302,8 +311,10 @@ pub fn parse_response(
     let mut other_coding = false;
     // HTTP/1.0 connections close unless told otherwise; we don't reuse them.
     let mut upstream_close = version == 0;
-    for header in headers {
-        match ResponseField::of(header.name, context.pool_header) {
+    let mut kinds = [ResponseField::Other; MAX_HEADERS];
+    for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
+        *kind = ResponseField::of(header.name, context.pool_header);
+        match *kind {
             ResponseField::ContentLength => match parse_length(header.value) {
                 Some(len) if length.is_none_or(|prior| prior == len) => length = Some(len),
                 _ => return Err(BadResponse),
@@ -339,24 +350,29 @@ pub fn parse_response(
     let client_close = !informational && (context.close_client || framing == Framing::UntilClose);
 
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    // httparse accepts exactly three digits.
-    out.extend_from_slice(&[
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for header in headers {
-        match ResponseField::of(header.name, context.pool_header) {
-            ResponseField::Connection | ResponseField::HopByHop | ResponseField::PoolHeader => {}
-            // With both, Transfer-Encoding frames the body (RFC 9112 §6.3).
-            ResponseField::ContentLength if chunked || other_coding => {}
-            _ => write_field(out, header.name.as_bytes(), header.value),
-        }
+    let lines = Lines::new(bytes, head_len, headers);
+    let status_line = &bytes[..lines.start(0)];
+    if version == 1 && status_line.starts_with(b"HTTP/1.1 ") && status_line.ends_with(b"\r\n") {
+        out.extend_from_slice(status_line);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        // httparse accepts exactly three digits.
+        out.extend_from_slice(&[
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ]);
+        out.extend_from_slice(response.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+    // With both, Transfer-Encoding frames the body (RFC 9112 §6.3).
+    let drop_length = chunked || other_coding;
+    lines.copy(out, |i| match kinds[i] {
+        ResponseField::Connection | ResponseField::HopByHop | ResponseField::PoolHeader => false,
+        ResponseField::ContentLength => !drop_length,
+        _ => true,
+    });
     if !informational {
         if let Some((name, value)) = context.pool_header {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -403,6 +419,63 @@ impl ResponseField {
             _ => ResponseField::Other,
         }
     }
+}
+
+/// The header lines of a parsed head, to be copied on.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    headers: &'a [httparse::Header<'a>],
+    /// Where the header lines end (the final empty line starts).
+    end: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8], head_len: usize, headers: &'a [httparse::Header<'a>]) -> Self {
+        let head = &bytes[..head_len];
+        let end = head_len - if head.ends_with(b"\r\n") { 2 } else { 1 };
+        Lines {
+            bytes,
+            headers,
+            end,
+        }
+    }
+
+    /// Where line `i` starts (`end` past the last one).
+    fn start(&self, i: usize) -> usize {
+        self.headers
+            .get(i)
+            .map_or(self.end, |h| offset(self.bytes, h.name.as_bytes()))
+    }
+
+    /// Appends the lines `keep` selects. A line that ends in CRLF is copied
+    /// verbatim, and a run of them in one copy; a bare-LF line is rewritten
+    /// with CRLF, so the next hop never sees a line ending we accepted
+    /// leniently.
+    fn copy(&self, out: &mut Vec<u8>, keep: impl Fn(usize) -> bool) {
+        let mut run = None;
+        for (i, header) in self.headers.iter().enumerate() {
+            let (start, end) = (self.start(i), self.start(i + 1));
+            let kept = keep(i);
+            if kept && self.bytes[..end].ends_with(b"\r\n") {
+                run.get_or_insert(start);
+                continue;
+            }
+            if let Some(run_start) = run.take() {
+                out.extend_from_slice(&self.bytes[run_start..start]);
+            }
+            if kept {
+                write_field(out, header.name.as_bytes(), header.value);
+            }
+        }
+        if let Some(run_start) = run {
+            out.extend_from_slice(&self.bytes[run_start..self.end]);
+        }
+    }
+}
+
+/// Where `part` (a slice of `whole`, as httparse returns them) starts.
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

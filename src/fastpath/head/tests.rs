@@ -176,3 +176,13 @@ fn a_response_that_cannot_be_framed_safely_is_refused() {
         );
     }
 }
+
+#[test]
+fn bare_lf_lines_are_sent_on_with_crlf() {
+    let (parsed, out) = request(b"GET /x HTTP/1.1\nHost: h\nX-A: 1\r\nX-B: 2\n\n");
+    assert!(matches!(parsed, Parsed::Done(_)), "{parsed:?}");
+    assert_eq!(
+        out,
+        "GET /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nx-forwarded-for: 10.0.0.7\r\n\r\n"
+    );
+}
