@@ -258,3 +258,29 @@ async fn a_refused_connect_is_a_502_and_a_drained_pool_a_503_naming_it() {
     expect_metric(&proxy, series, 2.0).await;
     expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
 }
+
+#[tokio::test]
+async fn fast_path_can_be_turned_off_by_a_reload() {
+    let blue = origin("blue").await;
+    let body = pool_body(&blue);
+    let proxy = Proxy::start(&body).await;
+    let host = proxy.listen;
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
+    assert_eq!(exchange(&mut client, &request).await.0, 200);
+    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
+
+    let off = proxy
+        .config_text(&body)
+        .replacen("[server]\n", "[server]\nfast_path = false\n", 1);
+    std::fs::write(proxy.config_path(), off).expect("write config");
+    let answer = proxy.ctl("reload").await;
+    assert!(answer.to_string().contains("revision"), "{answer}");
+
+    // The next request, on the same connection and on a new one, is pingora's.
+    assert_eq!(exchange(&mut client, &request).await.0, 200);
+    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 1.0).await;
+    let mut second = TcpStream::connect(proxy.listen).await.expect("connect");
+    assert_eq!(exchange(&mut second, &request).await.0, 200);
+    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 2.0).await;
+}
