@@ -15,6 +15,7 @@
 //! retries are the same as [`crate::proxy`]'s.
 
 mod chunked;
+mod deadline;
 mod head;
 mod upstream;
 
@@ -33,6 +34,7 @@ use crate::routing::{fast_random, Pool, RoutingTable};
 use crate::shared::Shared;
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass, REQUESTS};
 use chunked::ChunkedScanner;
+use deadline::Deadline;
 use head::{ClientAddr, Framing, Parsed, Request, ResponseContext};
 
 /// A request head must fit in this to take the fast path (larger ones go to
@@ -122,14 +124,21 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
         client,
         client_addr: ClientAddr::new(client_ip),
         buffered: 0,
+        deadline: Deadline::new(),
     };
+    // Registered once for the connection's life (not per idle wait).
+    let mut watch = shutdown.clone();
+    let mut shutdown_begins = std::pin::pin!(watch.changed());
     let mut scratch: Option<Box<Scratch>> = None;
     loop {
         if connection.buffered == 0 {
             if let Some(spare) = scratch.take() {
                 spare.give_back();
             }
-            let Some(first) = next_request_byte(&mut connection.client, shutdown).await else {
+            if *shutdown.borrow() {
+                return Ending::Closed;
+            }
+            let Some(first) = connection.next_request_byte(shutdown_begins.as_mut()).await else {
                 return Ending::Closed;
             };
             let fresh = scratch.insert(Scratch::take());
@@ -154,23 +163,6 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
     }
 }
 
-/// Waits for the first byte of the next request: `None` if the client
-/// closes, idles out, or the server begins shutting down. The future is
-/// small, and no buffer is held while a connection idles.
-async fn next_request_byte(client: &mut L4Stream, shutdown: &ShutdownWatch) -> Option<u8> {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return None;
-    }
-    let mut byte = [0u8; 1];
-    tokio::select! {
-        read = tokio::time::timeout(crate::keepalive::CLIENT_KEEPALIVE, client.read(&mut byte)) => {
-            matches!(read, Ok(Ok(1))).then_some(byte[0])
-        }
-        _ = shutdown.changed() => None,
-    }
-}
-
 enum Next {
     KeepAlive,
     Close,
@@ -183,6 +175,8 @@ struct Connection {
     client_addr: ClientAddr,
     /// Bytes of the next request already in the client buffer.
     buffered: usize,
+    /// The timeout of whatever the connection waits on.
+    deadline: Deadline,
 }
 
 /// How one request ended, for the statistics and the client.
@@ -210,6 +204,28 @@ struct Delivered {
 }
 
 impl Connection {
+    /// Waits for the first byte of the next request: `None` if the client
+    /// closes, idles out, or the server begins shutting down. No buffer is
+    /// held while a connection idles.
+    async fn next_request_byte(
+        &mut self,
+        shutdown_begins: std::pin::Pin<&mut impl std::future::Future>,
+    ) -> Option<u8> {
+        let mut byte = [0u8; 1];
+        let client = &mut self.client;
+        let read = async {
+            tokio::select! {
+                read = client.read(&mut byte) => read,
+                _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+            }
+        };
+        let read = self
+            .deadline
+            .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
+            .await;
+        matches!(read, Ok(1)).then_some(byte[0])
+    }
+
     async fn one_request(
         &mut self,
         scratch: &mut Scratch,
@@ -235,6 +251,7 @@ impl Connection {
                 Parsed::Partial if filled == scratch.client.len() => return Next::Pingora(filled),
                 Parsed::Partial => {
                     match read_within(
+                        &mut self.deadline,
                         &mut *self.client,
                         &mut scratch.client[filled..],
                         CLIENT_TIMEOUT,
@@ -263,7 +280,13 @@ impl Connection {
         let body_left = request.body_len - in_buffer as u64;
 
         let Some(pool_id) = request.pool else {
-            let _ = write_within(&mut *self.client, NO_POOL_RESPONSE, CLIENT_TIMEOUT).await;
+            let _ = write_within(
+                &mut self.deadline,
+                &mut *self.client,
+                NO_POOL_RESPONSE,
+                CLIENT_TIMEOUT,
+            )
+            .await;
             return Next::Close;
         };
         let pool = &table.pools[pool_id];
@@ -325,8 +348,13 @@ impl Connection {
             // at the first read, before any response byte: send again.
             let mut may_resend = reused && resendable && stale_retries > 0;
 
-            if let Err(error) =
-                write_within(&mut upstream, &scratch.out, server.write_timeout).await
+            if let Err(error) = write_within(
+                &mut self.deadline,
+                &mut upstream,
+                &scratch.out,
+                server.write_timeout,
+            )
+            .await
             {
                 if may_resend {
                     stale_retries -= 1;
@@ -358,9 +386,14 @@ impl Connection {
                     Err(_) => return Err(upstream_failed(FailureKind::Other)),
                     Ok(Some(response)) if response.status < 200 => {
                         // 1xx: pass it on, then read the final response.
-                        write_within(&mut *self.client, &scratch.out, server.write_timeout)
-                            .await
-                            .map_err(|_| Failure::Client)?;
+                        write_within(
+                            &mut self.deadline,
+                            &mut *self.client,
+                            &scratch.out,
+                            server.write_timeout,
+                        )
+                        .await
+                        .map_err(|_| Failure::Client)?;
                         scratch.upstream.copy_within(response.head_len..filled, 0);
                         filled -= response.head_len;
                         may_resend = false;
@@ -371,6 +404,7 @@ impl Connection {
                     }
                     Ok(None) => {
                         let read = read_within(
+                            &mut self.deadline,
                             &mut upstream,
                             &mut scratch.upstream[filled..],
                             server.read_timeout,
@@ -434,6 +468,7 @@ impl Connection {
         while left > 0 {
             let want = clamp(left).min(scratch.client.len());
             let read = read_within(
+                &mut self.deadline,
                 &mut *self.client,
                 &mut scratch.client[..want],
                 CLIENT_TIMEOUT,
@@ -443,9 +478,14 @@ impl Connection {
             if read == 0 {
                 return Err(Side::Client);
             }
-            write_within(upstream, &scratch.client[..read], write_timeout)
-                .await
-                .map_err(|e| Side::Upstream(write_failure(&e)))?;
+            write_within(
+                &mut self.deadline,
+                upstream,
+                &scratch.client[..read],
+                write_timeout,
+            )
+            .await
+            .map_err(|e| Side::Upstream(write_failure(&e)))?;
             left -= read as u64;
         }
         Ok(())
@@ -484,15 +524,25 @@ impl Connection {
             left -= first as u64;
         }
         scratch.out.extend_from_slice(&start[..first]);
-        write_within(&mut *self.client, &scratch.out, server.write_timeout)
-            .await
-            .map_err(|_| Side::Client)?;
+        write_within(
+            &mut self.deadline,
+            &mut *self.client,
+            &scratch.out,
+            server.write_timeout,
+        )
+        .await
+        .map_err(|_| Side::Client)?;
 
         while left > 0 {
             let want = clamp(left).min(scratch.upstream.len());
-            let read = read_within(upstream, &mut scratch.upstream[..want], server.read_timeout)
-                .await
-                .map_err(|e| Side::Upstream(read_failure(&e)))?;
+            let read = read_within(
+                &mut self.deadline,
+                upstream,
+                &mut scratch.upstream[..want],
+                server.read_timeout,
+            )
+            .await
+            .map_err(|e| Side::Upstream(read_failure(&e)))?;
             if read == 0 {
                 if framing == Framing::UntilClose {
                     return Ok(false);
@@ -515,6 +565,7 @@ impl Connection {
                 _ => {}
             }
             write_within(
+                &mut self.deadline,
                 &mut *self.client,
                 &scratch.upstream[..send],
                 server.write_timeout,
@@ -556,11 +607,23 @@ impl Connection {
             Err(Failure::NoBackend) => {
                 scratch.out.clear();
                 write_no_backend(&mut scratch.out, &pool.name);
-                let _ = write_within(&mut *self.client, &scratch.out, CLIENT_TIMEOUT).await;
+                let _ = write_within(
+                    &mut self.deadline,
+                    &mut *self.client,
+                    &scratch.out,
+                    CLIENT_TIMEOUT,
+                )
+                .await;
                 (StatusClass::Error, Next::Close)
             }
             Err(Failure::Connect) => {
-                let _ = write_within(&mut *self.client, BAD_GATEWAY, CLIENT_TIMEOUT).await;
+                let _ = write_within(
+                    &mut self.deadline,
+                    &mut *self.client,
+                    BAD_GATEWAY,
+                    CLIENT_TIMEOUT,
+                )
+                .await;
                 (StatusClass::Error, Next::Close)
             }
             Err(Failure::Upstream {
@@ -573,7 +636,13 @@ impl Connection {
                     backend.health.observe_failure(pool, health);
                 }
                 if !answered {
-                    let _ = write_within(&mut *self.client, BAD_GATEWAY, CLIENT_TIMEOUT).await;
+                    let _ = write_within(
+                        &mut self.deadline,
+                        &mut *self.client,
+                        BAD_GATEWAY,
+                        CLIENT_TIMEOUT,
+                    )
+                    .await;
                 }
                 (StatusClass::Error, Next::Close)
             }
@@ -614,43 +683,26 @@ fn clamp(len: u64) -> usize {
     usize::try_from(len).unwrap_or(usize::MAX)
 }
 
-/// Runs `io` to completion within `limit`. Most reads and writes here
-/// complete at once (the data is there, the socket buffer has room); only
-/// one that has to wait arms a timer, which the profile showed costs more
-/// than the I/O call itself.
-async fn within<T>(
-    limit: Duration,
-    io: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    let mut io = std::pin::pin!(io);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(io.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(done) = first {
-        return done;
-    }
-    match tokio::time::timeout(limit, io).await {
-        Ok(done) => done,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
 async fn read_within<R: AsyncRead + Unpin + ?Sized>(
+    deadline: &mut Deadline,
     reader: &mut R,
     buf: &mut [u8],
     limit: Duration,
 ) -> io::Result<usize> {
-    within(limit, reader.read(buf)).await
+    deadline.bound(limit, reader.read(buf)).await
 }
 
 async fn write_within<W: AsyncWrite + Unpin + ?Sized>(
+    deadline: &mut Deadline,
     writer: &mut W,
     bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    within(limit, async {
+    let write = async {
         writer.write_all(bytes).await?;
         writer.flush().await
-    })
-    .await
+    };
+    deadline.bound(limit, write).await
 }
 
 fn connect_failure(error: &io::Error) -> FailureKind {
