@@ -21,7 +21,8 @@
 #      `wrk -t$WRK_THREADS -c$CONNS --latency`. Table: median req/s
 #      (min..max), median p50/p99, ratio to HAProxy (median over rounds of
 #      req/s / HAProxy's req/s in the same round), errors (socket errors +
-#      non-2xx, summed over rounds).
+#      non-2xx, summed over rounds), and each proxy's own CPU time per
+#      request, user + system (/proc/PID/stat, children included).
 #   2. live shift (LIVE=1): one wrk run of LIVE_DURATION s per proxy while the
 #      split flips every SHIFT_INTERVAL s between 90/10 and 0/100:
 #        switchyard  `switchyard ctl -s SOCK split blue=B green=G`
@@ -404,6 +405,18 @@ wrk_run() {
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1"s --latency --timeout 5s "http://$HOST:$2/" >"$3" 2>&1 || true
 }
 
+# cpu_ticks PID -> "utime stime" (clock ticks) of PID and its children
+# (nginx's work is in its worker process)
+cpu_ticks() {
+  local pids=("$1") p u=0 st=0 a b
+  mapfile -t -O 1 pids < <(pgrep -P "$1" || true)
+  for p in "${pids[@]}"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); st=$((st + b))
+  done
+  echo "$u $st"
+}
+
 # parse FILE -> "rps p50_ms p99_ms requests errors"   (errors = socket errors + non-2xx)
 parse() {
   awk '
@@ -465,7 +478,10 @@ if ((LOAD)); then
       t=${TARGETS[(k + r - 1) % n]}
       alive "${PID_OF[$t]}" || die "$t died (see $RUN_DIR/$t.log; KEEP=1 keeps it)"
       ((WARMUP)) && wrk_run "$WARMUP" "${PORT[$t]}" "$RUN_DIR/warm.$t.$r.txt"
+      read -r u0 s0 <<<"$(cpu_ticks "${PID_OF[$t]}")"
       wrk_run "$DURATION" "${PORT[$t]}" "$RUN_DIR/wrk.$t.$r.txt"
+      read -r u1 s1 <<<"$(cpu_ticks "${PID_OF[$t]}")"
+      echo "$((u1 - u0)) $((s1 - s0))" >"$RUN_DIR/cpu.$t.$r.txt"
       read -r rps p50 p99 _ <<<"$(parse "$RUN_DIR/wrk.$t.$r.txt")"
       awk -v x="$rps" 'BEGIN{exit !(x > 0)}' || { cat "$RUN_DIR/wrk.$t.$r.txt" >&2; die "wrk against $t measured nothing"; }
       log "round $r/$ROUNDS: $t $rps req/s  p50 $p50 ms  p99 $p99 ms"
@@ -474,11 +490,14 @@ if ((LOAD)); then
   done
 
   echo
-  printf '%-12s %9s %19s %8s %8s %11s %9s %7s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors
+  printf '%-12s %9s %19s %8s %8s %11s %9s %7s %17s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors 'cpu us/req usr+sys'
+  hz=$(getconf CLK_TCK)
   for t in "${TARGETS[@]}"; do
-    rpss=() p50s=() p99s=() ratios=() reqs=0 errs=0
+    rpss=() p50s=() p99s=() ratios=() reqs=0 errs=0 uticks=0 sticks=0
     for ((r = 1; r <= ROUNDS; r++)); do
       read -r rps p50 p99 req err <<<"$(parse "$RUN_DIR/wrk.$t.$r.txt")"
+      read -r du ds <"$RUN_DIR/cpu.$t.$r.txt"
+      uticks=$((uticks + du)); sticks=$((sticks + ds))
       rpss+=("$rps"); p50s+=("$p50"); p99s+=("$p99")
       reqs=$((reqs + req)); errs=$((errs + err))
       if has haproxy; then
@@ -491,10 +510,13 @@ if ((LOAD)); then
     hi=$(printf '%s\n' "${rpss[@]}" | sort -g | tail -n1)
     ratio="-"
     if has haproxy; then ratio=$(printf '%s\n' "${ratios[@]}" | median); ratio=$(printf '%.2fx' "$ratio"); fi
-    printf '%-12s %9.0f %19s %8.2f %8.2f %11s %9d %7d\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
-      "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${p99s[@]}" | median)" "$ratio" "$reqs" "$errs"
+    cpu=$(awk -v u="$uticks" -v s="$sticks" -v n="$reqs" -v hz="$hz" \
+      'BEGIN{ if (n > 0) printf "%.2f+%.2f", u / hz / n * 1e6, s / hz / n * 1e6; else printf "-" }')
+    printf '%-12s %9.0f %19s %8.2f %8.2f %11s %9d %7d %17s\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
+      "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${p99s[@]}" | median)" "$ratio" "$reqs" "$errs" "$cpu"
   done
-  echo "(x haproxy = median over rounds of req/s / HAProxy's req/s in the same round; errors = socket errors + non-2xx, all rounds)"
+  echo "(x haproxy = median over rounds of req/s / HAProxy's req/s in the same round; errors = socket errors + non-2xx, all rounds;"
+  echo " cpu = the proxy's own user+system CPU time per request over the measured runs, from /proc/PID/stat, children included)"
 fi
 
 # ------------------------------------------------------------ 2. live shift --
