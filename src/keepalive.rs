@@ -93,9 +93,7 @@ where
         let mut arrived = false;
         if let Some(shared) = &self.fast_path {
             if fastpath::takes(&stream) {
-                let Some(plain) = fastpath::plain(stream) else {
-                    return None;
-                };
+                let plain = fastpath::plain(stream)?;
                 match fastpath::serve(plain, shared, shutdown).await {
                     fastpath::Ending::Closed => return None,
                     fastpath::Ending::Pingora(handed) => {

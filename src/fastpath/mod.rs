@@ -70,7 +70,7 @@ struct Scratch {
 }
 
 thread_local! {
-    static SPARE: RefCell<Vec<Box<Scratch>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Spare scratch sets kept per thread (about 34 KiB each).
@@ -79,19 +79,17 @@ const SPARE_PER_THREAD: usize = 64;
 const OUT_KEEP: usize = 64 * 1024;
 
 impl Scratch {
-    fn take() -> Box<Scratch> {
+    fn take() -> Scratch {
         SPARE
             .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_else(|| {
-                Box::new(Scratch {
-                    client: vec![0; CLIENT_BUFFER].into_boxed_slice(),
-                    upstream: vec![0; UPSTREAM_BUFFER].into_boxed_slice(),
-                    out: Vec::with_capacity(4096),
-                })
+            .unwrap_or_else(|| Scratch {
+                client: vec![0; CLIENT_BUFFER].into_boxed_slice(),
+                upstream: vec![0; UPSTREAM_BUFFER].into_boxed_slice(),
+                out: Vec::with_capacity(4096),
             })
     }
 
-    fn give_back(self: Box<Self>) {
+    fn give_back(self) {
         if self.out.capacity() > OUT_KEEP {
             return;
         }
@@ -129,7 +127,7 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
     // Registered once for the connection's life (not per idle wait).
     let mut watch = shutdown.clone();
     let mut shutdown_begins = std::pin::pin!(watch.changed());
-    let mut scratch: Option<Box<Scratch>> = None;
+    let mut scratch: Option<Scratch> = None;
     loop {
         if connection.buffered == 0 {
             if let Some(spare) = scratch.take() {
@@ -447,7 +445,12 @@ impl Connection {
                     },
                 })?;
             if reusable && !response.upstream_close {
-                upstream::put_idle(backend.addr, upstream, server.upstream_keepalive_pool);
+                upstream::put_idle(
+                    backend.addr,
+                    upstream,
+                    server.upstream_keepalive_pool,
+                    server.idle_timeout,
+                );
             }
             return Ok(Delivered {
                 backend: index,
