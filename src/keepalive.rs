@@ -1,13 +1,17 @@
-//! Downstream HTTP/1.1 connections that wait cheaply between requests.
+//! Plain client connections: the fast path first, and HTTP/1.1 connections
+//! that wait cheaply between requests.
 //!
-//! pingora's own loop parks an idle keep-alive connection inside the proxy's
-//! request future (about 13 KB, plus a 4 KB header buffer) until the next
-//! request arrives. [`LeanKeepalive`] wraps the same pingora proxy but waits
-//! for the next request's first byte with a future of a few hundred bytes,
-//! and only then enters the proxy for that one request. Everything else —
-//! HTTP/2, TLS streams that can't be peeked, the request itself — is
-//! pingora's unchanged code. With 10 000 idle clients this is most of the
-//! difference between megabytes and hundreds of megabytes.
+//! [`LeanKeepalive`] is the pingora app of the proxy service. A plain
+//! (cleartext) connection moves to a task of its own, sized for what a
+//! plain connection needs, instead of staying in pingora's accept task,
+//! which is sized for a TLS handshake. There it is served by
+//! [`crate::fastpath`] until a request needs pingora; from then on pingora's
+//! proxy serves it one request at a time: an idle keep-alive connection
+//! waits for the next request's first byte with a future of a few hundred
+//! bytes, not inside the proxy's request future (about 13 KB, plus a 4 KB
+//! header buffer). TLS and h2c connections take pingora's own path,
+//! unchanged. With 10 000 idle clients this is the difference between
+//! megabytes and hundreds of megabytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,34 +72,25 @@ async fn next_request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> 
     }
 }
 
-#[async_trait]
-impl<SV> ServerApp for LeanKeepalive<SV>
+impl<SV> LeanKeepalive<SV>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     SV::CTX: Send + Sync,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
-        // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
-        // take pingora's own path.
-        if stream.get_ssl_digest().is_some() || h2c {
-            // Boxed: inline, pingora's (large) future would size every
-            // connection's task, idle plain ones included.
-            return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
-        }
+    /// One plain (cleartext HTTP/1.1) client connection, to its end.
+    async fn serve_plain(self: Arc<Self>, mut stream: Stream, shutdown: ShutdownWatch) {
+        let shutdown = &shutdown;
         // The fast path serves plain connections until one of their
         // requests needs pingora; that request's bytes are put back, so
         // pingora reads it as if it had just arrived.
         let mut arrived = false;
         if let Some(shared) = &self.fast_path {
             if fastpath::takes(&stream) {
-                let plain = fastpath::plain(stream)?;
+                let Some(plain) = fastpath::plain(stream) else {
+                    return;
+                };
                 match fastpath::serve(plain, shared, shutdown).await {
-                    fastpath::Ending::Closed => return None,
+                    fastpath::Ending::Closed => return,
                     fastpath::Ending::Pingora(handed) => {
                         stream = handed;
                         arrived = true;
@@ -111,7 +106,7 @@ where
         let mut first = true;
         loop {
             if !std::mem::take(&mut arrived) && !next_request_arrives(&mut stream, shutdown).await {
-                return None;
+                return;
             }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
@@ -126,9 +121,39 @@ where
             }
             first = false;
             // Boxed so its (large) state exists only while a request is on.
-            let done = Box::pin(self.proxy.process_new_http(session, shutdown)).await?;
+            let Some(done) = Box::pin(self.proxy.process_new_http(session, shutdown)).await else {
+                return;
+            };
             (stream, persisted) = done.consume();
         }
+    }
+}
+
+#[async_trait]
+impl<SV> ServerApp for LeanKeepalive<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
+        // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
+        // take pingora's own path.
+        if stream.get_ssl_digest().is_some() || h2c {
+            // Boxed: inline, pingora's (large) future would size every
+            // connection's task, idle plain ones included.
+            return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
+        }
+        // A task of its own, and pingora's ends here: pingora's
+        // per-connection task is sized for its TLS handshake (kilobytes),
+        // which a plain connection never needs but would carry for its
+        // whole life — 10 000 idle clients made that tens of megabytes.
+        tokio::spawn(Arc::clone(self).serve_plain(stream, shutdown.clone()));
+        None
     }
 
     async fn cleanup(&self) {
