@@ -8,9 +8,15 @@
 //! library would smooth it over. Every read has a deadline and every loop a
 //! bound; nothing sleeps to wait for readiness.
 //!
-//! Where the current proxy (pingora's HTTP/1 path) does something other
-//! than the strictest reading of RFC 9112 but still safe, the assertion
-//! accepts both and a comment says what pingora does ("pingora:").
+//! Every test runs twice (see `both_paths!`): `<test>::fast` with the
+//! HTTP/1.1 fast path on (the default), which serves plain requests itself
+//! and hands anything else to pingora, and `<test>::pingora` with
+//! `fast_path = false`, where pingora's HTTP/1 path serves everything. Both
+//! make the same assertions. Where pingora does something other than the
+//! strictest reading of RFC 9112 but still safe, the assertion accepts both
+//! and a comment says what pingora does ("pingora:"). Each test ends by
+//! checking the handoff counter: a test of plain requests must not have
+//! touched pingora on the fast path.
 
 mod common;
 
@@ -819,9 +825,89 @@ fn app(req: &Req) -> Act {
     }
 }
 
-/// The proxy with one pool, `app`, of `backends`; health checks, passive
-/// ejection and the guard off, so every request goes where the test says.
-async fn proxy_to(backends: &[SocketAddr]) -> Proxy {
+/// Which of the proxy's two HTTP/1.1 paths a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyPath {
+    /// The fast path on (the default): it serves plain HTTP/1.1 requests
+    /// itself and hands anything else to pingora.
+    Fast,
+    /// `fast_path = false`: every connection goes through pingora.
+    Pingora,
+}
+
+impl ProxyPath {
+    /// The `[server]` line selecting this path (explicit on both, so a
+    /// change of the default changes no test).
+    fn server_line(self) -> &'static str {
+        match self {
+            ProxyPath::Fast => "fast_path = true\n",
+            ProxyPath::Pingora => "fast_path = false\n",
+        }
+    }
+
+    /// Checks, from the admin metrics, that the test really ran on this
+    /// path. `switchyard_pingora_handoffs_total` counts client connections
+    /// the fast path handed to pingora; with `fast_path = false`, every
+    /// connection is.
+    ///
+    /// On the fast path a test of plain requests must have handed over
+    /// none. The counter moves before pingora reads the handed-over request
+    /// (unlike the request counters, which move after the response), so once
+    /// the test has its responses, one read is final. Otherwise (the pingora
+    /// variant, or requests the fast path leaves to pingora by design) at
+    /// least one connection went to pingora.
+    async fn assert_taken(self, proxy: &Proxy, sent: Sent) {
+        const SERIES: &str = "switchyard_pingora_handoffs_total";
+        let handoffs = || async { metric(&proxy.admin_get("/metrics").await.body, SERIES) };
+        if (self, sent) == (ProxyPath::Fast, Sent::Plain) {
+            assert_eq!(
+                handoffs().await,
+                0.0,
+                "a plain request was handed to pingora"
+            );
+        } else {
+            let handed = eventually(MESSAGE, || async { handoffs().await >= 1.0 }).await;
+            assert!(handed, "{self:?}, {sent:?}: no connection reached pingora");
+        }
+    }
+}
+
+/// What a test sends, for [`ProxyPath::assert_taken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Only plain requests (GET, HEAD, POST with a Content-Length;
+    /// keep-alive or close): the fast path carries every one.
+    Plain,
+    /// Also requests the fast path leaves to pingora by design (a chunked
+    /// body, Expect, Upgrade, HTTP/1.0, a Connection header naming fields,
+    /// malformed or oversized heads).
+    SomeForPingora,
+}
+
+/// Defines the test `$case` twice, as `$case::fast` and `$case::pingora`:
+/// the `async fn $case(path: ProxyPath)` of the same name runs once on
+/// each path. Both variants make the same assertions; where the paths may
+/// legitimately differ, the assertion accepts either ("pingora:" comments).
+macro_rules! both_paths {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fast() {
+                super::$case(super::ProxyPath::Fast).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pingora() {
+                super::$case(super::ProxyPath::Pingora).await;
+            }
+        }
+    };
+}
+
+/// The proxy with one pool, `app`, of `backends`, on `path`; health
+/// checks, passive ejection and the guard off, so every request goes where
+/// the test says.
+async fn proxy_to(backends: &[SocketAddr], path: ProxyPath) -> Proxy {
     let list = backends
         .iter()
         .map(|a| format!("\"{a}\""))
@@ -830,7 +916,8 @@ async fn proxy_to(backends: &[SocketAddr]) -> Proxy {
     Proxy::start_with(
         &format!(
             "pool_header = \"{POOL_HEADER}\"\nconnect_timeout = \"1s\"\n\
-             read_timeout = \"5s\"\nwrite_timeout = \"5s\"\n"
+             read_timeout = \"5s\"\nwrite_timeout = \"5s\"\n{}",
+            path.server_line()
         ),
         &format!(
             "[pools.app]\nbackends = [{list}]\n[split]\napp = 100\n\
@@ -841,9 +928,9 @@ async fn proxy_to(backends: &[SocketAddr]) -> Proxy {
     .await
 }
 
-async fn origin_and_proxy() -> (RawOrigin, Proxy) {
+async fn origin_and_proxy(path: ProxyPath) -> (RawOrigin, Proxy) {
     let origin = RawOrigin::start(app).await;
-    let proxy = proxy_to(&[origin.addr]).await;
+    let proxy = proxy_to(&[origin.addr], path).await;
     (origin, proxy)
 }
 
@@ -859,9 +946,9 @@ async fn still_serving(proxy: &Proxy) {
 // 1. Response framing
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_framings_over_one_keepalive_connection() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(response_framings_over_one_keepalive_connection);
+async fn response_framings_over_one_keepalive_connection(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
 
     let r = exchange(&mut w, &get("/cl")).await;
@@ -879,7 +966,9 @@ async fn response_framings_over_one_keepalive_connection() {
     assert!(r.header("content-length").is_none() || r.framing == Framing::Length);
     // pingora: re-chunks the body; the origin's chunk extensions and its
     // trailer fields are dropped (the `Trailer: X-Checksum` header itself
-    // is still forwarded). The decoded body is what counts here.
+    // is still forwarded). The fast path passes the chunks on as they
+    // came, extensions and trailer included. The decoded body is what
+    // counts here.
 
     let r = exchange(
         &mut w,
@@ -930,8 +1019,8 @@ async fn response_framings_over_one_keepalive_connection() {
 
     // Close-delimited at the origin. pingora turns it into a chunked
     // response and keeps the client connection; a proxy that forwards it
-    // close-delimited must then close the connection (read_response read
-    // up to the close).
+    // close-delimited (the fast path does) must then close the connection
+    // (read_response read up to the close).
     let r = exchange(&mut w, &get("/close")).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, CLOSE_BODY, "full close-delimited body");
@@ -962,15 +1051,16 @@ async fn response_framings_over_one_keepalive_connection() {
     }
     let expected: Vec<String> = expected.iter().map(|l| format!("{l} HTTP/1.1")).collect();
     assert_eq!(origin.lines(), expected);
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 2. Request bodies
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_bodies_reach_the_origin_intact() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(request_bodies_reach_the_origin_intact);
+async fn request_bodies_reach_the_origin_intact(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
 
     let small = b"hello world".as_slice();
@@ -1013,11 +1103,12 @@ async fn request_bodies_reach_the_origin_intact() {
     }
     assert_eq!(requests[1].body, small);
     assert!(requests[3].body == upload, "chunked upload intact");
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expect_100_continue_post_gets_the_final_response() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(expect_100_continue_post_gets_the_final_response);
+async fn expect_100_continue_post_gets_the_final_response(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     let body = pattern(1000);
     w.send(
@@ -1063,15 +1154,16 @@ async fn expect_100_continue_post_gets_the_final_response() {
     let r = exchange(&mut w, &get("/cl")).await;
     assert_eq!((r.status, r.body.as_slice()), (200, CL_BODY), "{r:?}");
     assert_eq!(origin.requests().len(), 2);
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
 // ---------------------------------------------------------------------------
 // 3. Pipelining
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_requests_are_answered_in_order() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(pipelined_requests_are_answered_in_order);
+async fn pipelined_requests_are_answered_in_order(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let paths = ["/p1", "/p2", "/p3"];
     let mut w = Wire::connect(proxy.listen).await;
     w.send(&paths.iter().flat_map(|p| get(p)).collect::<Vec<u8>>())
@@ -1099,7 +1191,8 @@ async fn pipelined_requests_are_answered_in_order() {
     );
     // pingora (pipelining off by default): answers the first request, then
     // closes the connection without reading the others (RFC 9112 §9.3.2:
-    // the client retries them). A proxy that does pipeline answers all three.
+    // the client retries them). A proxy that does pipeline (the fast path)
+    // answers all three.
     if answered.len() < paths.len() {
         w.closed().await.expect("closed after the last answer");
         let mut again = Wire::connect(proxy.listen).await;
@@ -1111,15 +1204,16 @@ async fn pipelined_requests_are_answered_in_order() {
     // No request was lost, duplicated or reordered on the way to the origin.
     let lines: Vec<String> = paths.iter().map(|p| format!("GET {p} HTTP/1.1")).collect();
     assert_eq!(origin.lines(), lines);
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 4. Connection: close and HTTP/1.0
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_connection_close_gets_the_response_then_a_close() {
-    let (_origin, proxy) = origin_and_proxy().await;
+both_paths!(client_connection_close_gets_the_response_then_a_close);
+async fn client_connection_close_gets_the_response_then_a_close(path: ProxyPath) {
+    let (_origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     let r = exchange(
         &mut w,
@@ -1139,11 +1233,12 @@ async fn client_connection_close_gets_the_response_then_a_close() {
     .await;
     assert_eq!(r.body, CHUNKED_BODY, "{r:?}");
     w.closed().await.expect("proxy closes after the response");
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http10_requests_get_a_response_then_a_close() {
-    let (_origin, proxy) = origin_and_proxy().await;
+both_paths!(http10_requests_get_a_response_then_a_close);
+async fn http10_requests_get_a_response_then_a_close(path: ProxyPath) {
+    let (_origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     let r = exchange(
         &mut w,
@@ -1195,15 +1290,16 @@ async fn http10_requests_get_a_response_then_a_close() {
         let r = exchange(&mut w, keep).await;
         assert_eq!((r.status, r.body.as_slice()), (200, CL_BODY), "{r:?}");
     }
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
 // ---------------------------------------------------------------------------
 // 5. The origin closes
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn origin_connection_close_does_not_break_the_client() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(origin_connection_close_does_not_break_the_client);
+async fn origin_connection_close_does_not_break_the_client(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for round in 0..3 {
         let r = exchange(&mut w, &get("/origin-close")).await;
@@ -1229,15 +1325,16 @@ async fn origin_connection_close_does_not_break_the_client() {
         "{} upstream connections",
         origin.accepted()
     );
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 6. Upstream keep-alive
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_connections_are_reused() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(upstream_connections_are_reused);
+async fn upstream_connections_are_reused(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for i in 0..20 {
         let r = exchange(&mut w, &get(&format!("/seq/{i}"))).await;
@@ -1249,15 +1346,16 @@ async fn upstream_connections_are_reused() {
         "20 sequential requests took {} upstream connections",
         origin.accepted()
     );
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 7. Stale pooled upstream connections
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_pooled_upstream_connection_is_not_an_error() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(a_stale_pooled_upstream_connection_is_not_an_error);
+async fn a_stale_pooled_upstream_connection_is_not_an_error(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for round in 0..10 {
         // The origin answers keep-alive and closes right after: the proxy's
@@ -1276,11 +1374,12 @@ async fn a_stale_pooled_upstream_connection_is_not_an_error() {
         .filter(|l| l.starts_with("GET /stale?"))
         .count();
     assert_eq!(answered, 10, "{:?}", origin.lines());
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_connection_closed_under_a_get_is_retried() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(a_pooled_connection_closed_under_a_get_is_retried);
+async fn a_pooled_connection_closed_under_a_get_is_retried(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for round in 0..10 {
         // From the second round on, the proxy's pooled connection is closed
@@ -1311,11 +1410,12 @@ async fn a_pooled_connection_closed_under_a_get_is_retried() {
         lines.len() > 10,
         "the dead pooled connection was actually tried: {lines:?}"
     );
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_is_never_replayed_after_the_origin_closed_under_it() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(a_post_is_never_replayed_after_the_origin_closed_under_it);
+async fn a_post_is_never_replayed_after_the_origin_closed_under_it(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for round in 0..3 {
         // A GET leaves a pooled connection that hangs up on its next request.
@@ -1343,15 +1443,16 @@ async fn a_post_is_never_replayed_after_the_origin_closed_under_it() {
         }
     }
     still_serving(&proxy).await;
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 8. The origin dies mid-response
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_origin_dying_mid_body_is_not_passed_off_as_complete() {
-    let (_origin, proxy) = origin_and_proxy().await;
+both_paths!(an_origin_dying_mid_body_is_not_passed_off_as_complete);
+async fn an_origin_dying_mid_body_is_not_passed_off_as_complete(path: ProxyPath) {
+    let (_origin, proxy) = origin_and_proxy(path).await;
     for round in 0..3 {
         let mut w = Wire::connect(proxy.listen).await;
         w.send(&get("/die")).await.expect("send");
@@ -1370,16 +1471,17 @@ async fn an_origin_dying_mid_body_is_not_passed_off_as_complete() {
         assert!(w.eof || w.closed().await.is_ok(), "round {round}: closed");
         still_serving(&proxy).await;
     }
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
 // 9. Dead backends
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_backend_gives_a_quick_502() {
+both_paths!(a_dead_backend_gives_a_quick_502);
+async fn a_dead_backend_gives_a_quick_502(path: ProxyPath) {
     let dead = loopback(free_port());
-    let proxy = proxy_to(&[dead]).await;
+    let proxy = proxy_to(&[dead], path).await;
     for _ in 0..3 {
         let started = Instant::now();
         let r = attempt(proxy.listen, &get("/cl"))
@@ -1397,13 +1499,14 @@ async fn a_dead_backend_gives_a_quick_502() {
             started.elapsed()
         );
     }
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_backend_next_to_a_live_one_is_retried() {
+both_paths!(a_dead_backend_next_to_a_live_one_is_retried);
+async fn a_dead_backend_next_to_a_live_one_is_retried(path: ProxyPath) {
     let origin = RawOrigin::start(app).await;
     let dead = loopback(free_port());
-    let proxy = proxy_to(&[dead, origin.addr]).await;
+    let proxy = proxy_to(&[dead, origin.addr], path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for i in 0..30 {
         let r = exchange(&mut w, &get(&format!("/try/{i}"))).await;
@@ -1415,6 +1518,7 @@ async fn a_dead_backend_next_to_a_live_one_is_retried() {
         }
     }
     assert_eq!(origin.requests().len(), 30);
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1427,9 +1531,9 @@ async fn status_of(proxy: &Proxy, request: &[u8]) -> Result<u16, String> {
     attempt(proxy.listen, request).await.map(|r| r.status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_get_400_and_never_reach_the_origin() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(malformed_requests_get_400_and_never_reach_the_origin);
+async fn malformed_requests_get_400_and_never_reach_the_origin(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "space in a header name",
@@ -1496,11 +1600,12 @@ async fn malformed_requests_get_400_and_never_reach_the_origin() {
         "malformed requests reached the origin: {lines:?}"
     );
     assert_eq!(lines.len(), cases.len());
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_length_with_transfer_encoding_smuggles_nothing() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(content_length_with_transfer_encoding_smuggles_nothing);
+async fn content_length_with_transfer_encoding_smuggles_nothing(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     // TE.CL: read as chunked, the smuggled request is chunk data; read by
     // Content-Length (just the chunk-size line), it is a second request.
@@ -1597,11 +1702,12 @@ async fn content_length_with_transfer_encoding_smuggles_nothing() {
             );
         }
     }
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_chunked_body_never_completes_a_request() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(a_malformed_chunked_body_never_completes_a_request);
+async fn a_malformed_chunked_body_never_completes_a_request(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let cases: [(&str, &[u8]); 4] = [
         ("chunk size not hex", b"zz\r\nhello\r\n0\r\n\r\n"),
         (
@@ -1632,11 +1738,12 @@ async fn a_malformed_chunked_body_never_completes_a_request() {
         completed.iter().all(|t| t == "/cl"),
         "a malformed body completed a request: {completed:?}"
     );
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_heads_are_refused_or_bounded() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(oversized_heads_are_refused_or_bounded);
+async fn oversized_heads_are_refused_or_bounded(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     // 100 KB in one header: pingora's head limit is 1 MiB, so it is
     // forwarded (200). A stricter proxy may answer 431/400 or close.
     let big = format!(
@@ -1684,15 +1791,16 @@ async fn oversized_heads_are_refused_or_bounded() {
             .all(|l| !l.contains("/huge-header") && !l.contains("/many-headers")),
         "{lines:?}"
     );
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
 // ---------------------------------------------------------------------------
 // 11. Headers
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headers_are_forwarded_faithfully() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(headers_are_forwarded_faithfully);
+async fn headers_are_forwarded_faithfully(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
 
     let target = "/headers/a%20b/%2F?x=1&y=%2F&empty=&flag&q=a+b#";
@@ -1750,7 +1858,8 @@ async fn headers_are_forwarded_faithfully() {
 
     // Two X-Forwarded-For lines from the client. pingora's path keeps the
     // first line's value only ("1.1.1.1, 127.0.0.1"); RFC 9110 §5.3 makes
-    // them one list, so "1.1.1.1, 2.2.2.2, 127.0.0.1" is the exact answer.
+    // them one list, so "1.1.1.1, 2.2.2.2, 127.0.0.1" is the exact answer
+    // (the fast path's).
     // Either way the client address is last and there is one line.
     let r = exchange(
         &mut w,
@@ -1777,11 +1886,12 @@ async fn headers_are_forwarded_faithfully() {
     );
     assert_eq!(r.header(POOL_HEADER), Some("app"));
     assert_eq!(r.body, b"two cookies\n");
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_headers_stay_on_their_hop() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(hop_by_hop_headers_stay_on_their_hop);
+async fn hop_by_hop_headers_stay_on_their_hop(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     let r = exchange(
         &mut w,
@@ -1870,15 +1980,16 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
             other => assert_eq!(other.map(|r| r.status), Ok(400), "Connection: {what}"),
         }
     }
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
 // ---------------------------------------------------------------------------
 // 12. Upgrade
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_101_then_bytes_flow_both_ways() {
-    let (origin, proxy) = origin_and_proxy().await;
+both_paths!(upgrade_101_then_bytes_flow_both_ways);
+async fn upgrade_101_then_bytes_flow_both_ways(path: ProxyPath) {
+    let (origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     let r = exchange(
         &mut w,
@@ -1916,15 +2027,16 @@ async fn upgrade_101_then_bytes_flow_both_ways() {
     w.closed()
         .await
         .expect("tunnel closed after the client's close");
+    path.assert_taken(&proxy, Sent::SomeForPingora).await;
 }
 
 // ---------------------------------------------------------------------------
 // 13. 1xx
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn early_hints_then_the_final_response() {
-    let (_origin, proxy) = origin_and_proxy().await;
+both_paths!(early_hints_then_the_final_response);
+async fn early_hints_then_the_final_response(path: ProxyPath) {
+    let (_origin, proxy) = origin_and_proxy(path).await;
     let mut w = Wire::connect(proxy.listen).await;
     for round in 0..2 {
         let r = exchange(&mut w, &get("/early")).await;
@@ -1937,4 +2049,5 @@ async fn early_hints_then_the_final_response() {
     }
     let r = exchange(&mut w, &get("/cl")).await;
     assert_eq!((r.status, r.body.as_slice()), (200, CL_BODY), "{r:?}");
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
