@@ -88,9 +88,12 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         // filled at accept: 500 MB for 10 000 idle clients. 1 KiB still
         // takes a typical request head in the one read that also wakes the
         // idle connection (without it each request costs a second recv).
+        // No write buffer: the fast path writes whole heads and bodies and
+        // flushes each, so a per-connection buffer (1460 B) only added a
+        // copy. (A response on pingora's path goes out as head and body.)
         proxy.add_listener(
             ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::default().read(PLAIN_READ_BUFFER)),
+                .l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, 0)),
         );
     }
     for listener in &tls_listeners {
