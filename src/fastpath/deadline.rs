@@ -49,11 +49,22 @@ impl Deadline {
             return done;
         }
         self.start(limit);
-        tokio::select! {
-            biased;
-            done = io => done,
-            _ = self.expired() => Err(io::ErrorKind::TimedOut.into()),
-        }
+        let mut expired = pin!(self.expired());
+        // `io` was just polled (and its waker registered): poll it again
+        // only once woken.
+        let mut just_polled = true;
+        std::future::poll_fn(|cx| {
+            if !std::mem::take(&mut just_polled) {
+                if let Poll::Ready(done) = io.as_mut().poll(cx) {
+                    return Poll::Ready(done);
+                }
+            }
+            match expired.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     fn start(&mut self, limit: Duration) {

@@ -213,6 +213,7 @@ impl Connection {
         let client = &mut self.client;
         let read = async {
             tokio::select! {
+                biased;
                 read = client.read(&mut byte) => read,
                 _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
             }
