@@ -54,6 +54,9 @@
 #   SWITCHYARD_BIN [build with `cargo build --release`; CARGO_TARGET_DIR honoured]
 #   SWITCHYARD_BIN_B [none]: a second switchyard binary, benched as
 #     "switchyard-b" in the same interleaved rounds (A/B of a build change)
+#   SWITCHYARD_SERVER_B [none]: extra [server] lines for switchyard-b, e.g.
+#     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
+#     it benches the same binary twice
 #   IDLE_BIN [build with `cargo bench --bench idle_conns --no-run`]
 #   QUICK [0]: 1 = ROUNDS=1 DURATION=3 WARMUP=1 LIVE_DURATION=3 PAUSE=0
 
@@ -199,6 +202,9 @@ if [[ -z ${SWITCHYARD_BIN:-} ]]; then
   SWITCHYARD_BIN=$tdir/release/switchyard
 fi
 [[ -x $SWITCHYARD_BIN ]] || die "SWITCHYARD_BIN $SWITCHYARD_BIN is not an executable"
+if [[ -n ${SWITCHYARD_SERVER_B:-} && -z ${SWITCHYARD_BIN_B:-} ]]; then
+  SWITCHYARD_BIN_B=$SWITCHYARD_BIN
+fi
 if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then
   [[ -x $SWITCHYARD_BIN_B ]] || die "SWITCHYARD_BIN_B $SWITCHYARD_BIN_B is not an executable"
   SWITCHYARD_BIN_B=$(cd "$(dirname "$SWITCHYARD_BIN_B")" && pwd)/$(basename "$SWITCHYARD_BIN_B")
@@ -296,7 +302,8 @@ declare -A BIN_OF=()
 
 # start_switchyard NAME BIN : a switchyard named NAME (switchyard, switchyard-b)
 start_switchyard() {
-  local name=$1 bin=$2 d=$RUN_DIR/$1
+  local name=$1 bin=$2 d=$RUN_DIR/$1 extra=""
+  [[ $name == switchyard-b ]] && extra=${SWITCHYARD_SERVER_B:-}
   PORT[$name]=$(free_port); BIN_OF[$name]=$bin
   local admin_http; admin_http=$(free_port)
   mkdir -p "$d/state"
@@ -306,6 +313,7 @@ listen = ["$HOST:${PORT[$name]}"]
 threads = $THREADS
 grace_period = "1s"
 upstream_keepalive_pool = 1024
+$extra
 
 [admin]
 socket = "$d/admin.sock"
@@ -463,7 +471,7 @@ sample_green() {
 echo "== switchyard load bench  $(date -u +%FT%TZ)"
 echo "host:     $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binary:   $SWITCHYARD_BIN  (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty'))"
-if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then echo "binary B: $SWITCHYARD_BIN_B  (benched as switchyard-b)"; fi
+if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then echo "binary B: $SWITCHYARD_BIN_B  (benched as switchyard-b)${SWITCHYARD_SERVER_B:+, [server] $SWITCHYARD_SERVER_B}"; fi
 echo "tools:    $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}') | $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/^nginx version: //') | haproxy $(command -v haproxy >/dev/null && haproxy -v 2>&1 | awk 'NR==1{print $3}')"
 echo "origins:  $ORIGIN_KIND  blue :${PORT[blue]}  green :${PORT[green]}"
 echo "proxies:  $(for t in "${TARGETS[@]}"; do printf '%s :%s  ' "$t" "${PORT[$t]}"; done)(switchyard threads=$THREADS; ulimit -n $NOFILE_NOW${HA_MAXCONN:+; haproxy maxconn $HA_MAXCONN})"
