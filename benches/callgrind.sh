@@ -11,6 +11,8 @@
 #   SWITCHYARD_BIN=/path/to/switchyard benches/callgrind.sh
 #   REQS [5000]  CONNS [16]  WARM [300]  TOP [25] functions shown
 #   OUT [a temp dir]: where callgrind.out.* and the annotate output stay
+#   SERVER_EXTRA [none]: extra [server] lines, e.g. 'fast_path = false' to
+#     profile pingora's HTTP path
 #
 # Origin: nginx (1 worker) answering "blue"/"green" on free loopback ports.
 # switchyard: threads=1, split 90/10, health checks off (their timer would
@@ -96,6 +98,7 @@ threads = 1
 grace_period = "1s"
 read_timeout = "600s"
 write_timeout = "600s"
+${SERVER_EXTRA:-}
 [admin]
 socket = "$RUN_DIR/sy/admin.sock"
 http = "$HOST:$ADMIN"
