@@ -1,0 +1,404 @@
+//! Review findings on the HTTP/1.1 fast path, each a failing test.
+//!
+//! Same conventions as `http1_conformance.rs`: raw-TCP origins answering
+//! with exact bytes, a raw-TCP client, every wait bounded. Each test runs on
+//! both paths (`<test>::fast`, `<test>::pingora`) with the same assertions,
+//! so the pingora variant shows what the README promises the fast path does
+//! too ("the same as on pingora's path").
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// Bound on one response, one write, one close.
+const WITHIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyPath {
+    Fast,
+    Pingora,
+}
+
+macro_rules! both_paths {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fast() {
+                super::$case(super::ProxyPath::Fast).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pingora() {
+                super::$case(super::ProxyPath::Pingora).await;
+            }
+        }
+    };
+}
+
+/// The proxy with one pool of `backends`; health checks, passive ejection
+/// and the guard off. `extra` goes into `[server]`.
+async fn proxy_to(backends: &[SocketAddr], path: ProxyPath, extra: &str) -> Proxy {
+    let list = backends
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fast = match path {
+        ProxyPath::Fast => "fast_path = true\n",
+        ProxyPath::Pingora => "fast_path = false\n",
+    };
+    Proxy::start_with(
+        &format!(
+            "connect_timeout = \"1s\"\nread_timeout = \"5s\"\nwrite_timeout = \"5s\"\n{fast}{extra}"
+        ),
+        &format!(
+            "[pools.app]\nbackends = [{list}]\n[split]\napp = 100\n\
+             [health]\nenabled = false\neject_consecutive_failures = 0\n\
+             [guard]\nenabled = false\n"
+        ),
+    )
+    .await
+}
+
+/// A raw origin: every accepted connection runs `handler(stream, n)`, `n`
+/// counting connections from 0. Aborted on drop.
+struct RawOrigin {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn raw_origin<F, Fut>(handler: F) -> RawOrigin
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        for n in 0.. {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    connections.spawn(handler(stream, n));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    });
+    RawOrigin { addr, task }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one request head (through the blank line). `None` on EOF, error
+/// or deadline. Bytes after the head are left in `buf`.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, within: Duration) -> Option<Vec<u8>> {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Some(std::mem::replace(buf, rest));
+        }
+        let mut chunk = [0u8; 4096];
+        match timeout_at(until, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// One response with a `Content-Length` body (or none): status and body.
+async fn read_response(stream: &mut TcpStream, within: Duration) -> Result<(u16, Vec<u8>), String> {
+    let until = Instant::now() + within;
+    let mut bytes = Vec::new();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 256];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&bytes) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let code = response.code.unwrap_or(0);
+                let length: usize = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                    .unwrap_or(0);
+                if (100..200).contains(&code) {
+                    bytes.drain(..head_len);
+                    continue;
+                }
+                if bytes.len() >= head_len + length {
+                    return Ok((code, bytes[head_len..head_len + length].to_vec()));
+                }
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => {
+                return Err(format!(
+                    "unparsable response ({e}): {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match timeout_at(until, stream.read(&mut chunk)).await {
+            Err(_) => {
+                return Err(format!(
+                    "no whole response in time: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            }
+            Ok(Err(e)) => return Err(format!("read: {e}")),
+            Ok(Ok(0)) => {
+                return Err(format!(
+                    "closed mid-response: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            }
+            Ok(Ok(n)) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn get(addr: SocketAddr, target: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut client = timeout(WITHIN, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let request = format!("GET {target} HTTP/1.1\r\nHost: review.test\r\n\r\n");
+    client
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    read_response(&mut client, WITHIN).await
+}
+
+// ---------------------------------------------------------------------------
+// An origin that answers before it has read the request body
+// ---------------------------------------------------------------------------
+
+/// A final response sent while the upload is still on its way (413, 401, a
+/// redirect — or any origin that streams its answer as it reads) must reach
+/// the client. The fast path writes the whole body before it reads a byte
+/// of the response (src/fastpath/mod.rs, `exchange`: `send_body` runs to the
+/// end before the response loop), so with an origin that stops reading it
+/// blocks until `write_timeout`, answers 502 instead of the origin's 413,
+/// and counts a failure against a healthy backend (passive health).
+both_paths!(an_early_final_response_during_an_upload_reaches_the_client);
+async fn an_early_final_response_during_an_upload_reaches_the_client(path: ProxyPath) {
+    let origin = raw_origin(|mut stream, _| async move {
+        let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+            return;
+        }
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\
+                  Connection: close\r\n\r\ntoo large",
+            )
+            .await;
+        // Holds the connection without reading the body (as a server does
+        // while it lingers before closing).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    })
+    .await;
+    let proxy = proxy_to(&[origin.addr], path, "").await;
+
+    let client = TcpStream::connect(proxy.listen).await.expect("connect");
+    let (mut read_half, mut write_half) = client.into_split();
+    const UPLOAD: usize = 64 * 1024 * 1024;
+    let uploader = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: review.test\r\nContent-Length: {UPLOAD}\r\n\r\n");
+        if write_half.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let piece = vec![b'u'; 64 * 1024];
+        let until = Instant::now() + Duration::from_secs(12);
+        for _ in 0..UPLOAD / piece.len() {
+            match timeout_at(until, write_half.write_all(&piece)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    });
+
+    // Read the response head that comes back, bounded.
+    let until = Instant::now() + WITHIN;
+    let mut got = Vec::new();
+    while find(&got, b"\r\n\r\n").is_none() {
+        let mut chunk = [0u8; 4096];
+        match timeout_at(until, read_half.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    uploader.abort();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "{path:?}: the origin's early 413 must reach the client, got {text:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Idle upstream connections
+// ---------------------------------------------------------------------------
+
+/// README: upstream keep-alive connections are "dropped after
+/// `idle_timeout`". On the fast path an idle connection is only looked at
+/// when another request takes from or gives to the same thread's list
+/// (src/fastpath/upstream.rs, `take_idle`/`put_idle`): once traffic stops,
+/// every idle connection stays open for good (and the origin's side of it,
+/// once it times out, sits in CLOSE_WAIT on the proxy).
+both_paths!(an_idle_upstream_connection_is_closed_after_idle_timeout);
+async fn an_idle_upstream_connection_is_closed_after_idle_timeout(path: ProxyPath) {
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<Duration>();
+    let origin = raw_origin(move |mut stream, _| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+                return;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            let answered = std::time::Instant::now();
+            // Keep-alive: wait (long) for the next request or the proxy's close.
+            let mut chunk = [0u8; 1024];
+            if let Ok(Ok(0)) = timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+                let _ = closed_tx.send(answered.elapsed());
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_to(&[origin.addr], path, "idle_timeout = \"1s\"\n").await;
+
+    let (status, body) = get(proxy.listen, "/once").await.expect("response");
+    assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+
+    // idle_timeout is 1 s: allow 6.
+    let closed = timeout(Duration::from_secs(6), closed_rx.recv()).await;
+    assert!(
+        matches!(closed, Ok(Some(_))),
+        "{path:?}: the idle upstream connection was still open 6 s after its 1 s idle_timeout"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Retry of a request whose reused connection was dead
+// ---------------------------------------------------------------------------
+
+/// README: "A reused connection that turns out closed before any response
+/// byte is retried on a fresh one for idempotent requests". The fast path
+/// retries by going round `'attempt` again, which takes the next *idle*
+/// connection (src/fastpath/mod.rs, `upstream::take_idle` at the top of the
+/// loop); after STALE_RETRIES (2) stale ones the third reused connection
+/// gets no retry, and a GET that a fresh connection would have served gets a
+/// 502 (and a failure against the backend). Any origin whose idle timeout
+/// ends several pooled connections at once (a restart, a deploy) does this.
+both_paths!(a_get_on_several_dead_pooled_connections_gets_a_fresh_one);
+async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPath) {
+    const POOLED: usize = 4;
+    // Each origin connection answers its first request, once POOLED
+    // connections have a request (so the proxy opens POOLED of them), and
+    // closes without answering any later one.
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let origin = raw_origin(move |mut stream, _| {
+        let waiting = Arc::clone(&waiting);
+        async move {
+            let mut buf = Vec::new();
+            if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+                return;
+            }
+            waiting.fetch_add(1, Ordering::SeqCst);
+            let until = std::time::Instant::now() + WITHIN;
+            while waiting.load(Ordering::SeqCst) < POOLED && std::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // The next request on this connection: hang up unanswered.
+            let _ = read_head(&mut stream, &mut buf, Duration::from_secs(30)).await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(&[origin.addr], path, "").await;
+
+    // POOLED concurrent requests: POOLED upstream connections, all pooled
+    // afterwards (threads = 1: one thread's list).
+    let mut first = tokio::task::JoinSet::new();
+    for i in 0..POOLED {
+        let listen = proxy.listen;
+        first.spawn(async move { get(listen, &format!("/warm/{i}")).await });
+    }
+    while let Some(done) = first.join_next().await {
+        let (status, body) = done.expect("task").expect("warm-up response");
+        assert_eq!((status, body.as_slice()), (200, b"fresh".as_slice()));
+    }
+
+    // Every pooled connection is now dead on reuse; a GET must still work.
+    let result = get(proxy.listen, "/after").await;
+    assert_eq!(
+        result.as_ref().map(|(s, b)| (*s, b.as_slice())),
+        Ok((200, b"fresh".as_slice())),
+        "{path:?}: a GET was answered {result:?} although a fresh connection would serve it"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Response heads with many fields
+// ---------------------------------------------------------------------------
+
+/// A response with more than 64 header lines (many Set-Cookie, say) well
+/// under 16 KiB: the fast path parses response heads into 64 slots
+/// (src/fastpath/head.rs, MAX_HEADERS) and answers 502 (and counts a failure
+/// against the backend, which passive health can eject for it); pingora
+/// forwards it. The README names only heads over 16 KiB as refused.
+both_paths!(a_response_with_many_header_lines_is_forwarded);
+async fn a_response_with_many_header_lines_is_forwarded(path: ProxyPath) {
+    let origin = raw_origin(|mut stream, _| async move {
+        let mut buf = Vec::new();
+        while read_head(&mut stream, &mut buf, WITHIN).await.is_some() {
+            let mut response = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..80 {
+                response.extend_from_slice(format!("Set-Cookie: c{i}=v; Path=/\r\n").as_bytes());
+            }
+            response.extend_from_slice(b"Content-Length: 4\r\n\r\nmany");
+            if stream.write_all(&response).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_to(&[origin.addr], path, "").await;
+    let result = get(proxy.listen, "/cookies").await;
+    assert_eq!(
+        result.as_ref().map(|(s, b)| (*s, b.as_slice())),
+        Ok((200, b"many".as_slice())),
+        "{path:?}: {result:?}"
+    );
+}
