@@ -186,3 +186,64 @@ fn bare_lf_lines_are_sent_on_with_crlf() {
         "GET /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nx-forwarded-for: 10.0.0.7\r\n\r\n"
     );
 }
+
+/// httparse takes any three digits, so `000`..`099` parse. The exchange loop
+/// treats every status below 200 as interim (src/fastpath/mod.rs,
+/// `response.status < 200`): a 0xx head is sent to the client as if it were
+/// a 1xx and the origin's body bytes are then parsed as the next response
+/// head. pingora refuses such a status (502). It must be refused here too.
+#[test]
+fn a_status_below_100_is_refused() {
+    let context = ResponseContext {
+        head_method: false,
+        close_client: false,
+        pool_header: None,
+    };
+    for raw in [
+        &b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        assert_eq!(
+            parse_response(raw, &context, &mut Vec::new()),
+            Err(BadResponse),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+/// A `Transfer-Encoding` line with no coding in it (`Transfer-Encoding:`,
+/// `Transfer-Encoding: ,`) sets neither `chunked` nor `other_coding`, so the
+/// fast path frames the body by `Content-Length` and keeps the client
+/// connection open, while it forwards both lines to the client. A client
+/// that lets any Transfer-Encoding override Content-Length (RFC 9112 §6.3:
+/// a response with Transfer-Encoding and no final `chunked` is read until
+/// close) then takes the next response on the connection as this body. The
+/// two must agree: refuse it, or frame it until close without the length.
+#[test]
+fn an_empty_transfer_encoding_does_not_leave_the_client_guessing() {
+    let context = ResponseContext {
+        head_method: false,
+        close_client: false,
+        pool_header: None,
+    };
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\nContent-Length: 2\r\n\r\nok",
+    ] {
+        let mut out = Vec::new();
+        match parse_response(raw, &context, &mut out) {
+            Err(BadResponse) => {}
+            Ok(Some(r)) => {
+                let out = String::from_utf8_lossy(&out).to_ascii_lowercase();
+                let both = out.contains("transfer-encoding") && out.contains("content-length");
+                assert!(
+                    !both && (r.framing != Framing::Length(2) || !out.contains("transfer-encoding")),
+                    "framed {:?}, client told {out:?}",
+                    r.framing
+                );
+            }
+            Ok(None) => panic!("complete head seen as partial"),
+        }
+    }
+}
