@@ -300,8 +300,9 @@ pub fn parse_response(
     let (Some(version), Some(status)) = (response.version, response.code) else {
         return Err(BadResponse);
     };
-    // The fast path never asks for an upgrade, so a 101 is a broken origin.
-    if status == 101 {
+    // The fast path never asks for an upgrade, so a 101 is a broken origin;
+    // httparse takes any three digits, and below 100 is no status at all.
+    if status < 100 || status == 101 {
         return Err(BadResponse);
     }
     let headers: &[httparse::Header] = response.headers;
