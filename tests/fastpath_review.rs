@@ -226,7 +226,9 @@ async fn an_early_final_response_during_an_upload_reaches_the_client(path: Proxy
     let (mut read_half, mut write_half) = client.into_split();
     const UPLOAD: usize = 64 * 1024 * 1024;
     let uploader = tokio::spawn(async move {
-        let head = format!("POST /upload HTTP/1.1\r\nHost: review.test\r\nContent-Length: {UPLOAD}\r\n\r\n");
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: review.test\r\nContent-Length: {UPLOAD}\r\n\r\n"
+        );
         if write_half.write_all(head.as_bytes()).await.is_err() {
             return;
         }

@@ -13,8 +13,11 @@ use http::{HeaderName, HeaderValue};
 
 use crate::routing::{PoolId, RoutingTable};
 
-/// Header lines read per message; a message with more takes pingora's path.
+/// Header lines read per request; a request with more takes pingora's path.
 pub const MAX_HEADERS: usize = 64;
+/// Header lines read per response (responses often carry many `Set-Cookie`
+/// lines, and can't be handed over); pingora allows as many.
+pub const MAX_RESPONSE_HEADERS: usize = 256;
 
 /// What came of parsing the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
@@ -286,7 +289,7 @@ pub fn parse_response(
     context: &ResponseContext,
     out: &mut Vec<u8>,
 ) -> Result<Option<Response>, BadResponse> {
-    let mut storage = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut storage = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
@@ -312,7 +315,7 @@ pub fn parse_response(
     let mut other_coding = false;
     // HTTP/1.0 connections close unless told otherwise; we don't reuse them.
     let mut upstream_close = version == 0;
-    let mut kinds = [ResponseField::Other; MAX_HEADERS];
+    let mut kinds = [ResponseField::Other; MAX_RESPONSE_HEADERS];
     for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = ResponseField::of(header.name, context.pool_header);
         match *kind {
@@ -322,9 +325,17 @@ pub fn parse_response(
             },
             ResponseField::TransferEncoding => {
                 // Only the last coding decides whether the body is chunked.
+                let mut any = false;
                 for token in tokens(header.value) {
                     chunked = token.eq_ignore_ascii_case(b"chunked");
                     other_coding |= !chunked;
+                    any = true;
+                }
+                // A line with no coding at all: the framing is unknowable,
+                // so the body runs until close (and Content-Length goes).
+                if !any {
+                    chunked = false;
+                    other_coding = true;
                 }
             }
             ResponseField::Connection => {

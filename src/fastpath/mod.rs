@@ -147,6 +147,9 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
         match connection.one_request(buffers, shared, shutdown).await {
             Next::KeepAlive => {}
             Next::Close => {
+                if let Some(spare) = scratch.take() {
+                    spare.give_back();
+                }
                 // FIN after the last response, not a reset.
                 let _ = connection.client.shutdown().await;
                 return Ending::Closed;
@@ -155,6 +158,9 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
                 shared.pingora_handoffs.fetch_add(1, Ordering::Relaxed);
                 let mut client = connection.client;
                 client.rewind(&buffers.client[..filled]);
+                if let Some(spare) = scratch.take() {
+                    spare.give_back();
+                }
                 return Ending::Pingora(client);
             }
         }
@@ -307,8 +313,12 @@ impl Connection {
         close_client: bool,
     ) -> Result<Delivered, Failure> {
         let server = &table.config.server;
-        // A request can be sent again only if all of it is still in `out`.
-        let resendable = request.idempotent && body_left == 0;
+        // Sent again only if idempotent and bodiless (so all of it is
+        // still in `out`).
+        let resendable = request.idempotent && request.body_len == 0;
+        // After a reused connection turned out dead, the next attempt
+        // connects afresh: the other idle ones are likely just as dead.
+        let mut fresh_only = false;
         let mut exclude = None;
         let mut connect_retries = CONNECT_RETRIES;
         let mut stale_retries = STALE_RETRIES;
@@ -320,24 +330,28 @@ impl Connection {
                 return Err(Failure::NoBackend);
             };
             let backend = &pool.backends[index];
-            let (mut upstream, reused) =
-                match upstream::take_idle(backend.addr, server.idle_timeout) {
-                    Some(stream) => (stream, true),
-                    None => match upstream::connect(backend.addr, server.connect_timeout).await {
-                        Ok(stream) => (stream, false),
-                        Err(error) => {
-                            pool.stats.record_failure(now_ms(), connect_failure(&error));
-                            backend.health.observe_failure(pool, &table.config.health);
-                            let another = pool.pick_backend(fast_random(), Some(index)).is_some();
-                            if connect_retries > 0 && another {
-                                connect_retries -= 1;
-                                exclude = Some(index);
-                                continue 'attempt;
-                            }
-                            return Err(Failure::Connect);
+            let idle = if fresh_only {
+                None
+            } else {
+                upstream::take_idle(backend.addr)
+            };
+            let (mut upstream, reused) = match idle {
+                Some(stream) => (stream, true),
+                None => match upstream::connect(backend.addr, server.connect_timeout).await {
+                    Ok(stream) => (stream, false),
+                    Err(error) => {
+                        pool.stats.record_failure(now_ms(), connect_failure(&error));
+                        backend.health.observe_failure(pool, &table.config.health);
+                        let another = pool.pick_backend(fast_random(), Some(index)).is_some();
+                        if connect_retries > 0 && another {
+                            connect_retries -= 1;
+                            exclude = Some(index);
+                            continue 'attempt;
                         }
-                    },
-                };
+                        return Err(Failure::Connect);
+                    }
+                },
+            };
             let upstream_failed = |kind| Failure::Upstream {
                 backend: index,
                 kind,
@@ -357,20 +371,12 @@ impl Connection {
             {
                 if may_resend {
                     stale_retries -= 1;
+                    fresh_only = true;
                     continue 'attempt;
                 }
                 return Err(upstream_failed(write_failure(&error)));
             }
-            if body_left > 0 {
-                self.send_body(scratch, &mut upstream, body_left, server.write_timeout)
-                    .await
-                    .map_err(|side| match side {
-                        Side::Client => Failure::Client,
-                        Side::Upstream(kind) => upstream_failed(kind),
-                    })?;
-            }
-
-            let context = ResponseContext {
+            let mut context = ResponseContext {
                 head_method: request.head_method,
                 close_client,
                 pool_header: table
@@ -378,7 +384,21 @@ impl Connection {
                     .as_ref()
                     .map(|name| (name, &pool.name_header)),
             };
+            let mut body_sent = true;
             let mut filled = 0;
+            if body_left > 0 {
+                (body_sent, filled) = self
+                    .send_body(scratch, &mut upstream, body_left, &context, server)
+                    .await
+                    .map_err(|side| match side {
+                        Side::Client => Failure::Client,
+                        Side::Upstream(kind) => upstream_failed(kind),
+                    })?;
+                // The rest of the client's body is still on its way: the
+                // connection can't carry another request.
+                context.close_client |= !body_sent;
+            }
+
             let response = loop {
                 match head::parse_response(&scratch.upstream[..filled], &context, &mut scratch.out)
                 {
@@ -416,6 +436,7 @@ impl Connection {
                             };
                         if closed_unanswered && may_resend {
                             stale_retries -= 1;
+                            fresh_only = true;
                             continue 'attempt;
                         }
                         match read {
@@ -445,7 +466,7 @@ impl Connection {
                         answered: true,
                     },
                 })?;
-            if reusable && !response.upstream_close {
+            if reusable && !response.upstream_close && body_sent {
                 upstream::put_idle(
                     backend.addr,
                     upstream,
@@ -461,38 +482,74 @@ impl Connection {
         }
     }
 
-    /// Copies the rest of a `Content-Length` request body, client to upstream.
+    /// Copies the rest of a `Content-Length` request body, client to
+    /// upstream, while watching for the origin's answer: an origin may answer
+    /// before it has read the whole body (a 413 or 401 to a large upload) and
+    /// stop reading. Interim (1xx) responses are passed on and the upload
+    /// goes on; at a final response the upload stops there.
+    ///
+    /// Returns whether the whole body was sent, and how many bytes of the
+    /// origin's final response are already in `scratch.upstream`.
     async fn send_body(
         &mut self,
         scratch: &mut Scratch,
         upstream: &mut TcpStream,
         mut left: u64,
-        write_timeout: Duration,
-    ) -> Result<(), Side> {
+        context: &ResponseContext<'_>,
+        server: &crate::config::ServerConfig,
+    ) -> Result<(bool, usize), Side> {
+        let (answer, mut sender) = upstream.split();
+        let client = &mut *self.client;
+        let deadline = &mut self.deadline;
+        let mut answered = 0;
         while left > 0 {
             let want = clamp(left).min(scratch.client.len());
-            let read = read_within(
-                &mut self.deadline,
-                &mut *self.client,
-                &mut scratch.client[..want],
-                CLIENT_TIMEOUT,
-            )
-            .await
-            .map_err(|_| Side::Client)?;
-            if read == 0 {
-                return Err(Side::Client);
+            let step = deadline
+                .bound(CLIENT_TIMEOUT, async {
+                    tokio::select! {
+                        biased;
+                        _ = answer.readable() => Ok(None),
+                        read = client.read(&mut scratch.client[..want]) => read.map(Some),
+                    }
+                })
+                .await
+                .map_err(|_| Side::Client)?;
+            let read = match step {
+                Some(0) => return Err(Side::Client),
+                Some(read) => read,
+                None => {
+                    match take_answer(&answer, scratch, &mut answered, context) {
+                        Answer::Interim(head_len) => {
+                            write_within(deadline, client, &scratch.out, server.write_timeout)
+                                .await
+                                .map_err(|_| Side::Client)?;
+                            scratch.upstream.copy_within(head_len..answered, 0);
+                            answered -= head_len;
+                        }
+                        Answer::NotYet => {}
+                        Answer::Final => return Ok((false, answered)),
+                    }
+                    continue;
+                }
+            };
+            let sent = deadline
+                .bound(server.write_timeout, async {
+                    tokio::select! {
+                        biased;
+                        _ = answer.readable() => Ok(false),
+                        sent = sender.write_all(&scratch.client[..read]) => sent.map(|()| true),
+                    }
+                })
+                .await
+                .map_err(|e| Side::Upstream(write_failure(&e)))?;
+            if !sent {
+                // The origin answers mid-chunk: what it read of this chunk
+                // is unknown, so the body can't go on; relay the answer.
+                return Ok((false, answered));
             }
-            write_within(
-                &mut self.deadline,
-                upstream,
-                &scratch.client[..read],
-                write_timeout,
-            )
-            .await
-            .map_err(|e| Side::Upstream(write_failure(&e)))?;
             left -= read as u64;
         }
-        Ok(())
+        Ok((true, answered))
     }
 
     /// Sends the response head (in `scratch.out`) and its body to the
@@ -656,6 +713,42 @@ impl Connection {
         pool.stats
             .record(ms_at(now), class, now.saturating_duration_since(started));
         next
+    }
+}
+
+/// What the origin sent while the request body was still going up.
+enum Answer {
+    /// A whole interim (1xx) head, `.0` bytes long, written for the client
+    /// into `scratch.out`.
+    Interim(usize),
+    /// Not a whole head yet.
+    NotYet,
+    /// The start of the final response (or the connection's end, or bytes
+    /// that aren't a response): the response phase takes it from here.
+    Final,
+}
+
+/// Reads what the origin has sent into `scratch.upstream[*answered..]` and
+/// tells what it is. Never waits.
+fn take_answer(
+    answer: &tokio::net::tcp::ReadHalf<'_>,
+    scratch: &mut Scratch,
+    answered: &mut usize,
+    context: &ResponseContext<'_>,
+) -> Answer {
+    if *answered == scratch.upstream.len() {
+        return Answer::Final;
+    }
+    match answer.try_read(&mut scratch.upstream[*answered..]) {
+        Ok(0) => return Answer::Final,
+        Ok(read) => *answered += read,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Answer::NotYet,
+        Err(_) => return Answer::Final,
+    }
+    match head::parse_response(&scratch.upstream[..*answered], context, &mut scratch.out) {
+        Ok(Some(response)) if response.status < 200 => Answer::Interim(response.head_len),
+        Ok(None) => Answer::NotYet,
+        Ok(Some(_)) | Err(_) => Answer::Final,
     }
 }
 

@@ -1,74 +1,118 @@
 //! Upstream connections of the fast path: connect, and keep idle ones for
 //! reuse.
 //!
-//! Idle connections are kept per worker thread, so taking and returning one
-//! is a thread-local list operation: no lock, no shared cache line. A request
-//! takes from the pool of the thread it runs on and returns to the pool of
-//! the thread it finishes on (tokio may move it in between; that's fine).
+//! Idle connections are kept in per-thread shards: a request takes from and
+//! returns to the shard of the thread it runs on (tokio may move it in
+//! between; that's fine), with `try_lock`, so it never waits — when the
+//! shard is busy it just connects afresh or closes the connection. The only
+//! other user of a shard is the reaper, once a second, which closes
+//! connections past their idle time or closed by the origin, so that they
+//! don't linger when traffic stops.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use crate::stats::now_ms;
 
 struct IdleConnection {
     addr: SocketAddr,
-    since_ms: u64,
+    /// When it is closed unless reused first (stats clock, ms).
+    expires_ms: u64,
     stream: TcpStream,
 }
 
+/// One thread's idle connections, on a cache line of its own.
+#[repr(align(128))]
+struct Shard(Mutex<VecDeque<IdleConnection>>);
+
+/// More worker threads than this share shards (and may then skip the pool
+/// now and then); pingora's default is one per CPU.
+const SHARDS: usize = 64;
+
+static POOL: [Shard; SHARDS] = [const { Shard(parking_lot::const_mutex(VecDeque::new())) }; SHARDS];
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
-    static IDLE: RefCell<VecDeque<IdleConnection>> = const { RefCell::new(VecDeque::new()) };
+    static MY_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// An idle connection to `addr` that is still open and not older than
-/// `max_idle`, if this thread has one. Newest first: it is the least likely
-/// to have been closed by the origin.
-pub fn take_idle(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
-    let max_idle_ms = max_idle.as_millis() as u64;
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let now = now_ms();
-        while let Some(index) = idle.iter().rposition(|c| c.addr == addr) {
-            let candidate = idle.remove(index)?;
-            if now.saturating_sub(candidate.since_ms) <= max_idle_ms
-                && still_open(&candidate.stream)
-            {
-                return Some(candidate.stream);
-            }
+fn my_shard() -> &'static Shard {
+    let index = MY_SHARD.with(|mine| {
+        if mine.get() == usize::MAX {
+            mine.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
         }
-        None
-    })
+        mine.get()
+    });
+    &POOL[index]
 }
 
-/// Keeps `stream` for reuse. Connections idle for longer than `max_idle`
-/// are closed on the way (oldest first: the list is in the order they went
-/// idle), and past `capacity` on this thread so is the oldest one.
+/// An idle connection to `addr` that is still open and not past its idle
+/// time, if this thread's shard has one. Newest first: it is the least
+/// likely to have been closed by the origin.
+pub fn take_idle(addr: SocketAddr) -> Option<TcpStream> {
+    let mut idle = my_shard().0.try_lock()?;
+    let now = now_ms();
+    while let Some(index) = idle.iter().rposition(|c| c.addr == addr) {
+        let candidate = idle.remove(index)?;
+        if now < candidate.expires_ms && still_open(&candidate.stream) {
+            return Some(candidate.stream);
+        }
+    }
+    None
+}
+
+/// Keeps `stream` for reuse for up to `max_idle`. Past `capacity` in this
+/// thread's shard, the oldest idle connection is closed.
 pub fn put_idle(addr: SocketAddr, stream: TcpStream, capacity: usize, max_idle: Duration) {
     if capacity == 0 {
         return;
     }
-    let now = now_ms();
-    let max_idle_ms = max_idle.as_millis() as u64;
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        while idle
-            .front()
-            .is_some_and(|c| idle.len() >= capacity || now.saturating_sub(c.since_ms) > max_idle_ms)
-        {
-            idle.pop_front();
-        }
-        idle.push_back(IdleConnection {
-            addr,
-            since_ms: now,
-            stream,
-        });
+    START_REAPER.call_once(|| {
+        tokio::spawn(reap_forever());
     });
+    let Some(mut idle) = my_shard().0.try_lock() else {
+        return;
+    };
+    while idle.len() >= capacity {
+        idle.pop_front();
+    }
+    idle.push_back(IdleConnection {
+        addr,
+        expires_ms: now_ms().saturating_add(max_idle.as_millis() as u64),
+        stream,
+    });
+}
+
+static START_REAPER: Once = Once::new();
+
+/// How often idle connections are checked when no request touches them.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+async fn reap_forever() {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tick.tick().await;
+        reap(now_ms());
+    }
+}
+
+/// Closes idle connections past their time or closed by the origin.
+fn reap(now: u64) {
+    for shard in &POOL {
+        shard
+            .0
+            .lock()
+            .retain(|c| now < c.expires_ms && still_open(&c.stream));
+    }
 }
 
 /// An idle connection with anything to read has been closed by the origin
@@ -93,6 +137,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     const MINUTE: Duration = Duration::from_secs(60);
@@ -116,7 +161,7 @@ mod tests {
         );
         put_idle(addr, a, 8, MINUTE);
         put_idle(addr, b, 8, MINUTE);
-        let newest = take_idle(addr, MINUTE).expect("an idle connection");
+        let newest = take_idle(addr).expect("an idle connection");
         assert_eq!(newest.local_addr().expect("newest").port(), b_port);
         put_idle(addr, newest, 8, MINUTE);
 
@@ -124,7 +169,7 @@ mod tests {
         drop(origin_b);
         let mut handed = None;
         for _ in 0..200 {
-            let stream = take_idle(addr, MINUTE).expect("a is still open");
+            let stream = take_idle(addr).expect("a is still open");
             let port = stream.local_addr().expect("port").port();
             if port == a_port {
                 handed = Some(port);
@@ -135,10 +180,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(handed, Some(a_port));
-        assert!(
-            take_idle(addr, MINUTE).is_none(),
-            "b was closed and dropped"
-        );
+        assert!(take_idle(addr).is_none(), "b was closed and dropped");
 
         // Capacity 1: the older connection is closed when a newer one comes.
         let (c, _origin_c) = pair(&listener).await;
@@ -146,15 +188,27 @@ mod tests {
         let d_port = d.local_addr().expect("d").port();
         put_idle(addr, c, 1, MINUTE);
         put_idle(addr, d, 1, MINUTE);
-        let only = take_idle(addr, MINUTE).expect("d");
+        let only = take_idle(addr).expect("d");
         assert_eq!(only.local_addr().expect("only").port(), d_port);
-        assert!(take_idle(addr, MINUTE).is_none());
+        assert!(take_idle(addr).is_none());
 
-        // Past the idle limit a connection is not handed out.
-        put_idle(addr, only, 8, MINUTE);
+        // Past its idle time a connection is not handed out ...
+        put_idle(addr, only, 8, Duration::from_millis(10));
         let went_idle = now_ms();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(now_ms() > went_idle + 10);
-        assert!(take_idle(addr, Duration::from_millis(10)).is_none());
+        assert!(take_idle(addr).is_none());
+
+        // ... and the reaper closes it with no request touching the pool.
+        let (e, mut origin_e) = pair(&listener).await;
+        put_idle(addr, e, 8, MINUTE);
+        reap(now_ms() + 61_000);
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), origin_e.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the origin sees the close: {closed:?}"
+        );
+        assert!(take_idle(addr).is_none());
     }
 }

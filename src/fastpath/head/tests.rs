@@ -238,7 +238,8 @@ fn an_empty_transfer_encoding_does_not_leave_the_client_guessing() {
                 let out = String::from_utf8_lossy(&out).to_ascii_lowercase();
                 let both = out.contains("transfer-encoding") && out.contains("content-length");
                 assert!(
-                    !both && (r.framing != Framing::Length(2) || !out.contains("transfer-encoding")),
+                    !both
+                        && (r.framing != Framing::Length(2) || !out.contains("transfer-encoding")),
                     "framed {:?}, client told {out:?}",
                     r.framing
                 );
