@@ -1,4 +1,5 @@
-//! Review findings on the HTTP/1.1 fast path, each a failing test.
+//! Review findings on the HTTP/1.1 fast path: each test failed on the fast
+//! path when it was written, and passes since the fix.
 //!
 //! Same conventions as `http1_conformance.rs`: raw-TCP origins answering
 //! with exact bytes, a raw-TCP client, every wait bounded. Each test runs on
@@ -195,13 +196,11 @@ async fn get(addr: SocketAddr, target: &str) -> Result<(u16, Vec<u8>), String> {
 // An origin that answers before it has read the request body
 // ---------------------------------------------------------------------------
 
-/// A final response sent while the upload is still on its way (413, 401, a
-/// redirect — or any origin that streams its answer as it reads) must reach
-/// the client. The fast path writes the whole body before it reads a byte
-/// of the response (src/fastpath/mod.rs, `exchange`: `send_body` runs to the
-/// end before the response loop), so with an origin that stops reading it
-/// blocks until `write_timeout`, answers 502 instead of the origin's 413,
-/// and counts a failure against a healthy backend (passive health).
+// A final response sent while the upload is still on its way (413, 401, a
+// redirect) must reach the client. The fast path used to send the whole
+// body before reading: with an origin that stops reading, it blocked until
+// `write_timeout`, answered 502 instead of the 413, and counted a failure
+// against a healthy backend.
 both_paths!(an_early_final_response_during_an_upload_reaches_the_client);
 async fn an_early_final_response_during_an_upload_reaches_the_client(path: ProxyPath) {
     let origin = raw_origin(|mut stream, _| async move {
@@ -264,12 +263,9 @@ async fn an_early_final_response_during_an_upload_reaches_the_client(path: Proxy
 // Idle upstream connections
 // ---------------------------------------------------------------------------
 
-/// README: upstream keep-alive connections are "dropped after
-/// `idle_timeout`". On the fast path an idle connection is only looked at
-/// when another request takes from or gives to the same thread's list
-/// (src/fastpath/upstream.rs, `take_idle`/`put_idle`): once traffic stops,
-/// every idle connection stays open for good (and the origin's side of it,
-/// once it times out, sits in CLOSE_WAIT on the proxy).
+// Idle upstream keep-alive connections are closed after `idle_timeout`
+// even when no request comes (the fast path used to look at them only when
+// a request took from or gave to the pool).
 both_paths!(an_idle_upstream_connection_is_closed_after_idle_timeout);
 async fn an_idle_upstream_connection_is_closed_after_idle_timeout(path: ProxyPath) {
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<Duration>();
@@ -309,14 +305,9 @@ async fn an_idle_upstream_connection_is_closed_after_idle_timeout(path: ProxyPat
 // Retry of a request whose reused connection was dead
 // ---------------------------------------------------------------------------
 
-/// README: "A reused connection that turns out closed before any response
-/// byte is retried on a fresh one for idempotent requests". The fast path
-/// retries by going round `'attempt` again, which takes the next *idle*
-/// connection (src/fastpath/mod.rs, `upstream::take_idle` at the top of the
-/// loop); after STALE_RETRIES (2) stale ones the third reused connection
-/// gets no retry, and a GET that a fresh connection would have served gets a
-/// 502 (and a failure against the backend). Any origin whose idle timeout
-/// ends several pooled connections at once (a restart, a deploy) does this.
+// A GET whose pooled connections are all dead gets a fresh connection
+// after the first dead one (the fast path used to take the next idle one,
+// and after two stale retries answered 502).
 both_paths!(a_get_on_several_dead_pooled_connections_gets_a_fresh_one);
 async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPath) {
     const POOLED: usize = 4;
@@ -375,11 +366,9 @@ async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPa
 // Response heads with many fields
 // ---------------------------------------------------------------------------
 
-/// A response with more than 64 header lines (many Set-Cookie, say) well
-/// under 16 KiB: the fast path parses response heads into 64 slots
-/// (src/fastpath/head.rs, MAX_HEADERS) and answers 502 (and counts a failure
-/// against the backend, which passive health can eject for it); pingora
-/// forwards it. The README names only heads over 16 KiB as refused.
+// A response with more than 64 header lines (many Set-Cookie), well under
+// 16 KiB, is forwarded (the fast path used to parse response heads into 64
+// slots and answer 502).
 both_paths!(a_response_with_many_header_lines_is_forwarded);
 async fn a_response_with_many_header_lines_is_forwarded(path: ProxyPath) {
     let origin = raw_origin(|mut stream, _| async move {
