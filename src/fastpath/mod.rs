@@ -44,6 +44,10 @@ const CLIENT_BUFFER: usize = 16 * 1024;
 const UPSTREAM_BUFFER: usize = 16 * 1024;
 /// How long a started request may pause before the client is given up on.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection accepted just before shutdown has to send its
+/// first request (it is counted in flight meanwhile, so the process waits
+/// for it): its client is most likely sending it at that very moment.
+const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// Re-sends of an idempotent request whose reused upstream connection turned
 /// out closed, on top of the connect retry.
 const STALE_RETRIES: u8 = 2;
@@ -128,17 +132,31 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
     let mut watch = shutdown.clone();
     let mut shutdown_begins = std::pin::pin!(watch.changed());
     let mut scratch: Option<Scratch> = None;
+    let mut served_one = false;
     loop {
         if connection.buffered == 0 {
             if let Some(spare) = scratch.take() {
                 spare.give_back();
             }
-            if *shutdown.borrow() {
-                return Ending::Closed;
-            }
-            let Some(first) = connection.next_request_byte(shutdown_begins.as_mut()).await else {
+            // A new connection gets its first request served even when the
+            // server begins shutting down (its client is sending it right
+            // now); an idle keep-alive connection is closed then, unless
+            // its next request is already here.
+            let wait = if !served_one {
+                if *shutdown.borrow() {
+                    Wait::FirstAtShutdown
+                } else {
+                    Wait::First(shutdown_begins.as_mut())
+                }
+            } else if *shutdown.borrow() {
+                Wait::OnlyIfHere
+            } else {
+                Wait::UntilShutdown(shutdown_begins.as_mut())
+            };
+            let Some(first) = connection.next_request_byte(wait).await else {
                 return Ending::Closed;
             };
+            served_one = true;
             let fresh = scratch.insert(Scratch::take());
             fresh.client[0] = first;
             connection.buffered = 1;
@@ -165,6 +183,19 @@ pub async fn serve(client: Box<L4Stream>, shared: &Shared, shutdown: &ShutdownWa
             }
         }
     }
+}
+
+/// How long to wait for a connection's next request.
+enum Wait<'a, F> {
+    /// A new connection: up to the keep-alive timeout; once the server
+    /// begins shutting down, [`FIRST_REQUEST_AT_SHUTDOWN`] more.
+    First(std::pin::Pin<&'a mut F>),
+    /// A new connection accepted as the server shuts down.
+    FirstAtShutdown,
+    /// Up to the keep-alive timeout, or until the server begins shutting down.
+    UntilShutdown(std::pin::Pin<&'a mut F>),
+    /// Shutting down: only a request that is already here.
+    OnlyIfHere,
 }
 
 enum Next {
@@ -208,26 +239,65 @@ struct Delivered {
 }
 
 impl Connection {
-    /// Waits for the first byte of the next request: `None` if the client
-    /// closes, idles out, or the server begins shutting down. No buffer is
-    /// held while a connection idles.
-    async fn next_request_byte(
-        &mut self,
-        shutdown_begins: std::pin::Pin<&mut impl std::future::Future>,
-    ) -> Option<u8> {
+    /// Waits for the first byte of the next request, as `wait` says: `None`
+    /// if the client closes, idles out, or the wait ends. No buffer is held
+    /// while a connection idles.
+    async fn next_request_byte<F: std::future::Future>(&mut self, wait: Wait<'_, F>) -> Option<u8> {
         let mut byte = [0u8; 1];
         let client = &mut self.client;
-        let read = async {
-            tokio::select! {
-                biased;
-                read = client.read(&mut byte) => read,
-                _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+        let read = match wait {
+            Wait::First(shutdown_begins) => {
+                let read = async {
+                    tokio::select! {
+                        biased;
+                        read = client.read(&mut byte) => read,
+                        _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+                    }
+                };
+                let read = self
+                    .deadline
+                    .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
+                    .await;
+                match read {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        let _in_flight = REQUESTS.start();
+                        self.deadline
+                            .bound(FIRST_REQUEST_AT_SHUTDOWN, self.client.read(&mut byte))
+                            .await
+                    }
+                    read => read,
+                }
+            }
+            Wait::FirstAtShutdown => {
+                // Counted in flight, so the process doesn't exit under it.
+                let _in_flight = REQUESTS.start();
+                self.deadline
+                    .bound(FIRST_REQUEST_AT_SHUTDOWN, client.read(&mut byte))
+                    .await
+            }
+            Wait::OnlyIfHere => {
+                let mut read = std::pin::pin!(client.read(&mut byte));
+                std::future::poll_fn(|cx| match std::future::Future::poll(read.as_mut(), cx) {
+                    std::task::Poll::Ready(done) => std::task::Poll::Ready(done),
+                    std::task::Poll::Pending => {
+                        std::task::Poll::Ready(Err(io::ErrorKind::WouldBlock.into()))
+                    }
+                })
+                .await
+            }
+            Wait::UntilShutdown(shutdown_begins) => {
+                let read = async {
+                    tokio::select! {
+                        biased;
+                        read = client.read(&mut byte) => read,
+                        _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+                    }
+                };
+                self.deadline
+                    .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
+                    .await
             }
         };
-        let read = self
-            .deadline
-            .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
-            .await;
         matches!(read, Ok(1)).then_some(byte[0])
     }
 
