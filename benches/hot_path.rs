@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::Rng;
 use switchyard::config;
-use switchyard::routing::{fast_random, RoutingTable, RuntimeView};
+use switchyard::routing::{fast_random, RoutingTable};
 use switchyard::stats::{ms_at, Instant as RequestClock, StatusClass};
 
 const CONFIG: &str = r#"
@@ -40,16 +40,7 @@ enabled = false
 
 fn table() -> Arc<RoutingTable> {
     let config = Arc::new(config::parse(CONFIG, Path::new(".")).expect("bench config is valid"));
-    let split = config.split.clone();
-    Arc::new(RoutingTable::build(
-        config,
-        RuntimeView {
-            revision: 1,
-            split: &split,
-            drained: &Default::default(),
-        },
-        None,
-    ))
+    Arc::new(RoutingTable::as_written(config))
 }
 
 /// switchyard's path: what `proxy.rs` does per request, minus pingora.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use switchyard::config;
-use switchyard::routing::{RoutingTable, RuntimeView};
+use switchyard::routing::RoutingTable;
 use switchyard::shared::Shared;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,16 +70,7 @@ async fn a_proxied_keep_alive_request_allocates_nothing() {
         "[pools.blue]\nbackends = [\"{origin_addr}\"]\n[split]\nblue = 100\n[health]\nenabled = false\n"
     );
     let config = Arc::new(config::parse(&text, Path::new(".")).expect("config"));
-    let split = config.split.clone();
-    let table = RoutingTable::build(
-        Arc::clone(&config),
-        RuntimeView {
-            revision: 1,
-            split: &split,
-            drained: &Default::default(),
-        },
-        None,
-    );
+    let table = RoutingTable::as_written(config);
     let shared = Shared::new(table);
     let (_shutdown, watch) = tokio::sync::watch::channel(false);
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::config;
-use switchyard::routing::{fast_random, RoutingTable, RuntimeView};
+use switchyard::routing::{fast_random, RoutingTable};
 use switchyard::stats::{now_ms, FailureKind, StatusClass};
 
 #[path = "common/counting_alloc.rs"]
@@ -37,16 +37,7 @@ enabled = false
 #[test]
 fn choosing_and_recording_allocates_nothing() {
     let config = Arc::new(config::parse(CONFIG, Path::new(".")).unwrap());
-    let split = config.split.clone();
-    let table = RoutingTable::build(
-        Arc::clone(&config),
-        RuntimeView {
-            revision: 1,
-            split: &split,
-            drained: &Default::default(),
-        },
-        None,
-    );
+    let table = RoutingTable::as_written(config);
     let mut plain = http::HeaderMap::new();
     plain.insert("user-agent", http::HeaderValue::from_static("test"));
     let mut sticky = plain.clone();

@@ -215,15 +215,13 @@ impl RoutingTable {
         }
     }
 
-    /// A table straight from config text, with the file's split (unit tests).
-    #[cfg(test)]
-    pub fn from_config_text(text: &str) -> RoutingTable {
-        let config = Arc::new(
-            crate::config::parse(text, std::path::Path::new("/")).expect("test config is valid"),
-        );
+    /// The table of a config as its file has it: the file's split, nothing
+    /// drained, revision 1 (for tests and benchmarks; the controller builds
+    /// with its runtime state).
+    pub fn as_written(config: Arc<Config>) -> RoutingTable {
         let split = config.split.clone();
         RoutingTable::build(
-            Arc::clone(&config),
+            config,
             RuntimeView {
                 revision: 1,
                 split: &split,
@@ -231,6 +229,14 @@ impl RoutingTable {
             },
             None,
         )
+    }
+
+    /// [`RoutingTable::as_written`] straight from config text (unit tests).
+    #[cfg(test)]
+    pub fn from_config_text(text: &str) -> RoutingTable {
+        RoutingTable::as_written(Arc::new(
+            crate::config::parse(text, std::path::Path::new("/")).expect("test config is valid"),
+        ))
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
