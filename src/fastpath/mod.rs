@@ -239,6 +239,16 @@ struct Delivered {
 }
 
 impl Connection {
+    /// Writes `bytes` to the client, within `limit`.
+    async fn write_client(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await
+    }
+
+    /// Reads from the client into `buf`, within `limit`.
+    async fn read_client(&mut self, buf: &mut [u8], limit: Duration) -> io::Result<usize> {
+        read_within(&mut self.deadline, &mut *self.client, buf, limit).await
+    }
+
     /// Waits for the first byte of the next request, as `wait` says: `None`
     /// if the client closes, idles out, or the wait ends. No buffer is held
     /// while a connection idles.
@@ -325,13 +335,9 @@ impl Connection {
                 Parsed::Pingora => return Next::Pingora(filled),
                 Parsed::Partial if filled == scratch.client.len() => return Next::Pingora(filled),
                 Parsed::Partial => {
-                    match read_within(
-                        &mut self.deadline,
-                        &mut *self.client,
-                        &mut scratch.client[filled..],
-                        CLIENT_TIMEOUT,
-                    )
-                    .await
+                    match self
+                        .read_client(&mut scratch.client[filled..], CLIENT_TIMEOUT)
+                        .await
                     {
                         Ok(0) | Err(_) => return Next::Close,
                         Ok(read) => filled += read,
@@ -355,13 +361,7 @@ impl Connection {
         let body_left = request.body_len - in_buffer as u64;
 
         let Some(pool_id) = request.pool else {
-            let _ = write_within(
-                &mut self.deadline,
-                &mut *self.client,
-                NO_POOL_RESPONSE,
-                CLIENT_TIMEOUT,
-            )
-            .await;
+            let _ = self.write_client(NO_POOL_RESPONSE, CLIENT_TIMEOUT).await;
             return Next::Close;
         };
         let pool = &table.pools[pool_id];
@@ -475,14 +475,9 @@ impl Connection {
                     Err(_) => return Err(upstream_failed(FailureKind::Other)),
                     Ok(Some(response)) if response.status < 200 => {
                         // 1xx: pass it on, then read the final response.
-                        write_within(
-                            &mut self.deadline,
-                            &mut *self.client,
-                            &scratch.out,
-                            server.write_timeout,
-                        )
-                        .await
-                        .map_err(|_| Failure::Client)?;
+                        self.write_client(&scratch.out, server.write_timeout)
+                            .await
+                            .map_err(|_| Failure::Client)?;
                         scratch.upstream.copy_within(response.head_len..filled, 0);
                         filled -= response.head_len;
                         may_resend = false;
@@ -655,14 +650,9 @@ impl Connection {
             left -= first as u64;
         }
         scratch.out.extend_from_slice(&start[..first]);
-        write_within(
-            &mut self.deadline,
-            &mut *self.client,
-            &scratch.out,
-            server.write_timeout,
-        )
-        .await
-        .map_err(|_| Side::Client)?;
+        self.write_client(&scratch.out, server.write_timeout)
+            .await
+            .map_err(|_| Side::Client)?;
 
         while left > 0 {
             let want = clamp(left).min(scratch.upstream.len());
@@ -695,14 +685,9 @@ impl Connection {
                 (None, Framing::Length(_)) => left -= read as u64,
                 _ => {}
             }
-            write_within(
-                &mut self.deadline,
-                &mut *self.client,
-                &scratch.upstream[..send],
-                server.write_timeout,
-            )
-            .await
-            .map_err(|_| Side::Client)?;
+            self.write_client(&scratch.upstream[..send], server.write_timeout)
+                .await
+                .map_err(|_| Side::Client)?;
         }
         Ok(clean)
     }
@@ -738,23 +723,11 @@ impl Connection {
             Err(Failure::NoBackend) => {
                 scratch.out.clear();
                 write_no_backend(&mut scratch.out, &pool.name);
-                let _ = write_within(
-                    &mut self.deadline,
-                    &mut *self.client,
-                    &scratch.out,
-                    CLIENT_TIMEOUT,
-                )
-                .await;
+                let _ = self.write_client(&scratch.out, CLIENT_TIMEOUT).await;
                 (StatusClass::Error, Next::Close)
             }
             Err(Failure::Connect) => {
-                let _ = write_within(
-                    &mut self.deadline,
-                    &mut *self.client,
-                    BAD_GATEWAY,
-                    CLIENT_TIMEOUT,
-                )
-                .await;
+                let _ = self.write_client(BAD_GATEWAY, CLIENT_TIMEOUT).await;
                 (StatusClass::Error, Next::Close)
             }
             Err(Failure::Upstream {
@@ -767,13 +740,7 @@ impl Connection {
                     backend.health.observe_failure(pool, health);
                 }
                 if !answered {
-                    let _ = write_within(
-                        &mut self.deadline,
-                        &mut *self.client,
-                        BAD_GATEWAY,
-                        CLIENT_TIMEOUT,
-                    )
-                    .await;
+                    let _ = self.write_client(BAD_GATEWAY, CLIENT_TIMEOUT).await;
                 }
                 (StatusClass::Error, Next::Close)
             }
