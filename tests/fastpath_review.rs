@@ -8,6 +8,9 @@
 //! too ("the same as on pingora's path").
 
 mod common;
+#[macro_use]
+#[path = "common/proxy_path.rs"]
+mod proxy_path;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use proxy_path::ProxyPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -23,28 +27,6 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 /// Bound on one response, one write, one close.
 const WITHIN: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProxyPath {
-    Fast,
-    Pingora,
-}
-
-macro_rules! both_paths {
-    ($case:ident) => {
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn fast() {
-                super::$case(super::ProxyPath::Fast).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pingora() {
-                super::$case(super::ProxyPath::Pingora).await;
-            }
-        }
-    };
-}
 
 /// The proxy with one pool of `backends`; health checks, passive ejection
 /// and the guard off. `extra` goes into `[server]`.
@@ -54,10 +36,7 @@ async fn proxy_to(backends: &[SocketAddr], path: ProxyPath, extra: &str) -> Prox
         .map(|a| format!("\"{a}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let fast = match path {
-        ProxyPath::Fast => "fast_path = true\n",
-        ProxyPath::Pingora => "fast_path = false\n",
-    };
+    let fast = path.server_line();
     Proxy::start_with(
         &format!(
             "connect_timeout = \"1s\"\nread_timeout = \"5s\"\nwrite_timeout = \"5s\"\n{fast}{extra}"

@@ -19,6 +19,9 @@
 //! touched pingora on the fast path.
 
 mod common;
+#[macro_use]
+#[path = "common/proxy_path.rs"]
+mod proxy_path;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use common::*;
 use parking_lot::Mutex;
+use proxy_path::ProxyPath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -825,26 +829,7 @@ fn app(req: &Req) -> Act {
     }
 }
 
-/// Which of the proxy's two HTTP/1.1 paths a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProxyPath {
-    /// The fast path on (the default): it serves plain HTTP/1.1 requests
-    /// itself and hands anything else to pingora.
-    Fast,
-    /// `fast_path = false`: every connection goes through pingora.
-    Pingora,
-}
-
 impl ProxyPath {
-    /// The `[server]` line selecting this path (explicit on both, so a
-    /// change of the default changes no test).
-    fn server_line(self) -> &'static str {
-        match self {
-            ProxyPath::Fast => "fast_path = true\n",
-            ProxyPath::Pingora => "fast_path = false\n",
-        }
-    }
-
     /// Checks, from the admin metrics, that the test really ran on this
     /// path. `switchyard_pingora_handoffs_total` counts client connections
     /// the fast path handed to pingora; with `fast_path = false`, every
@@ -882,26 +867,6 @@ enum Sent {
     /// body, Expect, Upgrade, HTTP/1.0, a Connection header naming fields,
     /// malformed or oversized heads).
     SomeForPingora,
-}
-
-/// Defines the test `$case` twice, as `$case::fast` and `$case::pingora`:
-/// the `async fn $case(path: ProxyPath)` of the same name runs once on
-/// each path. Both variants make the same assertions; where the paths may
-/// legitimately differ, the assertion accepts either ("pingora:" comments).
-macro_rules! both_paths {
-    ($case:ident) => {
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn fast() {
-                super::$case(super::ProxyPath::Fast).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pingora() {
-                super::$case(super::ProxyPath::Pingora).await;
-            }
-        }
-    };
 }
 
 /// The proxy with one pool, `app`, of `backends`, on `path`; health
