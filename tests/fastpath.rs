@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use switchyard::origin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,14 +68,26 @@ async fn expect_metric(proxy: &Proxy, series: &str, want: f64) {
     );
 }
 
+async fn expect_handoffs(proxy: &Proxy, want: f64) {
+    expect_metric(proxy, "switchyard_pingora_handoffs_total", want).await;
+}
+
+async fn expect_2xx(proxy: &Proxy, pool: &str, want: f64) {
+    let series = format!("switchyard_requests_total{{pool=\"{pool}\",class=\"2xx\"}}");
+    expect_metric(proxy, &series, want).await;
+}
+
+/// A plain GET of `target`.
+fn get(host: std::net::SocketAddr, target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
 fn pool_body(origin: &origin::Origin) -> String {
     format!(
         "[pools.blue]\nbackends = [\"{}\"]\n[split]\nblue = 100\n",
         origin.addr()
     )
 }
-
-use switchyard::origin;
 
 #[tokio::test]
 async fn plain_requests_stay_on_the_fast_path_and_a_chunked_upload_goes_to_pingora() {
@@ -96,13 +109,8 @@ async fn plain_requests_stay_on_the_fast_path_and_a_chunked_upload_goes_to_pingo
             "{body}"
         );
     }
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
-    expect_metric(
-        &proxy,
-        "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}",
-        5.0,
-    )
-    .await;
+    expect_handoffs(&proxy, 0.0).await;
+    expect_2xx(&proxy, "blue", 5.0).await;
 
     // A chunked request body is pingora's: the connection moves over, and
     // the next plain request on it is still answered.
@@ -116,20 +124,11 @@ async fn plain_requests_stay_on_the_fast_path_and_a_chunked_upload_goes_to_pingo
     .await;
     assert_eq!(status, 200);
     assert!(body.starts_with("POST /echo HTTP/1.1"), "{body}");
-    let (status, _) = exchange(
-        &mut client,
-        &format!("GET /after HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-    .await;
+    let (status, _) = exchange(&mut client, &get(host, "/after")).await;
     assert_eq!(status, 200);
 
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 1.0).await;
-    expect_metric(
-        &proxy,
-        "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}",
-        7.0,
-    )
-    .await;
+    expect_handoffs(&proxy, 1.0).await;
+    expect_2xx(&proxy, "blue", 7.0).await;
     assert_eq!(blue.control().requests(), 7);
 }
 
@@ -141,7 +140,7 @@ async fn pipelined_requests_are_answered_in_order_on_the_fast_path() {
     let host = proxy.listen;
     let three: String = ["one", "two", "three"]
         .iter()
-        .map(|path| format!("GET /echo?{path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .map(|path| get(host, &format!("/echo?{path}")))
         .collect();
     let (_, first) = exchange(&mut client, &three).await;
     let (_, second) = exchange(&mut client, "").await;
@@ -149,7 +148,7 @@ async fn pipelined_requests_are_answered_in_order_on_the_fast_path() {
     assert!(first.starts_with("GET /echo?one "), "{first}");
     assert!(second.starts_with("GET /echo?two "), "{second}");
     assert!(third.starts_with("GET /echo?three "), "{third}");
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
+    expect_handoffs(&proxy, 0.0).await;
 }
 
 #[tokio::test]
@@ -164,13 +163,9 @@ async fn a_post_with_a_length_is_carried_and_counted() {
     let (status, body) = exchange(&mut client, "world").await;
     assert_eq!(status, 200);
     assert!(body.contains("content-length: 10\n"), "{body}");
-    let (status, _) = exchange(
-        &mut client,
-        &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    )
-    .await;
+    let (status, _) = exchange(&mut client, &get(host, "/")).await;
     assert_eq!(status, 200);
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
+    expect_handoffs(&proxy, 0.0).await;
     assert_eq!(blue.control().requests(), 2);
 }
 
@@ -181,20 +176,11 @@ async fn fast_path_off_sends_every_connection_through_pingora() {
     let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
     let host = proxy.listen;
     for _ in 0..3 {
-        let (status, _) = exchange(
-            &mut client,
-            &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-        )
-        .await;
+        let (status, _) = exchange(&mut client, &get(host, "/")).await;
         assert_eq!(status, 200);
     }
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 1.0).await;
-    expect_metric(
-        &proxy,
-        "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}",
-        3.0,
-    )
-    .await;
+    expect_handoffs(&proxy, 1.0).await;
+    expect_2xx(&proxy, "blue", 3.0).await;
 }
 
 #[tokio::test]
@@ -209,20 +195,11 @@ async fn a_dead_backend_in_the_pool_costs_no_failed_request() {
     let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
     let host = proxy.listen;
     for _ in 0..10 {
-        let (status, body) = exchange(
-            &mut client,
-            &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-        )
-        .await;
+        let (status, body) = exchange(&mut client, &get(host, "/")).await;
         assert_eq!((status, body.as_str()), (200, "blue\n"));
     }
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
-    expect_metric(
-        &proxy,
-        "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}",
-        10.0,
-    )
-    .await;
+    expect_handoffs(&proxy, 0.0).await;
+    expect_2xx(&proxy, "blue", 10.0).await;
 }
 
 #[tokio::test]
@@ -236,7 +213,7 @@ async fn a_refused_connect_is_a_502_and_a_drained_pool_a_503_naming_it() {
     );
     let proxy = Proxy::start(&body).await;
     let host = proxy.listen;
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let request = get(host, "/");
 
     let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
     let (status, _) = exchange(&mut client, &request).await;
@@ -256,7 +233,7 @@ async fn a_refused_connect_is_a_502_and_a_drained_pool_a_503_naming_it() {
     assert_eq!(status, 503);
     assert_eq!(body, "switchyard: pool \"green\" has no usable backend\n");
     expect_metric(&proxy, series, 2.0).await;
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
+    expect_handoffs(&proxy, 0.0).await;
 }
 
 #[tokio::test]
@@ -265,10 +242,10 @@ async fn fast_path_can_be_turned_off_by_a_reload() {
     let body = pool_body(&blue);
     let proxy = Proxy::start(&body).await;
     let host = proxy.listen;
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let request = get(host, "/");
     let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
     assert_eq!(exchange(&mut client, &request).await.0, 200);
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 0.0).await;
+    expect_handoffs(&proxy, 0.0).await;
 
     let off = proxy
         .config_text(&body)
@@ -279,8 +256,8 @@ async fn fast_path_can_be_turned_off_by_a_reload() {
 
     // The next request, on the same connection and on a new one, is pingora's.
     assert_eq!(exchange(&mut client, &request).await.0, 200);
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 1.0).await;
+    expect_handoffs(&proxy, 1.0).await;
     let mut second = TcpStream::connect(proxy.listen).await.expect("connect");
     assert_eq!(exchange(&mut second, &request).await.0, 200);
-    expect_metric(&proxy, "switchyard_pingora_handoffs_total", 2.0).await;
+    expect_handoffs(&proxy, 2.0).await;
 }
