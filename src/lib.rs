@@ -17,7 +17,7 @@
 //! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
 //! | `routing`  | the immutable routing table; pool and backend choice per request |
 //! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
-//! | `keepalive`| idle HTTP/1.1 client connections wait outside the proxy's big future |
+//! | `keepalive`| plain connections: own task, fast path first, then pingora's proxy with idle waits outside its big future |
 //! | `fastpath` | plain HTTP/1.1 requests proxied without pingora's HTTP layer (same routing and stats) |
 //! | `guard`    | automatic rollback: pure verdict, canary steps, the evaluator tick |
 //! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |

@@ -16,12 +16,12 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{ms_at, now_ms, FailureKind, InFlightToken, Instant, StatusClass, REQUESTS};
+use crate::stats::{now_ms, FailureKind, InFlightToken, Instant, StatusClass, REQUESTS};
 
 /// Connect failures retried per request: once, on another backend of the
 /// same pool (pingora may add its own retry of an idempotent request whose
 /// reused keep-alive connection turned out dead; that one is not counted here).
-const CONNECT_RETRIES: u8 = 1;
+pub(crate) const CONNECT_RETRIES: u8 = 1;
 
 pub struct SwitchyardProxy {
     shared: Arc<Shared>,
@@ -191,10 +191,7 @@ impl ProxyHttp for SwitchyardProxy {
             return error;
         };
         let pool = &table.pools[ctx.pool];
-        pool.stats.record_failure(now_ms(), failure_kind(&error));
-        if let Some(backend) = ctx.backend.and_then(|i| pool.backends.get(i)) {
-            backend.health.observe_failure(pool, &table.config.health);
-        }
+        pool.count_failure(ctx.backend, failure_kind(&error), &table.config.health);
         // Retry once on another backend of the same pool, if there is one.
         let retry = ctx.connect_retries < CONNECT_RETRIES
             && pool.pick_backend(fast_random(), ctx.backend).is_some();
@@ -217,9 +214,7 @@ impl ProxyHttp for SwitchyardProxy {
                 .as_ref()
                 .map(|t| t.pools[ctx.pool].name.as_str())
                 .unwrap_or("?");
-            let body = Bytes::from(format!(
-                "switchyard: pool \"{name}\" has no usable backend\n"
-            ));
+            let body = Bytes::from(no_backend_body(name));
             if let Err(e) = session.respond_error_with_body(503, body).await {
                 log::debug!("could not send 503 to client: {e}");
             }
@@ -284,13 +279,7 @@ impl ProxyHttp for SwitchyardProxy {
                 _ => backend.health.observe_success(),
             }
         }
-        // One clock read serves both the latency and the window slot.
-        let now = Instant::now();
-        pool.stats.record(
-            ms_at(now),
-            class,
-            now.saturating_duration_since(ctx.started),
-        );
+        pool.record_finished(class, ctx.started);
     }
 }
 
@@ -315,4 +304,10 @@ fn append_forwarded_for(request: &mut RequestHeader, ip: IpAddr) -> Result<()> {
     }
     .or_err(ErrorType::InternalError, "formatting x-forwarded-for")?;
     request.insert_header(NAME, value)
+}
+
+/// The body of the 503 answered when the chosen pool has no usable backend
+/// (both request paths).
+pub(crate) fn no_backend_body(pool: &str) -> String {
+    format!("switchyard: pool \"{pool}\" has no usable backend\n")
 }

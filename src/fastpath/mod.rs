@@ -30,9 +30,10 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::proxy::{no_backend_body, CONNECT_RETRIES};
 use crate::routing::{fast_random, Pool, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{ms_at, now_ms, FailureKind, Instant, StatusClass, REQUESTS};
+use crate::stats::{FailureKind, Instant, StatusClass, REQUESTS};
 use chunked::ChunkedScanner;
 use deadline::Deadline;
 use head::{ClientAddr, Framing, Parsed, Request, ResponseContext};
@@ -51,8 +52,6 @@ const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// Re-sends of an idempotent request whose reused upstream connection turned
 /// out closed, on top of the connect retry.
 const STALE_RETRIES: u8 = 2;
-/// Connect failures retried per request, on another backend of the pool.
-const CONNECT_RETRIES: u8 = 1;
 
 /// How a client connection left the fast path.
 pub enum Ending {
@@ -410,8 +409,11 @@ impl Connection {
                 None => match upstream::connect(backend.addr, server.connect_timeout).await {
                     Ok(stream) => (stream, false),
                     Err(error) => {
-                        pool.stats.record_failure(now_ms(), connect_failure(&error));
-                        backend.health.observe_failure(pool, &table.config.health);
+                        pool.count_failure(
+                            Some(index),
+                            connect_failure(&error),
+                            &table.config.health,
+                        );
                         let another = pool.pick_backend(fast_random(), Some(index)).is_some();
                         if connect_retries > 0 && another {
                             connect_retries -= 1;
@@ -735,20 +737,14 @@ impl Connection {
                 kind,
                 answered,
             }) => {
-                pool.stats.record_failure(now_ms(), kind);
-                if let Some(backend) = pool.backends.get(backend) {
-                    backend.health.observe_failure(pool, health);
-                }
+                pool.count_failure(Some(backend), kind, health);
                 if !answered {
                     let _ = self.write_client(BAD_GATEWAY, CLIENT_TIMEOUT).await;
                 }
                 (StatusClass::Error, Next::Close)
             }
         };
-        // One clock read serves both the latency and the window slot.
-        let now = Instant::now();
-        pool.stats
-            .record(ms_at(now), class, now.saturating_duration_since(started));
+        pool.record_finished(class, started);
         next
     }
 }
@@ -804,12 +800,12 @@ cache-control: private, no-store\r\nconnection: close\r\n\r\n";
 /// The same 503 the pingora path sends when a pool has no usable backend.
 fn write_no_backend(out: &mut Vec<u8>, pool: &str) {
     use std::io::Write;
-    let body_len = "switchyard: pool \"\" has no usable backend\n".len() + pool.len();
+    let body = no_backend_body(pool);
     let _ = write!(
         out,
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
-content-length: {body_len}\r\ncache-control: private, no-store\r\nconnection: close\r\n\r\n\
-switchyard: pool \"{pool}\" has no usable backend\n"
+content-length: {}\r\ncache-control: private, no-store\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
 }
 

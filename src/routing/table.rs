@@ -11,10 +11,11 @@ use pingora::upstreams::peer::HttpPeer;
 use super::rng::below;
 use super::sticky::sticky_bucket_map;
 use crate::config::{
-    BackendConfig, Config, PoolConfig, RouteMatch, Share, Split, StickyKey, UpstreamProtocol,
+    BackendConfig, Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey,
+    UpstreamProtocol,
 };
 use crate::health::BackendHealth;
-use crate::stats::PoolStats;
+use crate::stats::{ms_at, now_ms, FailureKind, Instant, PoolStats, StatusClass};
 
 /// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
 pub type PoolId = usize;
@@ -71,6 +72,25 @@ impl Pool {
         (0..n)
             .map(|step| (start + step) % n)
             .find(|&i| Some(i) != exclude && self.backends[i].usable())
+    }
+
+    /// One failed attempt on backend `backend` (a refused or timed-out
+    /// connect, a reset, a read timeout): counted in the pool's failures and
+    /// against the backend's passive health.
+    pub fn count_failure(&self, backend: Option<usize>, kind: FailureKind, health: &HealthConfig) {
+        self.stats.record_failure(now_ms(), kind);
+        if let Some(backend) = backend.and_then(|i| self.backends.get(i)) {
+            backend.health.observe_failure(self, health);
+        }
+    }
+
+    /// A finished request's class and latency (since `started`) in the
+    /// pool's statistics; one clock read serves the latency and the window
+    /// slot.
+    pub fn record_finished(&self, class: StatusClass, started: Instant) {
+        let now = Instant::now();
+        self.stats
+            .record(ms_at(now), class, now.saturating_duration_since(started));
     }
 
     /// Does any backend of this pool accept new requests right now?
