@@ -11,6 +11,7 @@
 //! | `config`   | TOML → validated [`config::Config`], every error with its key path |
 //! | `server`   | assembling one process: pingora server, services                  |
 //! | `lifecycle`| readiness, signals, drain-then-exit, binary upgrade, systemd notify |
+//! | `listening`| which TCP addresses this process listens on (procfs), for readiness |
 //! | `tls`      | certificates by SNI with hot reload, CA bundles, probe TLS settings |
 //! | `control`  | commands, the controller (only writer of the table), state file, audit log |
 //! | `reload`   | config file watcher and SIGHUP → controller reload                |
@@ -40,6 +41,7 @@ pub mod guard;
 pub mod health;
 pub mod keepalive;
 pub mod lifecycle;
+pub mod listening;
 pub mod metrics;
 pub mod notify;
 pub mod origin;

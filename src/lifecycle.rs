@@ -15,7 +15,7 @@
 //!   systemd the successor reports itself as the new main PID.
 //! - SIGINT: fast shutdown.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -30,15 +30,12 @@ use crate::control::Controller;
 use crate::shared::Shared;
 use crate::stats::REQUESTS;
 
-/// Marks the process ready once every listener accepts connections, and on
+/// Marks the process ready once it listens on every proxy address, and on
 /// shutdown: not ready, then exit as soon as in-flight requests are done.
 pub struct Lifecycle {
     pub shared: Arc<Shared>,
-    /// Plain listeners: a TCP connect proves each accepts.
+    /// Every proxy listen address, plain and TLS.
     pub listeners: Vec<SocketAddr>,
-    /// TLS listeners: probed with a full handshake, so pingora does not log
-    /// the probe as a failed handshake.
-    pub tls_listeners: Vec<SocketAddr>,
 }
 
 /// How often the drain looks at the in-flight count, and how many looks in
@@ -50,12 +47,7 @@ const DRAIN_QUIET_POLLS: u32 = 3;
 impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let probe_all = async {
-            for addr in &self.listeners {
-                wait_until_accepting(*addr, false).await;
-            }
-            for addr in &self.tls_listeners {
-                wait_until_accepting(*addr, true).await;
-            }
+            wait_until_listening(&self.listeners).await;
             self.shared.set_ready();
             sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
             log::info!("switchyard ready (pid {})", std::process::id());
@@ -99,46 +91,36 @@ async fn drain_then_exit() {
     }
 }
 
-/// Polls a listener until a connect (and for TLS, a handshake) succeeds
-/// (bounded: 60 s).
-async fn wait_until_accepting(addr: SocketAddr, tls: bool) {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
-    };
-    // Only whether the listener answers matters, not who it claims to be.
-    let connector = tls
-        .then(|| crate::tls::probe_client_config(&[], false, &[b"http/1.1"]).ok())
-        .flatten()
-        .map(pingora::tls::TlsConnector::from);
-    for _ in 0..3000 {
-        if let Ok(Ok(tcp)) = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect(target),
-        )
-        .await
-        {
-            let Some(connector) = &connector else {
-                return;
-            };
-            let name = pingora::tls::ServerName::IpAddress(target.ip().into());
-            let handshake = connector.connect(name, tcp);
-            if let Ok(Ok(mut stream)) =
-                tokio::time::timeout(Duration::from_secs(1), handshake).await
-            {
-                use tokio::io::AsyncWriteExt;
-                let _ = stream.shutdown().await;
+/// Waits until this process holds a listening socket on every address.
+/// pingora binds them in the background and keeps retrying while another
+/// process has the port, so this polls procfs (see [`crate::listening`])
+/// and names the missing addresses once it has waited a while.
+async fn wait_until_listening(addrs: &[SocketAddr]) {
+    const POLL: Duration = Duration::from_millis(20);
+    const WARN_AFTER: Duration = Duration::from_secs(5);
+    let began = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        let missing: Vec<SocketAddr> = match crate::listening::own_listening_addrs() {
+            Ok(own) => addrs.iter().filter(|a| !own.contains(a)).copied().collect(),
+            Err(e) => {
+                // Without procfs there is no way to tell; fall back to
+                // trusting pingora's bind rather than never becoming ready.
+                log::warn!("cannot read this process's sockets from /proc ({e}); marking ready");
                 return;
             }
+        };
+        if missing.is_empty() {
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !warned && began.elapsed() > WARN_AFTER {
+            warned = true;
+            log::warn!(
+                "not ready: not yet listening on {missing:?} (another process holds the port?); /ready stays 503"
+            );
+        }
+        tokio::time::sleep(POLL).await;
     }
-    log::warn!("listener {addr} did not accept connections within 60 s");
 }
 
 /// The signals that end this process, given to pingora in place of its own

@@ -147,8 +147,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         "lifecycle",
         Lifecycle {
             shared: Arc::clone(&shared),
-            listeners: config.server.listen.clone(),
-            tls_listeners: tls_listeners.iter().map(|l| l.addr).collect(),
+            listeners: (config.server.listen.iter().copied())
+                .chain(tls_listeners.iter().map(|l| l.addr))
+                .collect(),
         },
     ));
 

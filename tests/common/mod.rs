@@ -45,9 +45,44 @@ impl Drop for TestDir {
     }
 }
 
-/// A loopback port that was free a moment ago (pingora binds listeners
-/// itself, so the test cannot hand it a bound socket).
+/// A loopback port nobody listens on, for a proxy to bind (pingora binds
+/// its listeners itself, so a test cannot hand it a bound socket) or as a
+/// dead backend.
+///
+/// A port taken with `bind(:0)` and released can be handed out again at
+/// once to an origin or to a client socket of a test running in parallel;
+/// a proxy then cannot bind it, yet its port answers. So these ports come
+/// from just below the kernel's ephemeral range, which neither `bind(:0)`
+/// nor `connect` draw from. Each is given out once per test process (a
+/// counter from a pid-dependent start, so test processes running side by
+/// side rarely meet) and checked free by binding it.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 10_000;
+    let Some(base) = below_ephemeral_range(SPAN) else {
+        return any_free_port();
+    };
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = (base + offset) as u16;
+        if TcpListener::bind(loopback(port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {base}..{}", base + SPAN);
+}
+
+/// The first of `span` ports that end just below the ephemeral range, if
+/// the range leaves that much room above the privileged ports.
+fn below_ephemeral_range(span: u32) -> Option<u32> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u32 = range.split_whitespace().next()?.parse().ok()?;
+    low.checked_sub(span).filter(|base| *base >= 1024)
+}
+
+/// Fallback where the ephemeral range cannot be read or avoided.
+fn any_free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -84,14 +119,31 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with extra lines for the `[server]` section.
     pub async fn start_with(server_extra: &str, body: &str) -> Proxy {
+        let mut proxy = Proxy::launch(loopback(free_port()), server_extra, body);
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Starts a proxy that listens on `listen` and returns once its admin
+    /// HTTP listener answers, ready or not (for tests of readiness itself).
+    pub async fn start_unready(listen: SocketAddr, body: &str) -> Proxy {
+        let mut proxy = Proxy::launch(listen, "", body);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(proxy.admin, "/health", &[]).await.is_err() {
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                panic!("switchyard exited early ({status}):\n{}", proxy.log());
+            }
+            assert!(Instant::now() < deadline, "admin HTTP not up within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy
+    }
+
+    /// Writes the config (generated `[server]` and `[admin]` sections, then
+    /// `body`) and starts the process.
+    fn launch(listen: SocketAddr, server_extra: &str, body: &str) -> Proxy {
         let dir = TestDir::new("proxy");
-        let listen = loopback(free_port());
-        // Two free ports asked for in a row can be the same one.
-        let admin = (0..100)
-            .map(|_| free_port())
-            .find(|p| *p != listen.port())
-            .map(loopback)
-            .expect("a second free port");
+        let admin = loopback(free_port());
         // A short grace period keeps shutdowns quick, unless the test sets one.
         let grace = if server_extra.contains("grace_period") {
             ""
@@ -109,7 +161,7 @@ impl Proxy {
             format!("{header}{body}"),
         )
         .expect("write config");
-        Proxy::spawn(dir, listen, admin, header).await
+        Proxy::spawn(dir, listen, admin, header)
     }
 
     /// Replaces the config file's body (keeping the generated sections) by
@@ -145,7 +197,9 @@ impl Proxy {
         let dir = std::mem::replace(&mut self.dir, TestDir::new("spent"));
         let (listen, admin, header) = (self.listen, self.admin, self.header.clone());
         drop(self);
-        Proxy::spawn(dir, listen, admin, header).await
+        let mut proxy = Proxy::spawn(dir, listen, admin, header);
+        proxy.wait_ready().await;
+        proxy
     }
 
     /// Sends SIGKILL and waits for the process to be gone.
@@ -187,7 +241,7 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("admin socket: {e:?}"))
     }
 
-    async fn spawn(dir: TestDir, listen: SocketAddr, admin: SocketAddr, header: String) -> Proxy {
+    fn spawn(dir: TestDir, listen: SocketAddr, admin: SocketAddr, header: String) -> Proxy {
         let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("run")
@@ -198,15 +252,13 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .expect("spawn switchyard");
-        let mut proxy = Proxy {
+        Proxy {
             child,
             listen,
             admin,
             dir,
             header,
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -217,7 +269,8 @@ impl Proxy {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits (bounded) until `/ready` answers 200.
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
