@@ -251,6 +251,15 @@ impl Wire {
             Ok(Ok(_)) => Err(format!("unexpected byte {byte:?} instead of a close")),
         }
     }
+
+    /// After a response that announced a close: waits for it and connects
+    /// to `addr` again, so a loop of requests can go on.
+    async fn reopen_if_closing(&mut self, r: &Response, addr: SocketAddr) {
+        if r.closes() {
+            self.closed().await.expect("closed as announced");
+            *self = Wire::connect(addr).await;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -1112,10 +1121,7 @@ async fn expect_100_continue_post_gets_the_final_response(path: ProxyPath) {
     // checked for 1xx heads too), so the final response says
     // `Connection: close` and the connection ends. Keeping it open is
     // equally correct; what matters is that the announcement is honoured.
-    if r.closes() {
-        w.closed().await.expect("closed as announced");
-        w = Wire::connect(proxy.listen).await;
-    }
+    w.reopen_if_closing(&r, proxy.listen).await;
     let r = exchange(&mut w, &get("/cl")).await;
     assert_eq!((r.status, r.body.as_slice()), (200, CL_BODY), "{r:?}");
     assert_eq!(origin.requests().len(), 2);
@@ -1273,10 +1279,7 @@ async fn origin_connection_close_does_not_break_the_client(path: ProxyPath) {
         // pingora: the origin's `Connection: close` is hop-by-hop and
         // replaced by its own `Connection: keep-alive`; the client
         // connection stays open.
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
         let r = exchange(&mut w, &get("/cl")).await;
         assert_eq!(
             (r.status, r.body.as_slice()),
@@ -1328,10 +1331,7 @@ async fn a_stale_pooled_upstream_connection_is_not_an_error(path: ProxyPath) {
         let r = exchange(&mut w, &get(&format!("/stale?{round}"))).await;
         assert_eq!(r.status, 200, "round {round}: {r:?}");
         assert_eq!(r.body, b"fresh\n", "round {round}");
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
     }
     let answered = origin
         .lines()
@@ -1353,10 +1353,7 @@ async fn a_pooled_connection_closed_under_a_get_is_retried(path: ProxyPath) {
         let r = exchange(&mut w, &get(&format!("/hangup-on-reuse?{round}"))).await;
         assert_eq!(r.status, 200, "round {round}: {r:?}");
         assert_eq!(r.body, b"GET fresh\n", "round {round}");
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
     }
     let lines = origin.lines();
     for round in 0..10 {
@@ -1386,10 +1383,7 @@ async fn a_post_is_never_replayed_after_the_origin_closed_under_it(path: ProxyPa
         // A GET leaves a pooled connection that hangs up on its next request.
         let r = exchange(&mut w, &get(&format!("/hangup-on-reuse?get-{round}"))).await;
         assert_eq!(r.status, 200, "{r:?}");
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
         let path = format!("/hangup-on-reuse?post-{round}");
         let r = exchange(&mut w, &post(&path, b"pay once")).await;
         // RFC 9110 §9.2.2: a proxy must not retry a non-idempotent request
@@ -1402,10 +1396,7 @@ async fn a_post_is_never_replayed_after_the_origin_closed_under_it(path: ProxyPa
         let line = format!("POST {path} HTTP/1.1");
         let sent = origin.lines().iter().filter(|l| **l == line).count();
         assert_eq!(sent, 1, "round {round}: POST sent {sent} times");
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
     }
     still_serving(&proxy).await;
     path.assert_taken(&proxy, Sent::Plain).await;
@@ -1477,10 +1468,7 @@ async fn a_dead_backend_next_to_a_live_one_is_retried(path: ProxyPath) {
         let r = exchange(&mut w, &get(&format!("/try/{i}"))).await;
         assert_eq!(r.status, 200, "request {i}: {r:?}");
         assert_eq!(r.text(), format!("/try/{i}\n"));
-        if r.closes() {
-            w.closed().await.expect("closed as announced");
-            w = Wire::connect(proxy.listen).await;
-        }
+        w.reopen_if_closing(&r, proxy.listen).await;
     }
     assert_eq!(origin.requests().len(), 30);
     path.assert_taken(&proxy, Sent::Plain).await;

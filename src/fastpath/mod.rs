@@ -253,39 +253,21 @@ impl Connection {
     /// while a connection idles.
     async fn next_request_byte<F: std::future::Future>(&mut self, wait: Wait<'_, F>) -> Option<u8> {
         let mut byte = [0u8; 1];
-        let client = &mut self.client;
         let read = match wait {
             Wait::First(shutdown_begins) => {
-                let read = async {
-                    tokio::select! {
-                        biased;
-                        read = client.read(&mut byte) => read,
-                        _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
-                    }
-                };
-                let read = self
-                    .deadline
-                    .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
-                    .await;
-                match read {
+                match self.read_until_shutdown(&mut byte, shutdown_begins).await {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        let _in_flight = REQUESTS.start();
-                        self.deadline
-                            .bound(FIRST_REQUEST_AT_SHUTDOWN, self.client.read(&mut byte))
-                            .await
+                        self.read_first_at_shutdown(&mut byte).await
                     }
                     read => read,
                 }
             }
-            Wait::FirstAtShutdown => {
-                // Counted in flight, so the process doesn't exit under it.
-                let _in_flight = REQUESTS.start();
-                self.deadline
-                    .bound(FIRST_REQUEST_AT_SHUTDOWN, client.read(&mut byte))
-                    .await
+            Wait::FirstAtShutdown => self.read_first_at_shutdown(&mut byte).await,
+            Wait::UntilShutdown(shutdown_begins) => {
+                self.read_until_shutdown(&mut byte, shutdown_begins).await
             }
             Wait::OnlyIfHere => {
-                let mut read = std::pin::pin!(client.read(&mut byte));
+                let mut read = std::pin::pin!(self.client.read(&mut byte));
                 std::future::poll_fn(|cx| match std::future::Future::poll(read.as_mut(), cx) {
                     std::task::Poll::Ready(done) => std::task::Poll::Ready(done),
                     std::task::Poll::Pending => {
@@ -294,20 +276,38 @@ impl Connection {
                 })
                 .await
             }
-            Wait::UntilShutdown(shutdown_begins) => {
-                let read = async {
-                    tokio::select! {
-                        biased;
-                        read = client.read(&mut byte) => read,
-                        _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
-                    }
-                };
-                self.deadline
-                    .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
-                    .await
-            }
         };
         matches!(read, Ok(1)).then_some(byte[0])
+    }
+
+    /// Reads up to the keep-alive timeout; `Interrupted` as soon as the
+    /// server begins shutting down.
+    async fn read_until_shutdown<F: std::future::Future>(
+        &mut self,
+        byte: &mut [u8; 1],
+        shutdown_begins: std::pin::Pin<&mut F>,
+    ) -> io::Result<usize> {
+        let client = &mut self.client;
+        let read = async {
+            tokio::select! {
+                biased;
+                read = client.read(byte) => read,
+                _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+            }
+        };
+        self.deadline
+            .bound(crate::keepalive::CLIENT_KEEPALIVE, read)
+            .await
+    }
+
+    /// A new connection's first request while the server shuts down, up to
+    /// [`FIRST_REQUEST_AT_SHUTDOWN`]. Counted in flight, so the process
+    /// doesn't exit under it.
+    async fn read_first_at_shutdown(&mut self, byte: &mut [u8; 1]) -> io::Result<usize> {
+        let _in_flight = REQUESTS.start();
+        self.deadline
+            .bound(FIRST_REQUEST_AT_SHUTDOWN, self.client.read(byte))
+            .await
     }
 
     async fn one_request(

@@ -128,14 +128,7 @@ impl Proxy {
     /// HTTP listener answers, ready or not (for tests of readiness itself).
     pub async fn start_unready(listen: SocketAddr, body: &str) -> Proxy {
         let mut proxy = Proxy::launch(listen, "", body);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(proxy.admin, "/health", &[]).await.is_err() {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("switchyard exited early ({status}):\n{}", proxy.log());
-            }
-            assert!(Instant::now() < deadline, "admin HTTP not up within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        proxy.wait_admin("/health", "up", |_| true).await;
         proxy
     }
 
@@ -271,19 +264,26 @@ impl Proxy {
 
     /// Waits (bounded) until `/ready` answers 200.
     pub async fn wait_ready(&mut self) {
+        self.wait_admin("/ready", "ready", |status| status == 200)
+            .await;
+    }
+
+    /// Polls `path` on the admin listener until its status is `wanted`, for
+    /// up to 30 s; panics with the log if the process exits or time is up.
+    async fn wait_admin(&mut self, path: &str, what: &str, wanted: fn(u16) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("switchyard exited early ({status}):\n{}", self.log());
             }
-            if let Ok(reply) = get(self.admin, "/ready", &[]).await {
-                if reply.status == 200 {
+            if let Ok(reply) = get(self.admin, path, &[]).await {
+                if wanted(reply.status) {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("switchyard not ready within 30 s:\n{}", self.log());
+        panic!("switchyard not {what} within 30 s:\n{}", self.log());
     }
 
     /// GET on the admin HTTP listener.
