@@ -195,7 +195,7 @@ impl HealthService {
 
     /// One round of checks over every backend of the current table.
     async fn check_all(&self) {
-        let table = self.shared.table.load_full();
+        let table = self.shared.table_arc();
         let config = &table.config.health;
         let mut checks = tokio::task::JoinSet::new();
         for (p, pool) in table.pools.iter().enumerate() {
@@ -224,7 +224,7 @@ impl HealthService {
     }
 
     fn expire_ejections(&self) {
-        let table = self.shared.table.load();
+        let table = self.shared.table();
         let now = now_ms();
         for pool in &table.pools {
             for backend in &pool.backends {
@@ -243,7 +243,7 @@ impl HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let enabled = self.shared.table.load().config.health.enabled;
+        let enabled = self.shared.table().config.health.enabled;
         if enabled {
             self.check_all().await;
         }
@@ -257,7 +257,7 @@ impl BackgroundService for HealthService {
             }
             self.expire_ejections();
             // The interval is re-read every time so a reload applies at once.
-            let config = self.shared.table.load().config.health.clone();
+            let config = self.shared.table().config.health.clone();
             if config.enabled && tokio::time::Instant::now() >= next_round {
                 next_round = tokio::time::Instant::now() + config.interval;
                 self.check_all().await;

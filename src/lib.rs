@@ -24,6 +24,7 @@
 //! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |
 //! | `health`   | active checks, passive ejection, the per-backend verdict         |
 //! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
+//! | `clock`    | time as a value: `Now { wall, mono }` passed into decisions       |
 //! | `admin`    | admin HTTP endpoints, admin Unix socket and its line protocol    |
 //! | `origin`   | a small HTTP origin for the demo, the tests and the benchmarks   |
 //! | `demo`     | `switchyard demo`                                                 |
@@ -32,6 +33,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -15,7 +15,7 @@ use crate::stats::{now_ms, FailureKind, StatusClass};
 
 /// The full `/metrics` body.
 pub fn render(shared: &Shared) -> String {
-    let table = shared.table.load();
+    let table = shared.table();
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
     render_process(&mut out, shared, &table);

@@ -46,7 +46,7 @@ impl Notifier {
 
     /// Queues an event for every webhook; never waits.
     pub fn send(&self, event: Value) {
-        if self.shared.table.load().config.notify.webhooks.is_empty() {
+        if self.shared.table().config.notify.webhooks.is_empty() {
             return;
         }
         if self.tx.try_send(Arc::new(event)).is_err() {
@@ -82,7 +82,7 @@ impl BackgroundService for WebhookService {
                 _ = shutdown.changed() => return,
                 event = queue.recv() => match event { Some(e) => e, None => return },
             };
-            let notify = self.shared.table.load().config.notify.clone();
+            let notify = self.shared.table().config.notify.clone();
             for url in &notify.webhooks {
                 let worker = workers.entry(url.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(QUEUE);
@@ -101,7 +101,7 @@ impl BackgroundService for WebhookService {
 /// One URL's worker: its events, in order, each retried until `retry_for`.
 async fn deliver_all(url: String, mut rx: mpsc::Receiver<Arc<Value>>, shared: Arc<Shared>) {
     while let Some(event) = rx.recv().await {
-        let notify = shared.table.load().config.notify.clone();
+        let notify = shared.table().config.notify.clone();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         let body = Bytes::from(event.to_string());

@@ -115,7 +115,7 @@ impl ProxyHttp for SwitchyardProxy {
         let table = match &ctx.table {
             Some(table) => Arc::clone(table),
             None => {
-                let table = self.shared.table.load_full();
+                let table = self.shared.table_arc();
                 let choice = table
                     .choose_pool(
                         &session.req_header().headers,

@@ -157,7 +157,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         "switchyard starting: listeners {:?}, TLS listeners {:?}, revision {}",
         config.server.listen,
         tls_listeners.iter().map(|l| l.addr).collect::<Vec<_>>(),
-        shared.table.load().revision
+        shared.table().revision
     );
     let successor = Successor {
         // Resolved now: after a package upgrade this path holds the new binary.

@@ -2,7 +2,9 @@
 //!
 //! One `Arc<Shared>` is built in `server::run` and cloned into the proxy,
 //! the admin listeners and the background services. Only the controller
-//! writes `table`; everything else reads it.
+//! writes the table: [`Shared::new`] hands out the one [`TablePublisher`],
+//! which the controller keeps; everything else reads through
+//! [`Shared::table`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +18,9 @@ use crate::routing::RoutingTable;
 
 #[derive(Debug)]
 pub struct Shared {
-    /// The routing table in force. One `store` = one atomic change.
-    pub table: ArcSwap<RoutingTable>,
+    /// The routing table in force. One `store` = one atomic change; only
+    /// the [`TablePublisher`] stores.
+    table: ArcSwap<RoutingTable>,
     /// Listeners are up and the config is loaded (`/ready`).
     ready: AtomicBool,
     /// The first round of health checks is done (or checks are off).
@@ -41,9 +44,24 @@ pub struct Shared {
     handover: tokio::sync::watch::Sender<bool>,
 }
 
+/// The one right to publish a new routing table. [`Shared::new`] makes
+/// exactly one; the controller owns it, so "one writer" holds by type.
+#[derive(Debug)]
+pub struct TablePublisher {
+    shared: Arc<Shared>,
+}
+
+impl TablePublisher {
+    /// Puts `table` in force for every request that starts after this.
+    pub fn publish(&self, table: RoutingTable) {
+        self.shared.table.store(Arc::new(table));
+    }
+}
+
 impl Shared {
-    pub fn new(table: RoutingTable) -> Arc<Shared> {
-        Arc::new(Shared {
+    /// The shared state and the publisher of its routing table.
+    pub fn new(table: RoutingTable) -> (Arc<Shared>, TablePublisher) {
+        let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
             ready: AtomicBool::new(false),
             health_ready: AtomicBool::new(false),
@@ -56,7 +74,21 @@ impl Shared {
             webhooks_dropped: AtomicU64::new(0),
             pingora_handoffs: AtomicU64::new(0),
             handover: tokio::sync::watch::Sender::new(false),
-        })
+        });
+        let publisher = TablePublisher {
+            shared: Arc::clone(&shared),
+        };
+        (shared, publisher)
+    }
+
+    /// The routing table in force (cheap; for one request or one read).
+    pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    /// The routing table in force, held for as long as the caller keeps it.
+    pub fn table_arc(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
     }
 
     /// A successor process is taking over this one's listeners.

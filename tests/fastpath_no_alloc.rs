@@ -71,7 +71,7 @@ async fn a_proxied_keep_alive_request_allocates_nothing() {
     );
     let config = Arc::new(config::parse(&text, Path::new(".")).expect("config"));
     let table = RoutingTable::as_written(config);
-    let shared = Shared::new(table);
+    let (shared, _publisher) = Shared::new(table);
     let (_shutdown, watch) = tokio::sync::watch::channel(false);
 
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -128,7 +128,7 @@ async fn route(
             }
         }
         "/status" => {
-            let table = shared.table.load();
+            let table = shared.table();
             let body = crate::status::status_json(&table).to_string() + "\n";
             text(StatusCode::OK, "application/json", body)
         }

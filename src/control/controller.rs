@@ -25,12 +25,14 @@ use crate::guard::canary::{self, CanaryNext, CanaryRun};
 use crate::guard::{decide, Observation, Verdict};
 use crate::notify::{EventQueue, Notifier};
 use crate::routing::{RoutingTable, RuntimeView};
-use crate::shared::Shared;
+use crate::shared::{Shared, TablePublisher};
 use crate::stats::now_ms;
 use crate::status::{status_json, window_json};
 
 pub struct Controller {
     shared: Arc<Shared>,
+    /// The only writer of the routing table.
+    publisher: TablePublisher,
     config_path: PathBuf,
     notifier: Notifier,
     inner: Mutex<Inner>,
@@ -289,10 +291,11 @@ impl Controller {
             },
             None,
         );
-        let shared = Shared::new(table);
+        let (shared, publisher) = Shared::new(table);
         let (notifier, events) = Notifier::new(Arc::clone(&shared));
         let controller = Arc::new(Controller {
             shared,
+            publisher,
             config_path: config_path.to_path_buf(),
             notifier,
             reloading: Mutex::new(()),
@@ -367,7 +370,7 @@ impl Controller {
 
     pub fn status(&self) -> Value {
         let inner = self.inner.lock();
-        let mut status = status_json(&self.shared.table.load());
+        let mut status = status_json(&self.shared.table());
         status["ok"] = json!(true);
         status["config"] = json!(self.config_path.display().to_string());
         status["rollback_target"] = match &inner.state.rollback_target {
@@ -422,8 +425,7 @@ impl Controller {
         };
         let figures = inner.state.watch.as_ref().and_then(|w| {
             self.shared
-                .table
-                .load()
+                .table()
                 .pool(&w.pool)
                 .map(|p| window_json(&p.stats.window(now_ms())))
         });
@@ -787,7 +789,7 @@ impl Controller {
             inner.verdict = None;
             return;
         };
-        let table = self.shared.table.load_full();
+        let table = self.shared.table_arc();
         let Some(pool) = table.pool(&watch.pool) else {
             inner.state.watch = None;
             return;
@@ -898,7 +900,7 @@ impl Controller {
         after: &Split,
         force: bool,
     ) -> Result<&'static str, String> {
-        let table = self.shared.table.load();
+        let table = self.shared.table();
         let dead: Vec<&str> = after
             .iter()
             .filter(|(pool, share)| **share > before.get(*pool).copied().unwrap_or(Share::ZERO))
@@ -959,7 +961,7 @@ impl Controller {
             );
         }
         state.revision = inner.state.revision.max(state.revision) + 1;
-        let current = self.shared.table.load_full();
+        let current = self.shared.table_arc();
         let table = RoutingTable::build(
             Arc::clone(&config),
             RuntimeView {
@@ -991,7 +993,7 @@ impl Controller {
         if let Err(e) = inner.audit.append(&record) {
             log::error!("could not append to the audit log: {e}");
         }
-        self.shared.table.store(Arc::new(table));
+        self.publisher.publish(table);
         self.notifier.send(json!({
             "event": event,
             "revision": record.revision,

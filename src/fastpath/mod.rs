@@ -316,7 +316,7 @@ impl Connection {
         shared: &Shared,
         shutdown: &ShutdownWatch,
     ) -> Next {
-        let table = shared.table.load_full();
+        let table = shared.table_arc();
         let mut filled = self.buffered;
         if !table.fast_path {
             return Next::Pingora(filled);
@@ -873,7 +873,7 @@ mod tests {
         let table = crate::routing::RoutingTable::from_config_text(
             "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[split]\nblue = 100\n",
         );
-        let shared = crate::shared::Shared::new(table);
+        let (shared, _publisher) = crate::shared::Shared::new(table);
         let (_shutdown, watch) = tokio::sync::watch::channel(false);
         let serve = super::serve(Box::new(stream), &shared, &watch);
         let size = std::mem::size_of_val(&serve);
