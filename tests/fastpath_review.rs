@@ -1,8 +1,9 @@
 //! Review findings on the HTTP/1.1 fast path: each test failed on the fast
 //! path when it was written, and passes since the fix.
 //!
-//! Same conventions as `http1_conformance.rs`: raw-TCP origins answering
-//! with exact bytes, a raw-TCP client, every wait bounded. Each test runs on
+//! Same conventions as `http1_conformance/`, and the same harness: raw-TCP
+//! origins answering with exact bytes (`common/raw_origin.rs`), a raw-TCP
+//! client (`common/wire.rs`), every wait bounded. Each test runs on
 //! both paths (`<test>::fast`, `<test>::pingora`) with the same assertions,
 //! so the pingora variant shows what the README promises the fast path does
 //! too ("the same as on pingora's path").
@@ -11,8 +12,11 @@ mod common;
 #[macro_use]
 #[path = "common/proxy_path.rs"]
 mod proxy_path;
+#[path = "common/raw_origin.rs"]
+mod raw_origin;
+#[path = "common/wire.rs"]
+mod wire;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,10 +24,12 @@ use std::time::Duration;
 
 use common::*;
 use proxy_path::ProxyPath;
+use raw_origin::RawOrigin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
+use wire::{find, read_response, Wire};
 
 /// Bound on one response, one write, one close.
 const WITHIN: Duration = Duration::from_secs(10);
@@ -50,125 +56,14 @@ async fn proxy_to(backends: &[SocketAddr], path: ProxyPath, extra: &str) -> Prox
     .await
 }
 
-/// A raw origin: every accepted connection runs `handler(stream, n)`, `n`
-/// counting connections from 0. Aborted on drop.
-struct RawOrigin {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn raw_origin<F, Fut>(handler: F) -> RawOrigin
-where
-    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        for n in 0.. {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    connections.spawn(handler(stream, n));
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-    });
-    RawOrigin { addr, task }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads one request head (through the blank line). `None` on EOF, error
-/// or deadline. Bytes after the head are left in `buf`.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, within: Duration) -> Option<Vec<u8>> {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Some(std::mem::replace(buf, rest));
-        }
-        let mut chunk = [0u8; 4096];
-        match timeout_at(until, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-    }
-}
-
-/// One response with a `Content-Length` body (or none): status and body.
-async fn read_response(stream: &mut TcpStream, within: Duration) -> Result<(u16, Vec<u8>), String> {
-    let until = Instant::now() + within;
-    let mut bytes = Vec::new();
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 256];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&bytes) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let code = response.code.unwrap_or(0);
-                let length: usize = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                    .unwrap_or(0);
-                if (100..200).contains(&code) {
-                    bytes.drain(..head_len);
-                    continue;
-                }
-                if bytes.len() >= head_len + length {
-                    return Ok((code, bytes[head_len..head_len + length].to_vec()));
-                }
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => {
-                return Err(format!(
-                    "unparsable response ({e}): {:?}",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            }
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match timeout_at(until, stream.read(&mut chunk)).await {
-            Err(_) => {
-                return Err(format!(
-                    "no whole response in time: {:?}",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            }
-            Ok(Err(e)) => return Err(format!("read: {e}")),
-            Ok(Ok(0)) => {
-                return Err(format!(
-                    "closed mid-response: {:?}",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            }
-            Ok(Ok(n)) => bytes.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
+/// One GET on a fresh connection: status and body.
 async fn get(addr: SocketAddr, target: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut client = timeout(WITHIN, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut w = Wire::try_connect(addr).await?;
     let request = format!("GET {target} HTTP/1.1\r\nHost: review.test\r\n\r\n");
-    client
-        .write_all(request.as_bytes())
+    w.send(request.as_bytes()).await?;
+    read_response(&mut w, false)
         .await
-        .map_err(|e| format!("write: {e}"))?;
-    read_response(&mut client, WITHIN).await
+        .map(|response| (response.status, response.body))
 }
 
 // ---------------------------------------------------------------------------
@@ -182,12 +77,12 @@ async fn get(addr: SocketAddr, target: &str) -> Result<(u16, Vec<u8>), String> {
 // against a healthy backend.
 both_paths!(an_early_final_response_during_an_upload_reaches_the_client);
 async fn an_early_final_response_during_an_upload_reaches_the_client(path: ProxyPath) {
-    let origin = raw_origin(|mut stream, _| async move {
-        let mut buf = Vec::new();
-        if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+    let origin = RawOrigin::accept(|mut w, _, _| async move {
+        if w.head(WITHIN).await.is_none() {
             return;
         }
-        let _ = stream
+        let _ = w
+            .stream
             .write_all(
                 b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\
                   Connection: close\r\n\r\ntoo large",
@@ -248,20 +143,20 @@ async fn an_early_final_response_during_an_upload_reaches_the_client(path: Proxy
 both_paths!(an_idle_upstream_connection_is_closed_after_idle_timeout);
 async fn an_idle_upstream_connection_is_closed_after_idle_timeout(path: ProxyPath) {
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<Duration>();
-    let origin = raw_origin(move |mut stream, _| {
+    let origin = RawOrigin::accept(move |mut w, _, _| {
         let closed_tx = closed_tx.clone();
         async move {
-            let mut buf = Vec::new();
-            if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+            if w.head(WITHIN).await.is_none() {
                 return;
             }
-            let _ = stream
+            let _ = w
+                .stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 .await;
             let answered = std::time::Instant::now();
             // Keep-alive: wait (long) for the next request or the proxy's close.
             let mut chunk = [0u8; 1024];
-            if let Ok(Ok(0)) = timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+            if let Ok(Ok(0)) = timeout(Duration::from_secs(30), w.stream.read(&mut chunk)).await {
                 let _ = closed_tx.send(answered.elapsed());
             }
         }
@@ -294,11 +189,10 @@ async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPa
     // connections have a request (so the proxy opens POOLED of them), and
     // closes without answering any later one.
     let waiting = Arc::new(AtomicUsize::new(0));
-    let origin = raw_origin(move |mut stream, _| {
+    let origin = RawOrigin::accept(move |mut w, _, _| {
         let waiting = Arc::clone(&waiting);
         async move {
-            let mut buf = Vec::new();
-            if read_head(&mut stream, &mut buf, WITHIN).await.is_none() {
+            if w.head(WITHIN).await.is_none() {
                 return;
             }
             waiting.fetch_add(1, Ordering::SeqCst);
@@ -306,7 +200,7 @@ async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPa
             while waiting.load(Ordering::SeqCst) < POOLED && std::time::Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if stream
+            if w.stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
                 .await
                 .is_err()
@@ -314,7 +208,7 @@ async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPa
                 return;
             }
             // The next request on this connection: hang up unanswered.
-            let _ = read_head(&mut stream, &mut buf, Duration::from_secs(30)).await;
+            let _ = w.head(Duration::from_secs(30)).await;
         }
     })
     .await;
@@ -350,15 +244,14 @@ async fn a_get_on_several_dead_pooled_connections_gets_a_fresh_one(path: ProxyPa
 // slots and answer 502).
 both_paths!(a_response_with_many_header_lines_is_forwarded);
 async fn a_response_with_many_header_lines_is_forwarded(path: ProxyPath) {
-    let origin = raw_origin(|mut stream, _| async move {
-        let mut buf = Vec::new();
-        while read_head(&mut stream, &mut buf, WITHIN).await.is_some() {
+    let origin = RawOrigin::accept(|mut w, _, _| async move {
+        while w.head(WITHIN).await.is_some() {
             let mut response = b"HTTP/1.1 200 OK\r\n".to_vec();
             for i in 0..80 {
                 response.extend_from_slice(format!("Set-Cookie: c{i}=v; Path=/\r\n").as_bytes());
             }
             response.extend_from_slice(b"Content-Length: 4\r\n\r\nmany");
-            if stream.write_all(&response).await.is_err() {
+            if w.stream.write_all(&response).await.is_err() {
                 return;
             }
         }

@@ -6,9 +6,13 @@ use std::time::Duration;
 
 const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid =
-        || format!("invalid duration \"{text}\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")");
+/// A duration string that is not one (the text as written, for the message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration \"{0}\" (use e.g. \"250ms\", \"10s\", \"5m\", \"1h30m\")")]
+pub struct DurationError(pub String);
+
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError(text.to_string());
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(invalid());

@@ -3,8 +3,10 @@
 //! address "x:y"`). A file with any error is rejected whole; nothing that
 //! holds a `Config` needs to re-check it.
 //!
-//! - `walk`: reading the TOML tree, type checks, unknown keys
+//! - `walk`: reading the TOML tree, type checks, and unknown keys — found
+//!   from the keys the readers asked for, so there is no list to drift
 //! - `sections`: one reader per section, defaults and semantic rules
+//!   (`server`, `pools`, `traffic`, `policy`)
 //! - `duration`: `"250ms"` / `"5m"` / `"1h30m"`
 //! - `types`: the validated types everyone else uses
 
@@ -16,7 +18,7 @@ mod walk;
 use std::fmt;
 use std::path::Path;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, DurationError};
 pub use types::*;
 
 /// One problem in a config file, located by its key path.
@@ -86,16 +88,23 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     sections::read(&document, base_dir)
 }
 
+/// A percentage that is not a valid traffic share.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum ShareError {
+    #[error("{0} is not a percentage between 0 and 100")]
+    OutOfRange(f64),
+    #[error("{0} has more than two decimals (0.01 % is the finest step)")]
+    TooFine(f64),
+}
+
 /// A percentage with at most two decimals → hundredths of a percent.
-pub fn parse_share(percent: f64) -> Result<Share, String> {
+pub fn parse_share(percent: f64) -> Result<Share, ShareError> {
     if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
-        return Err(format!("{percent} is not a percentage between 0 and 100"));
+        return Err(ShareError::OutOfRange(percent));
     }
     let units = (percent * 100.0).round();
     if (percent * 100.0 - units).abs() > 1e-6 {
-        return Err(format!(
-            "{percent} has more than two decimals (0.01 % is the finest step)"
-        ));
+        return Err(ShareError::TooFine(percent));
     }
     Ok(Share(units as u16))
 }

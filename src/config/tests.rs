@@ -71,7 +71,11 @@ webhooks = ["http://127.0.0.1:9999/deploy-events"]
 "#);
     assert_eq!(config.server.threads, 2);
     assert_eq!(
-        config.server.pool_header.as_deref(),
+        config
+            .server
+            .pool_header
+            .as_ref()
+            .map(http::HeaderName::as_str),
         Some("x-switchyard-pool")
     );
     assert_eq!(
@@ -83,7 +87,12 @@ webhooks = ["http://127.0.0.1:9999/deploy-events"]
     assert_eq!(config.pools["blue"].backends[1].name, "127.0.0.1:9003");
     assert_eq!(config.split["blue"], Share(9999));
     assert_eq!(config.split["green"], Share(1));
-    assert_eq!(config.sticky, Some(StickyKey::Header("x-user-id".into())));
+    assert_eq!(
+        config.sticky,
+        Some(StickyKey::Header(http::HeaderName::from_static(
+            "x-user-id"
+        )))
+    );
     assert_eq!(
         config.routes[0].matcher,
         RouteMatch::Cookie {
@@ -151,6 +160,139 @@ fn host_names_resolve_at_load() {
     assert_eq!(backend.name, "localhost:9001");
     assert!(backend.addr.ip().is_loopback());
     assert_eq!(backend.addr.port(), 9001);
+}
+
+/// Every key the readers accepted when they still had allowed-key lists
+/// (and that conf/switchyard.toml and the README document): none may
+/// become unknown now that the readers' own reads are the list.
+#[test]
+fn every_documented_key_is_still_accepted() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+h2c = false
+fast_path = true
+threads = 2
+pool_header = "x-pool"
+connect_timeout = "3s"
+read_timeout = "60s"
+write_timeout = "60s"
+idle_timeout = "60s"
+grace_period = "30s"
+upstream_keepalive_pool = 1024
+[[server.tls]]
+listen = "127.0.0.1:8443"
+cert = "cert.pem"
+key = "key.pem"
+server_names = ["a.example"]
+[admin]
+socket = "admin.sock"
+http = "127.0.0.1:9901"
+state_dir = "state"
+[pools.blue]
+backends = ["127.0.0.1:9001", { addr = "127.0.0.1:9003", weight = 3 }]
+tls = true
+sni = "blue.internal"
+verify = true
+ca_file = "ca.pem"
+protocol = "auto"
+[split]
+blue = 100
+[sticky]
+key = "cookie:session"
+[[route]]
+header = "x-canary"
+equals = "true"
+pool = "blue"
+[[route]]
+cookie = "canary"
+equals = "yes"
+pool = "blue"
+[health]
+enabled = true
+path = "/health"
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+eject_consecutive_failures = 5
+eject_base_time = "30s"
+eject_max_time = "5m"
+eject_max_percent = 50
+[guard]
+enabled = true
+window = "30s"
+min_requests = 50
+max_error_rate = 5.0
+max_p95 = "500ms"
+max_p99 = "2s"
+max_error_rate_vs_baseline = 2.0
+max_p95_vs_baseline = 2.0
+watch = "10m"
+rollback_target_ttl = "24h"
+[canary]
+steps = [ { weight = 5, hold = "5m" }, { weight = 100 } ]
+[notify]
+webhooks = ["http://127.0.0.1:9999/deploy-events"]
+timeout = "5s"
+retry_for = "60s"
+"#;
+    // The certificate and CA files don't exist here: those are errors,
+    // but about the files, never about a key.
+    let unknown: Vec<String> = match parse(text, Path::new("/nonexistent")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .0
+            .iter()
+            .filter(|e| e.message.starts_with("unknown key"))
+            .map(ToString::to_string)
+            .collect(),
+    };
+    assert!(unknown.is_empty(), "{unknown:?}");
+}
+
+#[test]
+fn a_key_no_reader_asks_for_is_unknown_in_every_section() {
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[[route]]\nheader = \"x-a\"\nequals = \"1\"\npool = \"blue\"\nweight = 1\n\
+             [health]\nwindow = \"1s\"\n[canary]\nsteps = [{{ weight = 100, pool = \"blue\" }}]\n"
+        )),
+        "route[0].weight: unknown key\n\
+         health.window: unknown key\n\
+         canary.steps[0].pool: unknown key\n"
+    );
+}
+
+#[test]
+fn route_and_sticky_headers_are_parsed_when_the_file_is_read() {
+    let config = ok(&format!(
+        "{MINIMAL}[server]\npool_header = \"X-Pool\"\n[sticky]\nkey = \"header:X-User\"\n\
+         [[route]]\nheader = \"X-Canary\"\nequals = \"Yes\"\npool = \"blue\"\n"
+    ));
+    assert_eq!(
+        config.server.pool_header,
+        Some(http::HeaderName::from_static("x-pool"))
+    );
+    assert_eq!(
+        config.sticky,
+        Some(StickyKey::Header(http::HeaderName::from_static("x-user")))
+    );
+    assert_eq!(
+        config.routes[0].matcher,
+        RouteMatch::Header {
+            name: http::HeaderName::from_static("x-canary"),
+            value: http::HeaderValue::from_static("Yes"),
+        }
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[[route]]\nheader = \"x a\"\nequals = \"1\"\npool = \"blue\"\n\
+             [[route]]\nheader = \"x-b\"\nequals = \"a\\nb\"\npool = \"blue\"\n"
+        )),
+        "route[0].header: \"x a\" is not a valid header name\n\
+         route[1].equals: \"a\\nb\" is not a valid header value\n"
+    );
 }
 
 // ---- golden error messages ------------------------------------------------

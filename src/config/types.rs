@@ -1,7 +1,9 @@
 //! The validated configuration: what the rest of switchyard consumes.
 //!
 //! Every value here has already been checked; code that holds a `Config`
-//! never needs to re-validate it. The raw serde layer lives in `raw.rs`.
+//! never needs to re-validate it. Values the request path compares with
+//! (header names and values) are held already parsed, in the types it
+//! compares with, so building a routing table cannot fail on them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,8 +75,8 @@ pub struct ServerConfig {
     pub fast_path: bool,
     /// Worker threads for the proxy service (pingora `threads`).
     pub threads: usize,
-    /// If set, responses carry the serving pool's name in this header (lower-case).
-    pub pool_header: Option<String>,
+    /// If set, responses carry the serving pool's name in this header.
+    pub pool_header: Option<http::HeaderName>,
     pub tls: Vec<TlsListener>,
     /// Upstream TCP connect timeout (per attempt).
     pub connect_timeout: Duration,
@@ -185,16 +187,19 @@ pub struct BackendConfig {
 pub enum StickyKey {
     /// `cookie:NAME`
     Cookie(String),
-    /// `header:NAME` (stored lower-case)
-    Header(String),
+    /// `header:NAME`
+    Header(http::HeaderName),
     /// `ip`: the client's address
     ClientIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteMatch {
-    /// Header name (lower-case) equals value exactly.
-    Header { name: String, value: String },
+    /// A line of header `name` equals `value` exactly.
+    Header {
+        name: http::HeaderName,
+        value: http::HeaderValue,
+    },
     /// Cookie `name` equals value exactly.
     Cookie { name: String, value: String },
 }

@@ -2,11 +2,14 @@
 //!
 //! serde's derive stops at the first problem; an operator fixing a file
 //! wants all of them at once, each with its key path. So the document is
-//! parsed to a `toml::Table` and each section is read through a [`Section`]
-//! that knows its valid keys: reading a key checks its type, and
-//! [`Section::finish`] reports every key nobody asked for as unknown, with a
-//! "did you mean" when a known key is one or two edits away.
+//! parsed to a `toml::Table` and each table is read through a [`Section`]
+//! that records every key its reader asks for. When the reader is done,
+//! every key of the table that nobody asked for is reported as unknown
+//! (with a "did you mean" when an asked-for key is one or two edits away).
+//! The readers are the only list of valid keys: a key can't be accepted
+//! without being read, nor read without being accepted.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use toml::Value;
@@ -48,70 +51,90 @@ pub(super) fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// One TOML table with the keys it may contain.
+/// One TOML table being read, and the keys its reader has asked for so far.
 pub(super) struct Section<'a> {
     pub path: String,
-    pub table: &'a toml::Table,
-    known: &'static [&'static str],
+    table: &'a toml::Table,
+    /// In the order first asked (that order breaks ties between suggestions).
+    asked: RefCell<Vec<&'static str>>,
 }
 
 static EMPTY: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
 
 impl<'a> Section<'a> {
-    pub fn new(
+    /// Runs `reader` over `table`, then reports each key of `table` that
+    /// `reader` did not ask for. Those errors go where the table's errors
+    /// begin, so a file's errors read top-down per table: unknown keys
+    /// first, then the values.
+    pub fn read<T>(
+        errors: &mut Errors,
         path: impl Into<String>,
         table: &'a toml::Table,
-        known: &'static [&'static str],
-    ) -> Self {
-        Section {
+        reader: impl FnOnce(&Section<'a>, &mut Errors) -> T,
+    ) -> T {
+        let section = Section {
             path: path.into(),
             table,
-            known,
-        }
+            asked: RefCell::new(Vec::new()),
+        };
+        let start = errors.0.len();
+        let value = reader(&section, errors);
+        let unknown = section.unknown_keys();
+        errors.0.splice(start..start, unknown);
+        value
     }
 
-    /// The sub-table `key`; an absent key reads as an empty table so that
-    /// defaults apply, a non-table is an error (and reads as empty too).
-    pub fn section(
+    /// Reads the sub-table `key` with `reader`; an absent key reads as an
+    /// empty table so that defaults apply, a non-table is an error (and
+    /// reads as empty too).
+    pub fn section<T>(
         &self,
         errors: &mut Errors,
-        key: &str,
-        known: &'static [&'static str],
-    ) -> Section<'a> {
+        key: &'static str,
+        reader: impl FnOnce(&Section<'a>, &mut Errors) -> T,
+    ) -> T {
         let path = self.key(key);
-        match self.table.get(key) {
-            Some(Value::Table(table)) => Section::new(path, table, known),
+        let table = match self.raw(key) {
+            Some(Value::Table(table)) => table,
             Some(other) => {
                 errors.add(
                     &path,
                     format!("expected a table, found {}", describe(other)),
                 );
-                Section::new(path, empty_table(), known)
+                empty_table()
             }
-            None => Section::new(path, empty_table(), known),
-        }
+            None => empty_table(),
+        };
+        Section::read(errors, path, table, reader)
     }
 
     pub fn key(&self, key: &str) -> String {
         join(&self.path, key)
     }
 
+    /// Is `key` present? Only a question: it does not make `key` known
+    /// (a reader must read a key's value for the key to be accepted).
     pub fn has(&self, key: &str) -> bool {
         self.table.contains_key(key)
     }
 
-    pub fn raw(&self, key: &str) -> Option<&'a Value> {
+    /// The value of `key` as written; asking makes `key` a known key.
+    pub fn raw(&self, key: &'static str) -> Option<&'a Value> {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.contains(&key) {
+            asked.push(key);
+        }
         self.table.get(key)
     }
 
     fn typed<T>(
         &self,
         errors: &mut Errors,
-        key: &str,
+        key: &'static str,
         expected: &str,
         read: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Option<T> {
-        let value = self.table.get(key)?;
+        let value = self.raw(key)?;
         let result = read(value);
         if result.is_none() {
             errors.add(
@@ -122,15 +145,15 @@ impl<'a> Section<'a> {
         result
     }
 
-    pub fn str(&self, errors: &mut Errors, key: &str) -> Option<&'a str> {
+    pub fn str(&self, errors: &mut Errors, key: &'static str) -> Option<&'a str> {
         self.typed(errors, key, "a string", Value::as_str)
     }
 
-    pub fn boolean(&self, errors: &mut Errors, key: &str) -> Option<bool> {
+    pub fn boolean(&self, errors: &mut Errors, key: &'static str) -> Option<bool> {
         self.typed(errors, key, "a boolean", Value::as_bool)
     }
 
-    pub fn array(&self, errors: &mut Errors, key: &str) -> Option<&'a Vec<Value>> {
+    pub fn array(&self, errors: &mut Errors, key: &'static str) -> Option<&'a Vec<Value>> {
         self.typed(errors, key, "an array", Value::as_array)
     }
 
@@ -138,7 +161,7 @@ impl<'a> Section<'a> {
     pub fn int(
         &self,
         errors: &mut Errors,
-        key: &str,
+        key: &'static str,
         range: std::ops::RangeInclusive<i64>,
     ) -> Option<i64> {
         let n = self.typed(errors, key, "an integer", Value::as_integer)?;
@@ -154,23 +177,28 @@ impl<'a> Section<'a> {
     }
 
     /// A number, integer or float.
-    pub fn number(&self, errors: &mut Errors, key: &str) -> Option<f64> {
+    pub fn number(&self, errors: &mut Errors, key: &'static str) -> Option<f64> {
         self.typed(errors, key, "a number", number)
     }
 
-    pub fn duration(&self, errors: &mut Errors, key: &str) -> Option<Duration> {
+    pub fn duration(&self, errors: &mut Errors, key: &'static str) -> Option<Duration> {
         let text = self.typed(errors, key, "a duration string like \"10s\"", Value::as_str)?;
         match parse_duration(text) {
             Ok(d) => Some(d),
-            Err(message) => {
-                errors.add(self.key(key), message);
+            Err(e) => {
+                errors.add(self.key(key), e.to_string());
                 None
             }
         }
     }
 
     /// A duration that must be above zero; `default` when absent.
-    pub fn positive_duration(&self, errors: &mut Errors, key: &str, default: Duration) -> Duration {
+    pub fn positive_duration(
+        &self,
+        errors: &mut Errors,
+        key: &'static str,
+        default: Duration,
+    ) -> Duration {
         match self.duration(errors, key) {
             Some(d) if d.is_zero() => {
                 errors.add(self.key(key), "must be greater than 0");
@@ -181,18 +209,20 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Reports every key of this table that is not in `known`.
-    pub fn finish(&self, errors: &mut Errors) {
-        for key in self.table.keys() {
-            if self.known.contains(&key.as_str()) {
-                continue;
-            }
-            let message = match suggest(key, self.known) {
-                Some(near) => format!("unknown key (did you mean \"{near}\"?)"),
-                None => "unknown key".to_string(),
-            };
-            errors.add(self.key(key), message);
-        }
+    /// An error for every key of this table that was never asked for.
+    fn unknown_keys(&self) -> Vec<ConfigError> {
+        let asked = self.asked.borrow();
+        self.table
+            .keys()
+            .filter(|key| !asked.contains(&key.as_str()))
+            .map(|key| ConfigError {
+                path: self.key(key),
+                message: match suggest(key, &asked) {
+                    Some(near) => format!("unknown key (did you mean \"{near}\"?)"),
+                    None => "unknown key".to_string(),
+                },
+            })
+            .collect()
     }
 }
 
@@ -244,6 +274,62 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().expect("test TOML parses")
+    }
+
+    /// Reads `text` with a reader that asks for `alpha` and `bravo` (and
+    /// only checks whether `charlie` is there); returns every message.
+    fn read_ab(text: &str) -> Vec<String> {
+        let document = table(text);
+        let mut errors = Errors::default();
+        Section::read(&mut errors, "t", &document, |s, errors| {
+            s.int(errors, "alpha", 0..=9);
+            s.str(errors, "bravo");
+            s.has("charlie");
+        });
+        errors.0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_keys_a_reader_asks_for_are_the_keys_it_accepts() {
+        assert!(read_ab("alpha = 1\nbravo = \"x\"\n").is_empty());
+        assert!(read_ab("").is_empty(), "absent keys are no error");
+        assert_eq!(
+            read_ab("alpha = 1\nbrav = 2\nzulu = 3\n"),
+            [
+                "t.brav: unknown key (did you mean \"bravo\"?)",
+                "t.zulu: unknown key",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_only_checked_for_presence_is_unknown() {
+        assert_eq!(read_ab("charlie = 1\n"), ["t.charlie: unknown key"]);
+    }
+
+    #[test]
+    fn unknown_keys_come_before_the_errors_of_their_table() {
+        assert_eq!(
+            read_ab("alpha = 99\nxray = 1\n"),
+            ["t.xray: unknown key", "t.alpha: 99 is out of range (0..=9)"]
+        );
+    }
+
+    #[test]
+    fn nested_tables_report_their_own_unknown_keys() {
+        let document = table("[inner]\nkeep = 1\nstray = 2\n");
+        let mut errors = Errors::default();
+        Section::read(&mut errors, "", &document, |root, errors| {
+            root.section(errors, "inner", |inner, errors| {
+                inner.int(errors, "keep", 0..=9);
+            });
+        });
+        let messages: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(messages, ["inner.stray: unknown key"]);
+    }
 
     #[test]
     fn edit_distance_counts_edits() {

@@ -627,7 +627,11 @@ impl Controller {
                 let named: Result<Split, String> = record
                     .split
                     .iter()
-                    .map(|(p, pct)| config::parse_share(*pct).map(|s| (p.clone(), s)))
+                    .map(|(p, pct)| {
+                        config::parse_share(*pct)
+                            .map(|s| (p.clone(), s))
+                            .map_err(|e| e.to_string())
+                    })
                     .collect();
                 let split = complete_split(config.pools.keys().cloned(), &named?);
                 if let Some(problem) = record.split.keys().find(|p| !config.pools.contains_key(*p))

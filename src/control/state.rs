@@ -81,7 +81,11 @@ pub fn split_doc(split: &Split) -> SplitDoc {
 
 fn split_from_doc(doc: &SplitDoc) -> Result<Split, String> {
     doc.iter()
-        .map(|(pool, percent)| parse_share(*percent).map(|s| (pool.clone(), s)))
+        .map(|(pool, percent)| {
+            parse_share(*percent)
+                .map(|s| (pool.clone(), s))
+                .map_err(|e| e.to_string())
+        })
         .collect()
 }
 

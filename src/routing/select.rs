@@ -96,7 +96,7 @@ impl RequestHeaders for [httparse::Header<'_>] {
 fn matches<H: RequestHeaders + ?Sized>(matcher: &CompiledMatch, headers: &H) -> bool {
     match matcher {
         CompiledMatch::Header { name, value } => {
-            headers.values(name).any(|v| v == value.as_slice())
+            headers.values(name).any(|v| v == value.as_bytes())
         }
         CompiledMatch::Cookie { name, value } => {
             cookie_value(headers, name).is_some_and(|v| v == value.as_slice())

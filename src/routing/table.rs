@@ -102,8 +102,14 @@ impl Pool {
 /// How a route rule reads the request, compiled for the hot path.
 #[derive(Debug)]
 pub(super) enum CompiledMatch {
-    Header { name: HeaderName, value: Vec<u8> },
-    Cookie { name: Vec<u8>, value: Vec<u8> },
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+    },
+    Cookie {
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -175,30 +181,36 @@ impl RoutingTable {
         }
 
         let id_of = |name: &str| pools.iter().position(|p| p.name == name);
+        // Validation parsed every name and value and checked every rule's
+        // pool, so each rule compiles; a rule is never skipped quietly.
         let routes = config
             .routes
             .iter()
             .filter_map(|rule| {
                 let compiled = match &rule.matcher {
                     RouteMatch::Header { name, value } => CompiledMatch::Header {
-                        name: HeaderName::from_bytes(name.as_bytes()).ok()?,
-                        value: value.as_bytes().to_vec(),
+                        name: name.clone(),
+                        value: value.clone(),
                     },
                     RouteMatch::Cookie { name, value } => CompiledMatch::Cookie {
                         name: name.as_bytes().to_vec(),
                         value: value.as_bytes().to_vec(),
                     },
                 };
-                Some((compiled, id_of(&rule.pool)?))
+                let Some(pool) = id_of(&rule.pool) else {
+                    // Only a config built by hand, not by `config::parse`.
+                    debug_assert!(false, "route to unknown pool {}", rule.pool);
+                    log::error!("route to unknown pool {}: rule not used", rule.pool);
+                    return None;
+                };
+                Some((compiled, pool))
             })
             .collect();
 
-        let sticky = config.sticky.as_ref().and_then(|key| match key {
-            StickyKey::Header(name) => HeaderName::from_bytes(name.as_bytes())
-                .ok()
-                .map(CompiledSticky::Header),
-            StickyKey::Cookie(name) => Some(CompiledSticky::Cookie(name.as_bytes().to_vec())),
-            StickyKey::ClientIp => Some(CompiledSticky::ClientIp),
+        let sticky = config.sticky.as_ref().map(|key| match key {
+            StickyKey::Header(name) => CompiledSticky::Header(name.clone()),
+            StickyKey::Cookie(name) => CompiledSticky::Cookie(name.as_bytes().to_vec()),
+            StickyKey::ClientIp => CompiledSticky::ClientIp,
         });
         let sticky_map = if sticky.is_some() {
             let shares: Vec<(&str, u16)> = pools
@@ -210,11 +222,7 @@ impl RoutingTable {
             Vec::new()
         };
 
-        let pool_header = config
-            .server
-            .pool_header
-            .as_deref()
-            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok());
+        let pool_header = config.server.pool_header.clone();
 
         let fast_path = config.server.fast_path
             && config.pools.values().all(|pool| {
