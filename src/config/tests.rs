@@ -431,3 +431,22 @@ fn golden_unreadable_file() {
         "cannot read \"/nonexistent/switchyard.toml\": No such file or directory (os error 2)\n"
     );
 }
+
+#[test]
+fn the_guard_takes_alpha_mode_and_the_canary_a_step_wait() {
+    let config = ok(MINIMAL);
+    assert_eq!(config.guard.alpha, 0.001);
+    assert_eq!(config.guard.mode, GuardMode::Rollback);
+    assert_eq!(config.canary.max_step_wait, Duration::from_secs(1800));
+    let config = ok(&format!(
+        "{MINIMAL}[guard]\nalpha = 0.01\nmode = \"observe\"\n[canary]\nmax_step_wait = \"2m\"\n"
+    ));
+    assert_eq!(config.guard.alpha, 0.01);
+    assert_eq!(config.guard.mode, GuardMode::Observe);
+    assert_eq!(config.canary.max_step_wait, Duration::from_secs(120));
+    assert_eq!(
+        errors(&format!("{MINIMAL}[guard]\nalpha = 0.5\nmode = \"loud\"\n")),
+        "guard.alpha: 0.5 must be above 0 and below 0.5\n\
+         guard.mode: \"loud\" is not a mode (\"rollback\" or \"observe\")\n"
+    );
+}

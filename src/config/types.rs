@@ -241,13 +241,38 @@ pub struct GuardConfig {
     pub max_p99: Option<Duration>,
     pub max_error_rate_vs_baseline: Option<f64>,
     pub max_p95_vs_baseline: Option<f64>,
+    /// The chance the guard may take of ever rolling back a healthy pool
+    /// in one watch (the sequential tests' false-trip budget).
+    pub alpha: f64,
+    pub mode: GuardMode,
     pub watch: Duration,
     pub rollback_target_ttl: Duration,
+}
+
+/// What a trip does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Roll back at once.
+    Rollback,
+    /// Record what it would have done (audit, webhook, metric), change nothing.
+    Observe,
+}
+
+impl GuardMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            GuardMode::Rollback => "rollback",
+            GuardMode::Observe => "observe",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanaryConfig {
     pub steps: Vec<CanaryStep>,
+    /// A step that has not gathered its evidence this long after it began
+    /// pauses the canary (`canary_stalled`).
+    pub max_step_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 use super::secs;
 use crate::config::parse_share;
 use crate::config::types::{
-    CanaryConfig, CanaryStep, GuardConfig, HealthConfig, NotifyConfig, Share,
+    CanaryConfig, CanaryStep, GuardConfig, GuardMode, HealthConfig, NotifyConfig, Share,
 };
 use crate::config::walk::{expected, Errors, Section};
 
@@ -94,6 +94,25 @@ pub(super) fn read_guard(errors: &mut Errors, root: &Section) -> GuardConfig {
         };
         let max_p95 = optional_duration("max_p95");
         let max_p99 = optional_duration("max_p99");
+        let alpha = match g.number(errors, "alpha") {
+            Some(a) if a > 0.0 && a < 0.5 => a,
+            Some(a) => {
+                errors.add(g.key("alpha"), format!("{a} must be above 0 and below 0.5"));
+                0.001
+            }
+            None => 0.001,
+        };
+        let mode = match g.str(errors, "mode") {
+            None | Some("rollback") => GuardMode::Rollback,
+            Some("observe") => GuardMode::Observe,
+            Some(other) => {
+                errors.add(
+                    g.key("mode"),
+                    format!("\"{other}\" is not a mode (\"rollback\" or \"observe\")"),
+                );
+                GuardMode::Rollback
+            }
+        };
         GuardConfig {
             enabled: g.boolean(errors, "enabled").unwrap_or(true),
             window,
@@ -103,6 +122,8 @@ pub(super) fn read_guard(errors: &mut Errors, root: &Section) -> GuardConfig {
             max_p99,
             max_error_rate_vs_baseline,
             max_p95_vs_baseline,
+            alpha,
+            mode,
             watch: g.positive_duration(errors, "watch", secs(600)),
             rollback_target_ttl: g.positive_duration(errors, "rollback_target_ttl", secs(86_400)),
         }
@@ -124,9 +145,11 @@ fn default_canary_steps() -> Vec<CanaryStep> {
 
 pub(super) fn read_canary(errors: &mut Errors, root: &Section) -> CanaryConfig {
     root.section(errors, "canary", |c, errors| {
+        let max_step_wait = c.positive_duration(errors, "max_step_wait", secs(1800));
         let Some(items) = c.array(errors, "steps") else {
             return CanaryConfig {
                 steps: default_canary_steps(),
+                max_step_wait,
             };
         };
         let mut steps = Vec::new();
@@ -147,7 +170,10 @@ pub(super) fn read_canary(errors: &mut Errors, root: &Section) -> CanaryConfig {
         } else if steps.last().is_some_and(|s| s.weight != Share::FULL) {
             errors.add(c.key("steps"), "the last step must be weight = 100");
         }
-        CanaryConfig { steps }
+        CanaryConfig {
+            steps,
+            max_step_wait,
+        }
     })
 }
 
