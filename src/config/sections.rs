@@ -306,7 +306,7 @@ fn read_tls(errors: &mut Errors, server: &Section, base_dir: &Path) -> Vec<TlsLi
         if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
             // Load them now as the server would: a bad pair is a config
             // error with its key path, never a panic at start.
-            if let Err(e) = crate::tls::load_certified_key(&cert, &key) {
+            if let Err(e) = crate::tls::material::load_certified_key(&cert, &key) {
                 errors.add(t.key("cert"), e);
                 continue;
             }
@@ -440,7 +440,7 @@ fn read_upstream(errors: &mut Errors, pool: &Section, base_dir: &Path) -> Upstre
         }
     });
     let ca = match pool.str(errors, "ca_file") {
-        Some(text) => match crate::tls::load_ca_bundle(&resolve_path(base_dir, text)) {
+        Some(text) => match crate::tls::material::load_ca_bundle(&resolve_path(base_dir, text)) {
             Ok(certs) => certs,
             Err(e) => {
                 errors.add(pool.key("ca_file"), e);

@@ -279,7 +279,7 @@ fn build_pool(
         _ => Arc::new(PoolStats::new(config.guard.window)),
     };
     let upstream = &pool_config.upstream;
-    let ca = crate::tls::upstream_ca(&upstream.ca).unwrap_or_else(|e| {
+    let ca = crate::tls::upstream::upstream_ca(&upstream.ca).unwrap_or_else(|e| {
         log::error!("pool {name}: {e}; verifying with the system's CAs");
         None
     });
@@ -289,7 +289,7 @@ fn build_pool(
             UpstreamProtocol::Http2 => &[b"h2"],
             _ => &[b"http/1.1"],
         };
-        match crate::tls::probe_client_config(&upstream.ca, upstream.verify, alpn) {
+        match crate::tls::upstream::probe_client_config(&upstream.ca, upstream.verify, alpn) {
             Ok(config) => Some(config),
             Err(e) => {
                 log::error!("pool {name}: health probes cannot use TLS: {e}");
