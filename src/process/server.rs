@@ -21,7 +21,7 @@ use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::Controller;
 use crate::guard::evaluator::GuardService;
-use crate::health::HealthService;
+use crate::health::service::HealthService;
 use crate::keepalive::LeanKeepalive;
 use crate::notify::WebhookService;
 use crate::proxy::SwitchyardProxy;

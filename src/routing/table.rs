@@ -14,7 +14,7 @@ use crate::config::{
     BackendConfig, Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey,
     UpstreamProtocol,
 };
-use crate::health::BackendHealth;
+use crate::health::verdict::{BackendHealth, Peers};
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, PoolStats, StatusClass};
 
 /// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
@@ -96,6 +96,24 @@ impl Pool {
     /// Does any backend of this pool accept new requests right now?
     pub fn has_usable_backend(&self) -> bool {
         self.backends.iter().any(Backend::usable)
+    }
+}
+
+/// What passive ejection asks of a backend's pool (its cap).
+impl Peers for Pool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    fn ejected_count(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.health.is_ejected())
+            .count()
     }
 }
 
