@@ -20,11 +20,11 @@ use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::Controller;
+use crate::dataplane::accept::LeanKeepalive;
+use crate::dataplane::pingora::SwitchyardProxy;
 use crate::guard::evaluator::GuardService;
 use crate::health::service::HealthService;
-use crate::keepalive::LeanKeepalive;
 use crate::notify::WebhookService;
-use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
 use crate::tls::listeners::CertReloadService;
 
@@ -83,6 +83,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
             proxy.server_options = Some(options);
         }
     }
+    let idle_reaper = app.idle_reaper();
     let mut proxy = Service::new("switchyard proxy".to_string(), app);
     for addr in &config.server.listen {
         // pingora's default L4 read buffer is 64 KiB per connection, zero-
@@ -111,6 +112,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         );
     }
     server.add_service(proxy);
+    server.add_service(background_service("upstream idle reaper", idle_reaper));
 
     if let Some(listener) = admin_listener {
         server.add_service(background_service(
