@@ -5,7 +5,7 @@
 //! backend, never).
 //!
 //! Time comes in as a [`MonoMs`] and the pool as two counts, so every rule
-//! here is tested with made-up moments; [`super::verdict`] keeps the state
+//! here is tested with made-up moments; `verdict` keeps the state
 //! in atomics and reads the clock only when an ejection may trip.
 
 use std::time::Duration;

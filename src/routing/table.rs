@@ -156,7 +156,7 @@ pub struct RoutingTable {
     /// Bucket → pool, empty when there is no stickiness.
     pub(super) sticky_map: Vec<u16>,
     /// Every pool speaks plain HTTP/1.1 upstream, so a plain HTTP/1.1 client
-    /// request may take the fast path (`crate::fastpath`). Decided for the
+    /// request may take the fast path (`dataplane::fastpath`). Decided for the
     /// whole table so that falling back never skews the split.
     pub fast_path: bool,
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,7 +17,6 @@ use super::head::{self, ClientAddr, Parsed};
 use super::io::{clamp, read_within, write_within};
 use super::scratch::Scratch;
 use super::upstream::IdlePool;
-use super::Ending;
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
 use crate::dataplane::exchange::{Attempt, Outcome};
 use crate::routing::{fast_random, Pool};
@@ -32,6 +32,15 @@ pub(super) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// first request (it is counted in flight meanwhile, so the process waits
 /// for it): its client is most likely sending it at that very moment.
 const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// How a client connection left the fast path.
+pub enum Ending {
+    /// Closed (or idle timeout, or shutdown): nothing more to do.
+    Closed,
+    /// A request the fast path doesn't carry: its bytes were put back in the
+    /// stream, and pingora serves the connection from here on.
+    Pingora(Stream),
+}
 
 /// What a connection's requests need besides the connection itself.
 pub(super) struct Serving<'a> {
@@ -144,6 +153,19 @@ pub(super) enum Failure {
     Upstream { kind: FailureKind, answered: bool },
     /// The client went away: not the pool's doing.
     Client,
+}
+
+/// Why an attempt did not deliver a response.
+pub(super) enum Retry {
+    /// The reused connection was dead: send the request again.
+    Resend,
+    Fail(Failure),
+}
+
+impl From<Failure> for Retry {
+    fn from(failure: Failure) -> Retry {
+        Retry::Fail(failure)
+    }
 }
 
 /// A response delivered in full.

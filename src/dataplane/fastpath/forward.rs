@@ -8,7 +8,7 @@ use std::io;
 
 use tokio::net::TcpStream;
 
-use super::connection::{Connection, Delivered, Failure, CLIENT_TIMEOUT};
+use super::connection::{Connection, Delivered, Failure, Retry, CLIENT_TIMEOUT};
 use super::head::{self, Request, ResponseContext};
 use super::io::{clamp, connect_failure, write_failure, write_within, Side};
 use super::relay::Head;
@@ -59,19 +59,6 @@ impl Resend {
 pub(super) struct Upstream {
     pub stream: TcpStream,
     pub reused: bool,
-}
-
-/// Why an attempt did not deliver a response.
-pub(super) enum Retry {
-    /// The reused connection was dead: send the request again.
-    Resend,
-    Fail(Failure),
-}
-
-impl From<Failure> for Retry {
-    fn from(failure: Failure) -> Retry {
-        Retry::Fail(failure)
-    }
 }
 
 impl Connection {

@@ -12,11 +12,11 @@
 //! It only takes what it fully understands (see [`head::parse_request`]);
 //! anything else is handed, bytes unread, to pingora's proxy, which either
 //! serves it or answers the error. Routing, statistics, passive health and
-//! retries are the same as [`super::pingora`]'s: both call
-//! [`super::exchange`].
+//! retries are the same as on the pingora path: both call the data plane's
+//! `exchange` policy.
 //!
-//! The boundary: it takes a plain (cleartext) connection from
-//! [`super::accept`] and serves it request by request; a request it does
+//! The boundary: it takes a plain (cleartext) connection from the accept
+//! app and serves it request by request; a request it does
 //! not carry is handed back as [`Ending::Pingora`] with its bytes put back
 //! in the stream, and pingora serves the connection from then on.
 //!
@@ -43,20 +43,11 @@ use pingora::server::ShutdownWatch;
 
 use super::exchange::client_ip;
 use crate::shared::Shared;
-pub use connection::CLIENT_KEEPALIVE;
 use connection::{Connection, Serving};
+pub use connection::{Ending, CLIENT_KEEPALIVE};
 use deadline::Deadline;
 use head::ClientAddr;
 pub use upstream::{IdlePool, IdleReaper};
-
-/// How a client connection left the fast path.
-pub enum Ending {
-    /// Closed (or idle timeout, or shutdown): nothing more to do.
-    Closed,
-    /// A request the fast path doesn't carry: its bytes were put back in the
-    /// stream, and pingora serves the connection from here on.
-    Pingora(Stream),
-}
 
 /// Is this stream one the fast path can serve (plain TCP, not TLS)?
 pub fn takes(stream: &Stream) -> bool {

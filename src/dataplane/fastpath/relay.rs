@@ -7,8 +7,7 @@ use std::io;
 use tokio::net::TcpStream;
 
 use super::chunked::ChunkedScanner;
-use super::connection::{Connection, Failure};
-use super::forward::Retry;
+use super::connection::{Connection, Failure, Retry};
 use super::head::{self, Framing, Response, ResponseContext};
 use super::io::{clamp, read_failure, read_within, Side};
 use super::scratch::Scratch;
