@@ -69,7 +69,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, upgrade } => {
             init_logging();
-            exit_on_error(crate::server::run(&config, upgrade))
+            exit_on_error(crate::process::server::run(&config, upgrade))
         }
         Command::Check { config } => check(&config),
         Command::Ctl {

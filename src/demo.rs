@@ -89,7 +89,7 @@ Ctrl-C stops everything.
 "#,
         config = config_path.display(),
     );
-    crate::server::run(&config_path, false)
+    crate::process::server::run(&config_path, false)
 }
 
 /// Starts blue and green on free loopback ports in a thread of their own

@@ -80,7 +80,8 @@ async fn a_proxied_keep_alive_request_allocates_nothing() {
     tokio::spawn(async move {
         let (tcp, _) = proxy_listener.accept().await.expect("accept");
         let stream: L4Stream = tcp.into();
-        switchyard::fastpath::serve(Box::new(stream), &serving, &watch).await;
+        let idle = switchyard::dataplane::fastpath::IdlePool::new();
+        switchyard::dataplane::fastpath::serve(Box::new(stream), &serving, &idle, &watch).await;
     });
 
     let mut client = TcpStream::connect(proxy_addr).await.expect("connect");

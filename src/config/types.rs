@@ -71,7 +71,7 @@ pub struct ServerConfig {
     /// Also accept HTTP/2 with prior knowledge (h2c) on the plain listeners.
     pub h2c: bool,
     /// Plain HTTP/1.1 requests to plain HTTP/1.1 pools skip pingora's HTTP
-    /// layer (`crate::fastpath`); off sends every request through pingora.
+    /// layer (`crate::dataplane::fastpath`); off sends every request through pingora.
     pub fast_path: bool,
     /// Worker threads for the proxy service (pingora `threads`).
     pub threads: usize,

@@ -14,7 +14,7 @@ use crate::config::{
     BackendConfig, Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey,
     UpstreamProtocol,
 };
-use crate::health::BackendHealth;
+use crate::health::verdict::{BackendHealth, Peers};
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, PoolStats, StatusClass};
 
 /// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
@@ -99,6 +99,24 @@ impl Pool {
     }
 }
 
+/// What passive ejection asks of a backend's pool (its cap).
+impl Peers for Pool {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    fn ejected_count(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.health.is_ejected())
+            .count()
+    }
+}
+
 /// How a route rule reads the request, compiled for the hot path.
 #[derive(Debug)]
 pub(super) enum CompiledMatch {
@@ -144,7 +162,7 @@ pub struct RoutingTable {
     /// Bucket → pool, empty when there is no stickiness.
     pub(super) sticky_map: Vec<u16>,
     /// Every pool speaks plain HTTP/1.1 upstream, so a plain HTTP/1.1 client
-    /// request may take the fast path (`crate::fastpath`). Decided for the
+    /// request may take the fast path (`dataplane::fastpath`). Decided for the
     /// whole table so that falling back never skews the split.
     pub fast_path: bool,
 }
@@ -287,7 +305,7 @@ fn build_pool(
         _ => Arc::new(PoolStats::new(config.guard.window)),
     };
     let upstream = &pool_config.upstream;
-    let ca = crate::tls::upstream_ca(&upstream.ca).unwrap_or_else(|e| {
+    let ca = crate::tls::upstream::upstream_ca(&upstream.ca).unwrap_or_else(|e| {
         log::error!("pool {name}: {e}; verifying with the system's CAs");
         None
     });
@@ -297,7 +315,7 @@ fn build_pool(
             UpstreamProtocol::Http2 => &[b"h2"],
             _ => &[b"http/1.1"],
         };
-        match crate::tls::probe_client_config(&upstream.ca, upstream.verify, alpn) {
+        match crate::tls::upstream::probe_client_config(&upstream.ca, upstream.verify, alpn) {
             Ok(config) => Some(config),
             Err(e) => {
                 log::error!("pool {name}: health probes cannot use TLS: {e}");

@@ -24,7 +24,7 @@ use super::types::Config;
 // The one way config reaches TLS: checking certificate files at load.
 use super::walk::{Errors, Section};
 use super::ConfigErrors;
-use crate::tls;
+use crate::tls::material as tls;
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

@@ -271,7 +271,7 @@ fn mutated_heads_never_panic() {
         }
         let _ = parse_request(&bytes, &table, &client, rng.gen(), &mut out);
         let _ = parse_response(&bytes, &context, &mut out);
-        let mut scanner = crate::fastpath::chunked::ChunkedScanner::default();
+        let mut scanner = crate::dataplane::fastpath::chunked::ChunkedScanner::default();
         for piece in bytes.chunks(rng.gen_range(1..8)) {
             if !matches!(scanner.feed(piece), Ok(None)) {
                 break;

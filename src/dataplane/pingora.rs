@@ -1,9 +1,12 @@
-//! The pingora `ProxyHttp` implementation: the request path.
+//! The pingora `ProxyHttp` adapter: the request path of everything the fast
+//! path hands over (TLS, h2, h2c, and the HTTP/1.1 it doesn't take).
 //!
 //! Per request: load the routing table once (the request keeps that revision
-//! for its whole life, retries included), choose pool and backend, and at the
-//! end record the outcome in the pool's statistics. Nothing here locks, logs
-//! or allocates beyond what pingora's API itself requires (the boxed peer).
+//! for its whole life, retries included), choose the pool, and let
+//! [`super::exchange`] pick backends, decide connect retries and record the
+//! outcome; this file only translates pingora's hooks and errors into that
+//! policy. Nothing here locks, logs or allocates beyond what pingora's API
+//! itself requires (the boxed peer).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,14 +17,11 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
+use super::answers::Answer;
+use super::exchange::{client_ip, Attempt, Outcome};
 use crate::routing::{fast_random, PoolId, RoutingTable};
 use crate::shared::Shared;
-use crate::stats::{now_ms, FailureKind, InFlightToken, Instant, StatusClass, REQUESTS};
-
-/// Connect failures retried per request: once, on another backend of the
-/// same pool (pingora may add its own retry of an idempotent request whose
-/// reused keep-alive connection turned out dead; that one is not counted here).
-pub(crate) const CONNECT_RETRIES: u8 = 1;
+use crate::stats::{FailureKind, InFlightToken, Instant, REQUESTS};
 
 pub struct SwitchyardProxy {
     shared: Arc<Shared>,
@@ -39,22 +39,25 @@ pub struct RequestCtx {
     /// The table this request was routed with (set on the first pick).
     table: Option<Arc<RoutingTable>>,
     pool: PoolId,
-    backend: Option<usize>,
-    /// Upstream picks so far (a retry never picks the previous backend again).
-    attempts: u8,
-    connect_retries: u8,
-    /// The chosen pool had no usable backend: answer 503 naming it.
-    no_backend: bool,
+    /// Backend picks and connect retries (a retry never picks the previous
+    /// backend again).
+    attempt: Attempt,
+    /// Switchyard answers the request itself (no share, no usable backend).
+    answer: Option<Refused>,
     /// Keeps the request counted as in flight until the context drops, so
     /// shutdown can exit as soon as the last one finishes.
     _in_flight: InFlightToken,
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip())
+/// What switchyard answered itself, remembered until `fail_to_proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    NoShare,
+    NoBackend,
+}
+
+fn session_client_ip(session: &Session) -> Option<IpAddr> {
+    client_ip(session.client_addr())
 }
 
 /// Maps pingora's error type to the failure kinds we count and export.
@@ -99,10 +102,8 @@ impl ProxyHttp for SwitchyardProxy {
             started: Instant::now(),
             table: None,
             pool: 0,
-            backend: None,
-            attempts: 0,
-            connect_retries: 0,
-            no_backend: false,
+            attempt: Attempt::new(),
+            answer: None,
             _in_flight: REQUESTS.start(),
         }
     }
@@ -116,15 +117,18 @@ impl ProxyHttp for SwitchyardProxy {
             Some(table) => Arc::clone(table),
             None => {
                 let table = self.shared.table_arc();
-                let choice = table
-                    .choose_pool(
-                        &session.req_header().headers,
-                        client_ip(session),
-                        fast_random(),
-                    )
-                    .ok_or_else(|| {
-                        Error::explain(ErrorType::HTTPStatus(503), "no pool has a share")
-                    })?;
+                let choice = table.choose_pool(
+                    &session.req_header().headers,
+                    session_client_ip(session),
+                    fast_random(),
+                );
+                let Some(choice) = choice else {
+                    ctx.answer = Some(Refused::NoShare);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(503),
+                        "no pool has a share",
+                    ));
+                };
                 ctx.pool = choice.pool();
                 ctx.table = Some(Arc::clone(&table));
                 table
@@ -133,18 +137,13 @@ impl ProxyHttp for SwitchyardProxy {
         let pool = &table.pools[ctx.pool];
         // A retry (after a connect failure, or pingora's retry of a dead
         // reused connection) goes to another backend when there is one.
-        let exclude = if ctx.attempts > 0 { ctx.backend } else { None };
-        ctx.attempts += 1;
-        let pick = pool
-            .pick_backend(fast_random(), exclude)
-            .or_else(|| pool.pick_backend(fast_random(), None));
-        match pick {
-            Some(index) => {
-                ctx.backend = Some(index);
-                Ok(Box::new(pool.backends[index].peer.clone()))
-            }
+        if ctx.attempt.backend().is_some() {
+            ctx.attempt.avoid_last();
+        }
+        match ctx.attempt.pick(pool) {
+            Some(index) => Ok(Box::new(pool.backends[index].peer.clone())),
             None => {
-                ctx.no_backend = true;
+                ctx.answer = Some(Refused::NoBackend);
                 Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     "pool has no usable backend",
@@ -159,7 +158,7 @@ impl ProxyHttp for SwitchyardProxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(ip) = client_ip(session) {
+        if let Some(ip) = session_client_ip(session) {
             append_forwarded_for(upstream_request, ip)?;
         }
         Ok(())
@@ -191,13 +190,9 @@ impl ProxyHttp for SwitchyardProxy {
             return error;
         };
         let pool = &table.pools[ctx.pool];
-        pool.count_failure(ctx.backend, failure_kind(&error), &table.config.health);
-        // Retry once on another backend of the same pool, if there is one.
-        let retry = ctx.connect_retries < CONNECT_RETRIES
-            && pool.pick_backend(fast_random(), ctx.backend).is_some();
-        if retry {
-            ctx.connect_retries += 1;
-        }
+        let retry = ctx
+            .attempt
+            .connect_failed(pool, failure_kind(&error), &table.config.health);
         error.set_retry(retry);
         error
     }
@@ -208,17 +203,18 @@ impl ProxyHttp for SwitchyardProxy {
         error: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = if ctx.no_backend {
-            let name = ctx
-                .table
-                .as_ref()
-                .map(|t| t.pools[ctx.pool].name.as_str())
-                .unwrap_or("?");
-            let body = Bytes::from(no_backend_body(name));
-            if let Err(e) = session.respond_error_with_body(503, body).await {
-                log::debug!("could not send 503 to client: {e}");
-            }
-            503
+        let code = if let Some(refused) = ctx.answer {
+            let answer = match refused {
+                Refused::NoShare => Answer::NoShare,
+                Refused::NoBackend => Answer::NoBackend {
+                    pool: ctx
+                        .table
+                        .as_ref()
+                        .map(|t| t.pools[ctx.pool].name.as_str())
+                        .unwrap_or("?"),
+                },
+            };
+            send_answer(session, answer).await
         } else {
             let code = match error.etype() {
                 ErrorType::HTTPStatus(code) => *code,
@@ -253,33 +249,26 @@ impl ProxyHttp for SwitchyardProxy {
             return;
         };
         let pool = &table.pools[ctx.pool];
-        let class = match error {
-            // The client went away: not the pool's fault, not its error.
-            Some(e) if *e.esource() == ErrorSource::Downstream => return,
-            Some(e) => {
-                if *e.esource() == ErrorSource::Upstream && !is_connect_failure(e) {
-                    pool.stats.record_failure(now_ms(), failure_kind(e));
-                }
-                StatusClass::Error
+        let outcome = match error {
+            Some(e) if *e.esource() == ErrorSource::Downstream => Outcome::ClientGone,
+            Some(e) if is_connect_failure(e) => Outcome::Failed {
+                backend_at_fault: false,
+            },
+            Some(e) if *e.esource() == ErrorSource::Upstream => {
+                Outcome::UpstreamFailed(failure_kind(e))
             }
+            Some(_) => Outcome::Failed {
+                backend_at_fault: true,
+            },
             None => match session.response_written() {
-                Some(response) => StatusClass::from_status(response.status.as_u16()),
-                None => StatusClass::Error,
+                Some(response) => Outcome::Answered(response.status.as_u16()),
+                None => Outcome::Failed {
+                    backend_at_fault: false,
+                },
             },
         };
-        // Passive health: a 5xx or an upstream failure counts against the
-        // backend that answered; a connect failure was counted already.
-        if let Some(backend) = ctx.backend.and_then(|i| pool.backends.get(i)) {
-            match class {
-                StatusClass::S5xx => backend.health.observe_failure(pool, &table.config.health),
-                StatusClass::Error if error.is_some_and(|e| !is_connect_failure(e)) => {
-                    backend.health.observe_failure(pool, &table.config.health)
-                }
-                StatusClass::Error => {}
-                _ => backend.health.observe_success(),
-            }
-        }
-        pool.record_finished(class, ctx.started);
+        ctx.attempt
+            .finish(pool, outcome, ctx.started, &table.config.health);
     }
 }
 
@@ -306,8 +295,34 @@ fn append_forwarded_for(request: &mut RequestHeader, ip: IpAddr) -> Result<()> {
     request.insert_header(NAME, value)
 }
 
-/// The body of the 503 answered when the chosen pool has no usable backend
-/// (both request paths).
-pub(crate) fn no_backend_body(pool: &str) -> String {
-    format!("switchyard: pool \"{pool}\" has no usable backend\n")
+/// Sends one of switchyard's own answers with the headers and body the
+/// fast path gives it ([`Answer::write_h1`]); pingora adds `date` and
+/// `connection`. Returns the status, for `FailToProxy`.
+async fn send_answer(session: &mut Session, answer: Answer<'_>) -> u16 {
+    let status = answer.status();
+    let mut response = match ResponseHeader::build(status, Some(4)) {
+        Ok(response) => response,
+        Err(e) => {
+            log::debug!("could not build the {status} answer: {e}");
+            return status;
+        }
+    };
+    let body = answer.body().map(Bytes::from).unwrap_or_default();
+    let length = body.len().to_string();
+    let headers = [
+        ("content-type", (!body.is_empty()).then_some("text/plain")),
+        ("content-length", Some(length.as_str())),
+        ("cache-control", Some("private, no-store")),
+    ];
+    for (name, value) in headers {
+        if let Some(value) = value {
+            if let Err(e) = response.insert_header(name, value) {
+                log::debug!("could not build the {status} answer: {e}");
+            }
+        }
+    }
+    if let Err(e) = session.write_error_response(response, body).await {
+        log::debug!("could not send {status} to client: {e}");
+    }
+    status
 }

@@ -93,7 +93,7 @@ async fn drain_then_exit() {
 
 /// Waits until this process holds a listening socket on every address.
 /// pingora binds them in the background and keeps retrying while another
-/// process has the port, so this polls procfs (see [`crate::listening`])
+/// process has the port, so this polls procfs (see [`super::listening`])
 /// and names the missing addresses once it has waited a while.
 async fn wait_until_listening(addrs: &[SocketAddr]) {
     const POLL: Duration = Duration::from_millis(20);
@@ -101,7 +101,7 @@ async fn wait_until_listening(addrs: &[SocketAddr]) {
     let began = std::time::Instant::now();
     let mut warned = false;
     loop {
-        let missing: Vec<SocketAddr> = match crate::listening::own_listening_addrs() {
+        let missing: Vec<SocketAddr> = match super::listening::own_listening_addrs() {
             Ok(own) => addrs.iter().filter(|a| !own.contains(a)).copied().collect(),
             Err(e) => {
                 // Without procfs there is no way to tell; fall back to

@@ -1,13 +1,7 @@
-//! TLS material for both sides of the proxy.
-//!
-//! Downstream: certificates and keys are loaded with a clear error (pingora's
-//! own loader panics on a bad file), grouped per listener and chosen by SNI
-//! through [`SniResolver`], whose contents are swapped atomically when the
-//! files on disk change ([`CertReloadService`]), so new connections get the
-//! new certificate without a restart.
-//!
-//! Upstream: CA bundles for pools that connect to their backends over TLS,
-//! and the rustls client settings the health probes use for such pools.
+//! Downstream TLS: the certificates of each listener, chosen by SNI through
+//! [`SniResolver`], whose contents are swapped atomically when the files on
+//! disk change ([`CertReloadService`]), so new connections get the new
+//! certificate without a restart.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,77 +15,23 @@ use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{
-    CertificateDer, ClientConfig, ClientHello, CryptoProvider, DigitallySignedStruct,
-    HandshakeSignatureValid, ResolvesServerCert, RootCertStore, RusTlsError, ServerCertVerified,
-    ServerCertVerifier, ServerName, SignatureScheme, UnixTime,
-};
+use pingora::tls::{ClientHello, ResolvesServerCert};
 
+use super::material::{load_certified_key, MaterialError};
 use crate::config::TlsListener;
 
-/// The rustls crypto provider switchyard uses: ring, as pingora does.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))
-}
-
-/// Every certificate of a PEM file, in order; an error if it has none.
-fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_pem(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("\"{}\": unreadable PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "\"{}\" holds no PEM certificate (\"BEGIN CERTIFICATE\")",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// Loads a certificate chain and its private key, checking that the key
-/// is supported and belongs to the first certificate.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let chain = pem_certificates(cert)?;
-    let key_pem = read_pem(key)?;
-    let private_key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("\"{}\": unreadable PEM: {e}", key.display()))?
-        .ok_or_else(|| {
-            format!(
-                "\"{}\" holds no private key (PKCS#8, PKCS#1 or SEC1 PEM)",
-                key.display()
-            )
-        })?;
-    CertifiedKey::from_der(chain, private_key, &crypto_provider())
-        .map(Arc::new)
-        .map_err(|e| {
-            format!(
-                "key \"{}\" cannot be used with certificate \"{}\": {e}",
-                key.display(),
-                cert.display()
-            )
-        })
-}
-
-/// Loads a CA bundle for verifying backends: DER certificates, each one
-/// checked to be a usable trust anchor.
-pub fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = pem_certificates(path)?;
-    let mut store = RootCertStore::empty();
-    for (i, cert) in certs.iter().enumerate() {
-        store.add(cert.clone()).map_err(|e| {
-            format!(
-                "\"{}\": certificate #{} is not a usable CA: {e}",
-                path.display(),
-                i + 1
-            )
-        })?;
-    }
-    Ok(certs)
+/// Why a listener's certificates can't be (re)loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("a TLS listener without certificates")]
+    NoCertificates,
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    #[error("TLS listener {addr}: {source}")]
+    At {
+        addr: SocketAddr,
+        source: Box<ListenerError>,
+    },
 }
 
 /// The certificates of one listener: one per server name, plus a default.
@@ -104,7 +44,7 @@ struct CertSet {
 impl CertSet {
     /// Loads every entry of a listener. The entry without `server_names` is
     /// the default; when every entry has names, the first one is.
-    fn load(entries: &[TlsListener]) -> Result<CertSet, String> {
+    fn load(entries: &[TlsListener]) -> Result<CertSet, ListenerError> {
         let has_unnamed = entries.iter().any(|e| e.server_names.is_empty());
         let mut default = None;
         let mut by_name = HashMap::new();
@@ -122,7 +62,7 @@ impl CertSet {
                 default = Some(key);
             }
         }
-        let default = default.ok_or("a TLS listener without certificates")?;
+        let default = default.ok_or(ListenerError::NoCertificates)?;
         Ok(CertSet { default, by_name })
     }
 
@@ -197,7 +137,7 @@ impl ListenerCerts {
 
     /// Reloads the certificates if any file changed since the last load.
     /// `None`: nothing changed. A failed load keeps the certificates in use.
-    pub fn reload_if_changed(&self) -> Option<Result<(), String>> {
+    pub fn reload_if_changed(&self) -> Option<Result<(), ListenerError>> {
         let now = self.stamps();
         let mut loaded_from = self.loaded_from.lock();
         if *loaded_from == now {
@@ -212,7 +152,7 @@ impl ListenerCerts {
 
 /// Groups `[[server.tls]]` entries by listen address (several certificates
 /// may share one listener by SNI) and loads each group's certificates.
-pub fn load_listeners(entries: &[TlsListener]) -> Result<Vec<Arc<ListenerCerts>>, String> {
+pub fn load_listeners(entries: &[TlsListener]) -> Result<Vec<Arc<ListenerCerts>>, ListenerError> {
     let mut groups: Vec<(SocketAddr, Vec<TlsListener>)> = Vec::new();
     for entry in entries {
         match groups.iter_mut().find(|(addr, _)| *addr == entry.listen) {
@@ -227,7 +167,10 @@ pub fn load_listeners(entries: &[TlsListener]) -> Result<Vec<Arc<ListenerCerts>>
                 .iter()
                 .flat_map(|e| [stamp(&e.cert), stamp(&e.key)])
                 .collect();
-            let set = CertSet::load(&entries).map_err(|e| format!("TLS listener {addr}: {e}"))?;
+            let set = CertSet::load(&entries).map_err(|e| ListenerError::At {
+                addr,
+                source: Box::new(e),
+            })?;
             Ok(Arc::new(ListenerCerts {
                 addr,
                 entries,
@@ -278,112 +221,6 @@ impl BackgroundService for CertReloadService {
             }
         }
     }
-}
-
-/// rustls client settings for a health probe of a TLS pool: the pool's CA
-/// bundle (else the system's), verification as configured, and the ALPN
-/// protocols the probe speaks.
-pub fn probe_client_config(
-    ca: &[CertificateDer<'static>],
-    verify: bool,
-    alpn: &[&[u8]],
-) -> Result<Arc<ClientConfig>, String> {
-    let provider = crypto_provider();
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let mut config = if verify {
-        let mut roots = RootCertStore::empty();
-        if ca.is_empty() {
-            let _ = pingora::tls::load_platform_certs_incl_env_into_store(&mut roots);
-        } else {
-            for cert in ca {
-                roots.add(cert.clone()).map_err(|e| e.to_string())?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
-}
-
-/// For pools configured with `verify = false`: signatures are still checked,
-/// the certificate's issuer and name are not.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, RusTlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, RusTlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, RusTlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A pool's CA bundle in the form pingora's upstream TLS wants, built once
-/// per routing table. Parsing reports an error (pingora's own parser would
-/// panic); certificates were already checked when the config was loaded.
-pub fn upstream_ca(
-    certs: &[CertificateDer<'static>],
-) -> Result<Option<Arc<pingora::protocols::tls::CaType>>, String> {
-    use pingora::utils::tls::WrappedX509;
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    if certs.is_empty() {
-        return Ok(None);
-    }
-    let wrapped = certs
-        .iter()
-        .map(|cert| {
-            WrappedX509::try_new(cert.to_vec(), |raw| {
-                X509Certificate::from_der(raw)
-                    .map(|(_, parsed)| parsed)
-                    .map_err(|e| format!("unparsable CA certificate: {e}"))
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Some(Arc::from(wrapped.into_boxed_slice())))
 }
 
 #[cfg(test)]

@@ -15,18 +15,18 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use super::lifecycle::{Lifecycle, Signals, Successor};
 use crate::admin::http::AdminHttp;
 use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::Controller;
+use crate::dataplane::accept::LeanKeepalive;
+use crate::dataplane::pingora::SwitchyardProxy;
 use crate::guard::evaluator::GuardService;
-use crate::health::HealthService;
-use crate::keepalive::LeanKeepalive;
-use crate::lifecycle::{Lifecycle, Signals, Successor};
+use crate::health::service::HealthService;
 use crate::notify::WebhookService;
-use crate::proxy::SwitchyardProxy;
 use crate::reload::ReloadService;
-use crate::tls::CertReloadService;
+use crate::tls::listeners::CertReloadService;
 
 /// Runs the proxy in the foreground until SIGTERM/SIGINT. Returns an error
 /// message (config invalid, port busy) instead of starting a broken server.
@@ -43,7 +43,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let _ = crate::stats::now_ms();
     // Certificates were checked by `config::load`; loading them again here
     // (files may have changed since) still reports instead of panicking.
-    let tls_listeners = crate::tls::load_listeners(&config.server.tls)?;
+    let tls_listeners =
+        crate::tls::listeners::load_listeners(&config.server.tls).map_err(|e| e.to_string())?;
 
     let mut server = Server::new_with_opt_and_conf(
         Opt {
@@ -82,6 +83,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
             proxy.server_options = Some(options);
         }
     }
+    let idle_reaper = app.idle_reaper();
     let mut proxy = Service::new("switchyard proxy".to_string(), app);
     for addr in &config.server.listen {
         // pingora's default L4 read buffer is 64 KiB per connection, zero-
@@ -110,6 +112,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         );
     }
     server.add_service(proxy);
+    server.add_service(background_service("upstream idle reaper", idle_reaper));
 
     if let Some(listener) = admin_listener {
         server.add_service(background_service(

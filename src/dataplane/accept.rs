@@ -1,11 +1,13 @@
-//! Plain client connections: the fast path first, and HTTP/1.1 connections
-//! that wait cheaply between requests.
+//! The front door: every client connection of the proxy service starts
+//! here. TLS and h2c connections take pingora's own path; plain ones get a
+//! task of their own, the fast path first, and HTTP/1.1 connections that
+//! wait cheaply between requests.
 //!
 //! [`LeanKeepalive`] is the pingora app of the proxy service. A plain
 //! (cleartext) connection moves to a task of its own, sized for what a
 //! plain connection needs, instead of staying in pingora's accept task,
 //! which is sized for a TLS handshake. There it is served by
-//! [`crate::fastpath`] until a request needs pingora; from then on pingora's
+//! [`super::fastpath`] until a request needs pingora; from then on pingora's
 //! proxy serves it one request at a time: an idle keep-alive connection
 //! waits for the next request's first byte with a future of a few hundred
 //! bytes, not inside the proxy's request future (about 13 KB, plus a 4 KB
@@ -14,7 +16,6 @@
 //! megabytes and hundreds of megabytes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -23,18 +24,18 @@ use pingora::protocols::Stream;
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 
-use crate::fastpath;
+use super::fastpath::{self, IdlePool, IdleReaper, CLIENT_KEEPALIVE};
 use crate::shared::Shared;
-
-/// How long an idle keep-alive client connection is kept open (pingora's
-/// own default for HTTP/1.1 downstreams).
-pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// A pingora HTTP proxy whose idle HTTP/1.1 connections wait outside it.
 pub struct LeanKeepalive<SV: ProxyHttp> {
     proxy: Arc<HttpProxy<SV>>,
-    /// Set: plain HTTP/1.1 requests take [`crate::fastpath`] first.
+    /// Set: plain HTTP/1.1 requests take [`super::fastpath`] first.
     fast_path: Option<Arc<Shared>>,
+    /// The fast path's idle upstream connections (this app's, not global:
+    /// its reaper is [`LeanKeepalive::idle_reaper`], a service that stops
+    /// with the server).
+    idle: Arc<IdlePool>,
 }
 
 impl<SV: ProxyHttp> LeanKeepalive<SV> {
@@ -42,13 +43,20 @@ impl<SV: ProxyHttp> LeanKeepalive<SV> {
         LeanKeepalive {
             proxy: Arc::new(proxy),
             fast_path: None,
+            idle: Arc::new(IdlePool::new()),
         }
     }
 
-    /// Serves plain HTTP/1.1 connections on [`crate::fastpath`] first.
+    /// Serves plain HTTP/1.1 connections on [`super::fastpath`] first.
     pub fn with_fast_path(mut self, shared: Arc<Shared>) -> Self {
         self.fast_path = Some(shared);
         self
+    }
+
+    /// The background service that closes this app's stale idle upstream
+    /// connections; add it to the server next to the proxy service.
+    pub fn idle_reaper(&self) -> IdleReaper {
+        IdleReaper::new(Arc::clone(&self.idle))
     }
 
     pub fn proxy_mut(&mut self) -> Option<&mut HttpProxy<SV>> {
@@ -89,7 +97,7 @@ where
                 let Some(plain) = fastpath::plain(stream) else {
                     return;
                 };
-                match fastpath::serve(plain, shared, shutdown).await {
+                match fastpath::serve(plain, shared, &self.idle, shutdown).await {
                     fastpath::Ending::Closed => return,
                     fastpath::Ending::Pingora(handed) => {
                         stream = handed;

@@ -1,0 +1,373 @@
+//! A client connection on the fast path: the keep-alive loop, the waits
+//! for each next request (bounded by keep-alive, shutdown and the first
+//! request of a connection accepted as shutdown begins), parsing a request
+//! head, and counting and answering how the request ended.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::deadline::Deadline;
+use super::head::{self, ClientAddr, Parsed};
+use super::io::{clamp, read_within, write_within};
+use super::scratch::Scratch;
+use super::upstream::IdlePool;
+use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
+use crate::dataplane::exchange::{Attempt, Outcome};
+use crate::routing::{fast_random, Pool};
+use crate::shared::Shared;
+use crate::stats::{FailureKind, Instant, REQUESTS};
+
+/// How long an idle keep-alive client connection is kept open (pingora's
+/// own default for HTTP/1.1 downstreams; the accept app uses it too).
+pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long a started request may pause before the client is given up on.
+pub(super) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection accepted just before shutdown has to send its
+/// first request (it is counted in flight meanwhile, so the process waits
+/// for it): its client is most likely sending it at that very moment.
+const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// How a client connection left the fast path.
+pub enum Ending {
+    /// Closed (or idle timeout, or shutdown): nothing more to do.
+    Closed,
+    /// A request the fast path doesn't carry: its bytes were put back in the
+    /// stream, and pingora serves the connection from here on.
+    Pingora(Stream),
+}
+
+/// What a connection's requests need besides the connection itself.
+pub(super) struct Serving<'a> {
+    pub shared: &'a Shared,
+    pub idle: &'a IdlePool,
+    pub shutdown: &'a ShutdownWatch,
+}
+
+/// Serves one client connection until it closes, or until a request needs
+/// pingora.
+pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>) -> Ending {
+    let shutdown = serving.shutdown;
+    // Registered once for the connection's life (not per idle wait).
+    let mut watch = shutdown.clone();
+    let mut shutdown_begins = std::pin::pin!(watch.changed());
+    let mut scratch: Option<Scratch> = None;
+    let mut served_one = false;
+    loop {
+        if connection.buffered == 0 {
+            if let Some(spare) = scratch.take() {
+                spare.give_back();
+            }
+            // A new connection gets its first request served even when the
+            // server begins shutting down (its client is sending it right
+            // now); an idle keep-alive connection is closed then, unless
+            // its next request is already here.
+            let wait = if !served_one {
+                if *shutdown.borrow() {
+                    Wait::FirstAtShutdown
+                } else {
+                    Wait::First(shutdown_begins.as_mut())
+                }
+            } else if *shutdown.borrow() {
+                Wait::OnlyIfHere
+            } else {
+                Wait::UntilShutdown(shutdown_begins.as_mut())
+            };
+            let Some(first) = connection.next_request_byte(wait).await else {
+                return Ending::Closed;
+            };
+            served_one = true;
+            let fresh = scratch.insert(Scratch::take());
+            fresh.client[0] = first;
+            connection.buffered = 1;
+        }
+        let buffers = scratch.get_or_insert_with(Scratch::take);
+        match connection.one_request(buffers, &serving).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                if let Some(spare) = scratch.take() {
+                    spare.give_back();
+                }
+                // FIN after the last response, not a reset.
+                let _ = connection.client.shutdown().await;
+                return Ending::Closed;
+            }
+            Next::Pingora(filled) => {
+                serving
+                    .shared
+                    .pingora_handoffs
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut client = connection.client;
+                client.rewind(&buffers.client[..filled]);
+                if let Some(spare) = scratch.take() {
+                    spare.give_back();
+                }
+                return Ending::Pingora(client);
+            }
+        }
+    }
+}
+
+/// How long to wait for a connection's next request.
+pub(super) enum Wait<'a, F> {
+    /// A new connection: up to the keep-alive timeout; once the server
+    /// begins shutting down, [`FIRST_REQUEST_AT_SHUTDOWN`] more.
+    First(std::pin::Pin<&'a mut F>),
+    /// A new connection accepted as the server shuts down.
+    FirstAtShutdown,
+    /// Up to the keep-alive timeout, or until the server begins shutting down.
+    UntilShutdown(std::pin::Pin<&'a mut F>),
+    /// Shutting down: only a request that is already here.
+    OnlyIfHere,
+}
+
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+    /// Hand the connection to pingora with this many bytes put back.
+    Pingora(usize),
+}
+
+pub(super) struct Connection {
+    pub client: Box<L4Stream>,
+    pub client_addr: ClientAddr,
+    /// Bytes of the next request already in the client buffer.
+    pub buffered: usize,
+    /// The timeout of whatever the connection waits on.
+    pub deadline: Deadline,
+}
+
+/// How one request ended, for the statistics and the client.
+pub(super) enum Failure {
+    /// The chosen pool has no usable backend.
+    NoBackend,
+    /// Every connect attempt failed (each one already counted).
+    Connect,
+    /// The upstream failed after the connection was made; `answered` when
+    /// the client already has the response head.
+    Upstream { kind: FailureKind, answered: bool },
+    /// The client went away: not the pool's doing.
+    Client,
+}
+
+/// Why an attempt did not deliver a response.
+pub(super) enum Retry {
+    /// The reused connection was dead: send the request again.
+    Resend,
+    Fail(Failure),
+}
+
+impl From<Failure> for Retry {
+    fn from(failure: Failure) -> Retry {
+        Retry::Fail(failure)
+    }
+}
+
+/// A response delivered in full.
+pub(super) struct Delivered {
+    pub status: u16,
+    pub client_close: bool,
+}
+
+impl Connection {
+    /// Writes `bytes` to the client, within `limit`.
+    pub(super) async fn write_client(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
+        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await
+    }
+
+    /// Reads from the client into `buf`, within `limit`.
+    pub(super) async fn read_client(
+        &mut self,
+        buf: &mut [u8],
+        limit: Duration,
+    ) -> io::Result<usize> {
+        read_within(&mut self.deadline, &mut *self.client, buf, limit).await
+    }
+
+    /// Waits for the first byte of the next request, as `wait` says: `None`
+    /// if the client closes, idles out, or the wait ends. No buffer is held
+    /// while a connection idles.
+    async fn next_request_byte<F: std::future::Future>(&mut self, wait: Wait<'_, F>) -> Option<u8> {
+        let mut byte = [0u8; 1];
+        let read = match wait {
+            Wait::First(shutdown_begins) => {
+                match self.read_until_shutdown(&mut byte, shutdown_begins).await {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        self.read_first_at_shutdown(&mut byte).await
+                    }
+                    read => read,
+                }
+            }
+            Wait::FirstAtShutdown => self.read_first_at_shutdown(&mut byte).await,
+            Wait::UntilShutdown(shutdown_begins) => {
+                self.read_until_shutdown(&mut byte, shutdown_begins).await
+            }
+            Wait::OnlyIfHere => {
+                let mut read = std::pin::pin!(self.client.read(&mut byte));
+                std::future::poll_fn(|cx| match std::future::Future::poll(read.as_mut(), cx) {
+                    std::task::Poll::Ready(done) => std::task::Poll::Ready(done),
+                    std::task::Poll::Pending => {
+                        std::task::Poll::Ready(Err(io::ErrorKind::WouldBlock.into()))
+                    }
+                })
+                .await
+            }
+        };
+        matches!(read, Ok(1)).then_some(byte[0])
+    }
+
+    /// Reads up to the keep-alive timeout; `Interrupted` as soon as the
+    /// server begins shutting down.
+    async fn read_until_shutdown<F: std::future::Future>(
+        &mut self,
+        byte: &mut [u8; 1],
+        shutdown_begins: std::pin::Pin<&mut F>,
+    ) -> io::Result<usize> {
+        let client = &mut self.client;
+        let read = async {
+            tokio::select! {
+                biased;
+                read = client.read(byte) => read,
+                _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
+            }
+        };
+        self.deadline.bound(CLIENT_KEEPALIVE, read).await
+    }
+
+    /// A new connection's first request while the server shuts down, up to
+    /// [`FIRST_REQUEST_AT_SHUTDOWN`]. Counted in flight, so the process
+    /// doesn't exit under it.
+    async fn read_first_at_shutdown(&mut self, byte: &mut [u8; 1]) -> io::Result<usize> {
+        let _in_flight = REQUESTS.start();
+        self.deadline
+            .bound(FIRST_REQUEST_AT_SHUTDOWN, self.client.read(byte))
+            .await
+    }
+
+    async fn one_request(&mut self, scratch: &mut Scratch, serving: &Serving<'_>) -> Next {
+        let table = serving.shared.table_arc();
+        let mut filled = self.buffered;
+        if !table.fast_path {
+            return Next::Pingora(filled);
+        }
+        let request = loop {
+            let bytes = &scratch.client[..filled];
+            match head::parse_request(
+                bytes,
+                &table,
+                &self.client_addr,
+                fast_random(),
+                &mut scratch.out,
+            ) {
+                Parsed::Done(request) => break request,
+                Parsed::Pingora => return Next::Pingora(filled),
+                Parsed::Partial if filled == scratch.client.len() => return Next::Pingora(filled),
+                Parsed::Partial => {
+                    match self
+                        .read_client(&mut scratch.client[filled..], CLIENT_TIMEOUT)
+                        .await
+                    {
+                        Ok(0) | Err(_) => return Next::Close,
+                        Ok(read) => filled += read,
+                    }
+                }
+            }
+        };
+        let _in_flight = REQUESTS.start();
+        let started = Instant::now();
+
+        // The body's first bytes (maybe all of it) came with the head; they
+        // go out with the upstream head. Bytes after the body are the next
+        // (pipelined) request.
+        let in_buffer = (filled - request.head_len).min(clamp(request.body_len));
+        let consumed = request.head_len + in_buffer;
+        scratch
+            .out
+            .extend_from_slice(&scratch.client[request.head_len..consumed]);
+        self.buffered = filled - consumed;
+        scratch.client.copy_within(consumed..filled, 0);
+        let body_left = request.body_len - in_buffer as u64;
+
+        let Some(pool_id) = request.pool else {
+            let _ = self.write_client(NO_SHARE, CLIENT_TIMEOUT).await;
+            return Next::Close;
+        };
+        let pool = &table.pools[pool_id];
+        let close_client = request.close || *serving.shutdown.borrow();
+        let mut attempt = Attempt::new();
+        let result = self
+            .exchange(
+                scratch,
+                &table,
+                pool,
+                serving.idle,
+                &mut attempt,
+                &request,
+                body_left,
+                close_client,
+            )
+            .await;
+        self.finish(
+            scratch,
+            &table.config.health,
+            pool,
+            &attempt,
+            started,
+            result,
+        )
+        .await
+    }
+
+    /// Counts the outcome ([`Attempt::finish`]) and answers the client where
+    /// the request failed.
+    async fn finish(
+        &mut self,
+        scratch: &mut Scratch,
+        health: &crate::config::HealthConfig,
+        pool: &Pool,
+        attempt: &Attempt,
+        started: Instant,
+        result: Result<Delivered, Failure>,
+    ) -> Next {
+        let (outcome, answer) = match result {
+            Ok(delivered) => {
+                attempt.finish(pool, Outcome::Answered(delivered.status), started, health);
+                return if delivered.client_close {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                };
+            }
+            Err(Failure::Client) => return Next::Close,
+            Err(Failure::NoBackend) => {
+                scratch.out.clear();
+                Answer::NoBackend { pool: &pool.name }.write_h1(&mut scratch.out);
+                let unanswered = Outcome::Failed {
+                    backend_at_fault: false,
+                };
+                (unanswered, Some(&scratch.out[..]))
+            }
+            Err(Failure::Connect) => {
+                let unanswered = Outcome::Failed {
+                    backend_at_fault: false,
+                };
+                (unanswered, Some(BAD_GATEWAY))
+            }
+            Err(Failure::Upstream { kind, answered }) => (
+                Outcome::UpstreamFailed(kind),
+                (!answered).then_some(BAD_GATEWAY),
+            ),
+        };
+        attempt.finish(pool, outcome, started, health);
+        if let Some(bytes) = answer {
+            let _ =
+                write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
+        }
+        Next::Close
+    }
+}

@@ -1,0 +1,64 @@
+//! Reads and writes within a deadline, and what an I/O error means for the
+//! pool's failure counts.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::deadline::Deadline;
+use crate::stats::FailureKind;
+
+/// Which side of the exchange failed while a body was moving.
+pub(super) enum Side {
+    Client,
+    Upstream(FailureKind),
+}
+
+pub(super) fn clamp(len: u64) -> usize {
+    usize::try_from(len).unwrap_or(usize::MAX)
+}
+
+pub(super) async fn read_within<R: AsyncRead + Unpin + ?Sized>(
+    deadline: &mut Deadline,
+    reader: &mut R,
+    buf: &mut [u8],
+    limit: Duration,
+) -> io::Result<usize> {
+    deadline.bound(limit, reader.read(buf)).await
+}
+
+pub(super) async fn write_within<W: AsyncWrite + Unpin + ?Sized>(
+    deadline: &mut Deadline,
+    writer: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let write = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    deadline.bound(limit, write).await
+}
+
+pub(super) fn connect_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => FailureKind::ConnectRefused,
+        io::ErrorKind::TimedOut => FailureKind::ConnectTimeout,
+        _ => FailureKind::Reset,
+    }
+}
+
+pub(super) fn read_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::TimedOut => FailureKind::ReadTimeout,
+        _ => FailureKind::Reset,
+    }
+}
+
+pub(super) fn write_failure(error: &io::Error) -> FailureKind {
+    match error.kind() {
+        io::ErrorKind::TimedOut => FailureKind::WriteTimeout,
+        _ => FailureKind::Reset,
+    }
+}

@@ -1,0 +1,109 @@
+//! The HTTP/1.1 fast path: plain keep-alive requests proxied without
+//! pingora's HTTP layer.
+//!
+//! Profiles of the pingora path (README, "Performance") put most of its cost
+//! per request in building `http` header maps twice, copying them, and the
+//! per-request futures and timers around them. This path keeps pingora's
+//! listeners, process model, signals and upgrade, but for a plain HTTP/1.1
+//! request it parses the head in place (`httparse`), writes the upstream head
+//! straight from the client's bytes, and forwards bodies byte for byte over
+//! its own per-thread upstream keep-alive connections.
+//!
+//! It only takes what it fully understands (see [`head::parse_request`]);
+//! anything else is handed, bytes unread, to pingora's proxy, which either
+//! serves it or answers the error. Routing, statistics, passive health and
+//! retries are the same as on the pingora path: both call the data plane's
+//! `exchange` policy.
+//!
+//! The boundary: it takes a plain (cleartext) connection from the accept
+//! app and serves it request by request; a request it does
+//! not carry is handed back as [`Ending::Pingora`] with its bytes put back
+//! in the stream, and pingora serves the connection from then on.
+//!
+//! By job: [`connection`] (the keep-alive loop and its waits, parsing,
+//! answering failures), [`forward`] (attempts, request head and body up),
+//! [`relay`] (response head and body down), [`scratch`] (per-request
+//! buffers), [`io`] (deadline-bound reads and writes), [`head`] (HTTP/1.1
+//! heads), [`chunked`], [`deadline`], [`upstream`] (connections and the idle
+//! pool).
+
+mod chunked;
+mod connection;
+mod deadline;
+mod forward;
+mod head;
+mod io;
+mod relay;
+mod scratch;
+mod upstream;
+
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+
+use super::exchange::client_ip;
+use crate::shared::Shared;
+use connection::{Connection, Serving};
+pub use connection::{Ending, CLIENT_KEEPALIVE};
+use deadline::Deadline;
+use head::ClientAddr;
+pub use upstream::{IdlePool, IdleReaper};
+
+/// Is this stream one the fast path can serve (plain TCP, not TLS)?
+pub fn takes(stream: &Stream) -> bool {
+    stream.as_any().is::<L4Stream>() && stream.get_ssl_digest().is_none()
+}
+
+/// The concrete plain stream, if it is one.
+pub fn plain(stream: Stream) -> Option<Box<L4Stream>> {
+    stream.into_any().downcast::<L4Stream>().ok()
+}
+
+/// Serves one client connection until it closes, or until a request needs
+/// pingora. Upstream connections are reused from `idle`.
+pub async fn serve(
+    client: Box<L4Stream>,
+    shared: &Shared,
+    idle: &IdlePool,
+    shutdown: &ShutdownWatch,
+) -> Ending {
+    let digest = client.get_socket_digest();
+    let client_ip = client_ip(digest.as_ref().and_then(|d| d.peer_addr()));
+    let connection = Connection {
+        client,
+        client_addr: ClientAddr::new(client_ip),
+        buffered: 0,
+        deadline: Deadline::new(),
+    };
+    let serving = Serving {
+        shared,
+        idle,
+        shutdown,
+    };
+    connection::keep_alive(connection, serving).await
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every plain client connection's task holds this future for its whole
+    /// life, idle or not: it must stay small (10 000 idle clients).
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let stream: super::L4Stream = tcp.into();
+        let table = crate::routing::RoutingTable::from_config_text(
+            "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[split]\nblue = 100\n",
+        );
+        let (shared, _publisher) = crate::shared::Shared::new(table);
+        let (_shutdown, watch) = tokio::sync::watch::channel(false);
+        let idle = super::IdlePool::new();
+        let serve = super::serve(Box::new(stream), &shared, &idle, &watch);
+        let size = std::mem::size_of_val(&serve);
+        assert!(size <= 2048, "fastpath::serve future is {size} bytes");
+    }
+}

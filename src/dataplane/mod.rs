@@ -1,0 +1,22 @@
+//! The data plane: one client request's path, in order.
+//!
+//! - [`accept`]: the front door. TLS and h2c connections go to pingora's
+//!   own HTTP stack; plain ones get a task of their own and the fast path
+//!   first.
+//! - [`fastpath`]: plain HTTP/1.1 requests proxied without pingora's HTTP
+//!   layer; whatever it doesn't fully understand is handed to pingora.
+//! - [`pingora`]: the `ProxyHttp` adapter that serves everything else.
+//! - [`exchange`]: the one policy both paths call: pick a backend with
+//!   fallback, the connect-retry decision, passive health from the outcome,
+//!   recording the outcome in the pool's statistics.
+//! - [`answers`]: the 502/503 answers of both paths.
+//!
+//! Nothing here writes shared state other than the pool statistics and
+//! the backends' passive health; the table is read with one `ArcSwap` load
+//! per request.
+
+pub mod accept;
+pub mod answers;
+pub mod exchange;
+pub mod fastpath;
+pub mod pingora;

@@ -1,0 +1,98 @@
+//! The health background service: rounds of active checks over the table
+//! in force, and the end of ejections whose time is up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::probe::{probe, ProbeTarget};
+use crate::clock::MonoMs;
+use crate::config::UpstreamProtocol;
+use crate::shared::Shared;
+
+/// Runs the active checks over the table in force and ends ejections whose
+/// time is up. The first round runs at once; `/ready` waits for it.
+pub struct HealthService {
+    shared: Arc<Shared>,
+}
+
+impl HealthService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        HealthService { shared }
+    }
+
+    /// One round of checks over every backend of the current table.
+    async fn check_all(&self) {
+        let table = self.shared.table_arc();
+        let config = &table.config.health;
+        let mut checks = tokio::task::JoinSet::new();
+        for (p, pool) in table.pools.iter().enumerate() {
+            for (b, backend) in pool.backends.iter().enumerate() {
+                let target = ProbeTarget {
+                    addr: backend.addr,
+                    server_name: pool.config.server_name(&pool.config.backends[b]),
+                    tls: pool.config.upstream.tls.then(|| pool.probe_tls.clone()),
+                    h2: pool.config.upstream.protocol == UpstreamProtocol::Http2,
+                };
+                let (path, timeout) = (config.path.clone(), config.timeout);
+                checks.spawn(async move { (p, b, probe(target, &path, timeout).await) });
+            }
+        }
+        while let Some(Ok((p, b, passed))) = checks.join_next().await {
+            let (pool, backend) = (&table.pools[p], &table.pools[p].backends[b]);
+            if backend.health.check_result(passed, config) {
+                log::info!(
+                    "backend {} of pool {} is now {}",
+                    backend.name,
+                    pool.name,
+                    backend.health.state_label()
+                );
+            }
+        }
+    }
+
+    fn expire_ejections(&self) {
+        let table = self.shared.table();
+        let now = MonoMs::read();
+        for pool in &table.pools {
+            for backend in &pool.backends {
+                if backend.health.expire_ejection(now) {
+                    log::info!(
+                        "backend {} of pool {} is back from ejection",
+                        backend.name,
+                        pool.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let enabled = self.shared.table().config.health.enabled;
+        if enabled {
+            self.check_all().await;
+        }
+        self.shared.set_health_ready();
+        let mut next_round = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            self.expire_ejections();
+            // The interval is re-read every time so a reload applies at once.
+            let config = self.shared.table().config.health.clone();
+            if config.enabled && tokio::time::Instant::now() >= next_round {
+                next_round = tokio::time::Instant::now() + config.interval;
+                self.check_all().await;
+            }
+        }
+    }
+}
