@@ -1,8 +1,10 @@
-//! The guard's clock: every 100 ms (the SPEC asks for at least every
-//! 250 ms) it asks the controller to judge the watched pool and to move a
-//! canary along. Judging reads the per-pool windows (a few thousand relaxed
-//! loads) and takes the controller's lock — never anything on the request
-//! path.
+//! The judge: the guard's tick and what the controller does with the
+//! verdict. Every 100 ms (the SPEC asks for at least every 250 ms) the
+//! tick reads the clock once and asks the controller to judge the watched
+//! pool at that moment — roll back on a trip, move a canary along on a pass.
+//! The verdict itself is the pure `guard::decide`. Judging reads the
+//! per-pool windows (a few thousand relaxed loads) and takes the
+//! controller's lock — never anything on the request path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,13 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::control::Controller;
+use super::audit::ChangeOrigin;
+use super::canary_run;
+use super::change::Ctx;
+use super::controller::{Commit, Controller, Inner};
+use crate::clock::Now;
+use crate::guard::{decide, Observation, Verdict};
+use crate::protocol::Command;
 
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -24,7 +32,7 @@ pub struct GuardService {
 impl GuardService {
     pub fn new(controller: Arc<Controller>) -> Self {
         GuardService {
-            judge: Arc::new(move || controller.guard_tick()),
+            judge: Arc::new(move || controller.guard_tick(Now::read())),
         }
     }
 }
@@ -48,6 +56,98 @@ async fn run(judge: Judge, mut shutdown: ShutdownWatch) {
 impl BackgroundService for GuardService {
     async fn start(&self, shutdown: ShutdownWatch) {
         run(Arc::clone(&self.judge), shutdown).await;
+    }
+}
+
+impl Controller {
+    /// One guard evaluation at `now`: judge the watched pool, roll back on
+    /// a trip, move a canary along on a pass.
+    pub fn guard_tick(&self, now: Now) {
+        let mut inner = self.inner.lock();
+        if inner.handed_over {
+            return;
+        }
+        let config = Arc::clone(&inner.config);
+        // Before the first round of health checks nothing is known yet.
+        if !config.guard.enabled || inner.state.guard_paused || !self.shared.health_ready() {
+            return;
+        }
+        let Some(watch) = inner.state.watch.clone() else {
+            inner.verdict = None;
+            return;
+        };
+        let table = self.shared.table_arc();
+        let Some(pool) = table.pool(&watch.pool) else {
+            inner.state.watch = None;
+            return;
+        };
+        let candidate = pool.stats.window(now.mono.0);
+        let baseline = watch
+            .baseline
+            .as_deref()
+            .and_then(|b| table.pool(b))
+            .map(|p| p.stats.window(now.mono.0));
+        let observation = Observation {
+            candidate: &candidate,
+            baseline: baseline.as_ref(),
+            healthy_backends: pool
+                .backends
+                .iter()
+                .filter(|b| !b.health.has_failed())
+                .count(),
+            window: config.guard.window,
+        };
+        let verdict = decide(&observation, &config.guard, watch.since_ms, now.wall.0);
+        inner.verdict = Some(verdict.clone());
+        match &verdict {
+            Verdict::NotWatching if inner.canary.is_none() => {
+                log::info!("guard: watch of pool {} ended with no trip", watch.pool);
+                inner.state.watch = None;
+            }
+            Verdict::Trip(trip) => {
+                let reason = trip.reason(&watch.pool);
+                let rollback = Command::Rollback(Some(reason.clone()));
+                match self.change(&mut inner, rollback, ChangeOrigin::Guard, now) {
+                    Ok(_) => {
+                        self.shared.count_rollback(trip.threshold);
+                        log::warn!("{reason}: rolled back");
+                    }
+                    Err(e) => {
+                        log::error!("{reason}, but the rollback failed: {e}");
+                        inner.state.watch = None;
+                    }
+                }
+            }
+            _ => self.advance_canary(&mut inner, &verdict, now),
+        }
+    }
+
+    fn advance_canary(&self, inner: &mut Inner, verdict: &Verdict, now: Now) {
+        let Some(run) = inner.canary.clone() else {
+            return;
+        };
+        let config = Arc::clone(&inner.config);
+        let table = self.shared.table_arc();
+        let ctx = Ctx {
+            config: &config,
+            state: &inner.state,
+            table: &table,
+            origin: ChangeOrigin::Canary,
+            now,
+        };
+        let Some(step) = canary_run::advance(&ctx, &run, verdict) else {
+            return;
+        };
+        let commit = Commit {
+            command: &step.command,
+            origin: ChangeOrigin::Canary,
+            reason: &step.plan.reason,
+            event: step.plan.event,
+        };
+        match self.commit(inner, config, step.plan.state, commit, now) {
+            Ok(_) => inner.canary = step.run,
+            Err(e) => log::error!("canary step failed: {e}"),
+        }
     }
 }
 

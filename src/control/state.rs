@@ -4,18 +4,16 @@
 //! file in the same directory, fsync, rename over the old one, fsync the
 //! directory — a crash at any point leaves either the old or the new file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_share, Share, Split};
+use crate::protocol::answer::SplitDoc;
 
 const FILE: &str = "state.json";
-
-/// A split in the state file: pool → percent (0.01 % steps).
-type SplitDoc = BTreeMap<String, f64>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollbackTarget {
@@ -154,27 +152,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The pool whose share rose the most from `before` to `after` (the one to
-/// watch) and the one whose share fell the most (its baseline).
-pub fn biggest_moves(before: &Split, after: &Split) -> (Option<String>, Option<String>) {
-    let delta = |pool: &String| {
-        i32::from(after.get(pool).map_or(0, |s| s.units()))
-            - i32::from(before.get(pool).map_or(0, |s| s.units()))
-    };
-    let pools: Vec<&String> = before.keys().chain(after.keys()).collect();
-    let up = pools
-        .iter()
-        .filter(|p| delta(p) > 0)
-        .max_by_key(|p| delta(p))
-        .map(|p| p.to_string());
-    let down = pools
-        .iter()
-        .filter(|p| delta(p) < 0)
-        .min_by_key(|p| delta(p))
-        .map(|p| p.to_string());
-    (up, down)
-}
-
 /// Removes temp files that a writer killed between create and rename left
 /// behind — except those of a process still running (the old process
 /// during a graceful upgrade may be mid-write).
@@ -195,13 +172,6 @@ pub fn remove_stale_temp_files(state_dir: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Did any pool's share rise from `before` to `after`?
-pub fn raises_a_share(before: &Split, after: &Split) -> bool {
-    after
-        .iter()
-        .any(|(pool, share)| *share > before.get(pool).copied().unwrap_or(Share::ZERO))
 }
 
 /// `blue=90 green=10` (pools with a share of 0 left out unless all are 0).
@@ -258,12 +228,8 @@ mod tests {
     }
 
     #[test]
-    fn raising_is_any_share_going_up() {
-        let a = split(&[("blue", 10_000), ("green", 0)]);
+    fn a_split_is_described_by_its_pools_with_traffic() {
         let b = split(&[("blue", 9000), ("green", 1000)]);
-        assert!(raises_a_share(&a, &b));
-        assert!(raises_a_share(&b, &a));
-        assert!(!raises_a_share(&a, &a));
         assert_eq!(describe_split(&b), "blue=90 green=10");
     }
 }

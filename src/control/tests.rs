@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ChangeOrigin, Command, Controller};
+use crate::clock::Now;
 use crate::config;
 
 const ADMIN: ChangeOrigin = ChangeOrigin::Admin { uid: Some(1000) };
@@ -61,8 +62,27 @@ impl Drop for Setup {
     }
 }
 
+/// One command's answer as the socket would send it, or the refusal's text.
+fn apply_at(controller: &Controller, command: Command, now: Now) -> Result<Value, String> {
+    controller
+        .apply(command, ADMIN, now)
+        .map(|answer| serde_json::to_value(answer).unwrap())
+        .map_err(|refusal| refusal.to_string())
+}
+
+fn status(controller: &Controller) -> Value {
+    apply_at(controller, Command::Status, Now::read()).unwrap()
+}
+
+fn reload(controller: &Controller, origin: ChangeOrigin) -> Result<Value, String> {
+    controller
+        .reload(origin, Now::read())
+        .map(|answer| serde_json::to_value(answer).unwrap())
+        .map_err(|refusal| refusal.to_string())
+}
+
 fn split_of(controller: &Controller) -> Vec<(String, f64)> {
-    let status = controller.apply(Command::Status, ADMIN).unwrap();
+    let status = status(controller);
     let mut split: Vec<(String, f64)> = status["split"]
         .as_object()
         .unwrap()
@@ -79,17 +99,19 @@ fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
 }
 
 fn revision(controller: &Controller) -> u64 {
-    controller.apply(Command::Status, ADMIN).unwrap()["revision"]
-        .as_u64()
-        .unwrap()
+    status(controller)["revision"].as_u64().unwrap()
 }
 
 fn run(controller: &Controller, line: &str) -> Result<Value, String> {
-    controller.apply(Command::parse(line)?, ADMIN)
+    run_at(controller, line, Now::read())
+}
+
+fn run_at(controller: &Controller, line: &str, now: Now) -> Result<Value, String> {
+    apply_at(controller, Command::parse(line).map_err(|e| e.0)?, now)
 }
 
 fn last_audit(controller: &Controller) -> Value {
-    let history = controller.apply(Command::History(1), ADMIN).unwrap();
+    let history = apply_at(controller, Command::History(1), Now::read()).unwrap();
     history["history"][0].clone()
 }
 
@@ -105,7 +127,7 @@ fn the_runtime_split_survives_a_restart_while_the_file_split_is_unchanged() {
     let c = setup.start(&["blue", "green"], "blue = 100");
     assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
     assert_eq!(revision(&c), 2, "a plain restart is not a change");
-    let status = c.apply(Command::Status, ADMIN).unwrap();
+    let status = status(&c);
     assert_eq!(status["rollback_target"]["split"]["blue"], 100.0);
 }
 
@@ -150,7 +172,7 @@ fn adding_a_pool_keeps_the_runtime_split() {
     let c = setup.start(&["blue", "green", "red"], "blue = 100");
     assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
     assert_eq!(
-        c.apply(Command::Status, ADMIN).unwrap()["split"]["red"],
+        status(&c)["split"]["red"],
         0.0,
         "the new pool is in the split at 0"
     );
@@ -168,7 +190,7 @@ fn removing_a_pool_with_share_falls_back_to_the_file_split() {
     assert_eq!(split_of(&c), pairs(&[("blue", 100.0)]));
     let reason = last_audit(&c)["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("pool \"green\" is gone"), "{reason}");
-    let status = c.apply(Command::Status, ADMIN).unwrap();
+    let status = status(&c);
     assert!(
         status["rollback_target"].is_null(),
         "a target naming a removed pool is dropped: {}",
@@ -231,7 +253,7 @@ fn rollback_restores_the_split_before_the_last_raise_once() {
 fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     let setup = Setup::new("reload");
     let c = setup.start(&["blue", "green"], "blue = 100");
-    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    let answer = reload(&c, ChangeOrigin::Signal).unwrap();
     assert_eq!(answer["changed"], false);
     assert_eq!(revision(&c), 1);
 
@@ -241,7 +263,7 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
         .replace("/state\"", "/elsewhere\"")
         .replace("blue = 100", "blue = 50\ngreen = 50");
     std::fs::write(setup.config_path(), text).unwrap();
-    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    let answer = reload(&c, ChangeOrigin::Signal).unwrap();
     assert_eq!(answer["revision"], 2);
     assert_eq!(answer["changed"], true);
     assert!(
@@ -256,7 +278,7 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     assert_eq!(last_audit(&c)["origin"], "signal");
 
     std::fs::write(setup.config_path(), "[pools.blue]\nbackends = 3\n").unwrap();
-    let error = c.reload(ChangeOrigin::File).unwrap_err();
+    let error = reload(&c, ChangeOrigin::File).unwrap_err();
     assert!(error.contains("pools.blue.backends"), "{error}");
     assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
 }
@@ -274,10 +296,7 @@ fn an_expired_rollback_target_is_refused() {
     std::fs::write(&path, state.to_string()).unwrap();
 
     let c = setup.start(&["blue", "green"], "blue = 100");
-    assert_eq!(
-        c.apply(Command::Status, ADMIN).unwrap()["rollback_target"]["expired"],
-        true
-    );
+    assert_eq!(status(&c)["rollback_target"]["expired"], true);
     let error = run(&c, "rollback").unwrap_err();
     assert!(
         error.contains("older than guard.rollback_target_ttl"),
@@ -291,7 +310,7 @@ fn the_watchers_catch_up_reload_counts_only_a_changed_file() {
     use std::sync::atomic::Ordering;
     let setup = Setup::new("catchup");
     let c = setup.start(&["blue", "green"], "blue = 100");
-    c.reload_if_changed(ChangeOrigin::File);
+    c.reload_if_changed(ChangeOrigin::File, Now::read());
     assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 0);
     assert_eq!(revision(&c), 1);
 
@@ -299,7 +318,7 @@ fn the_watchers_catch_up_reload_counts_only_a_changed_file() {
         .unwrap()
         .replace("blue = 100", "blue = 50\ngreen = 50");
     std::fs::write(setup.config_path(), text).unwrap();
-    c.reload_if_changed(ChangeOrigin::File);
+    c.reload_if_changed(ChangeOrigin::File, Now::read());
     assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 1);
     assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
 }

@@ -2,7 +2,6 @@
 //!
 //! - `decide`: the pure verdict on a watched pool's window
 //! - `canary`: pure helpers for walking `[canary].steps`
-//! - `evaluator`: the background tick that asks the controller to judge
 //!
 //! The state (what is watched since when, a canary in progress, paused or
 //! not) lives in the controller, which is the one writer of the table: a
@@ -10,6 +9,5 @@
 
 pub mod canary;
 pub mod decide;
-pub mod evaluator;
 
 pub use decide::{decide, Observation, Trip, Verdict};
