@@ -164,7 +164,7 @@ async fn a_thousand_split_changes_under_load_fail_no_request() {
             } else {
                 "split blue=90 green=10"
             };
-            let answer = switchyard::admin::protocol::request(&socket, command).expect("socket");
+            let answer = switchyard::protocol::wire::request(&socket, command).expect("socket");
             assert_eq!(answer["ok"], true, "{answer}");
             applied += 1;
         }
@@ -313,7 +313,7 @@ async fn the_state_file_survives_sigkill_during_changes() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 10_000 {
                     let command = format!("split blue={} green={}", i % 100, 100 - i % 100);
-                    if switchyard::admin::protocol::request(&socket, &command).is_err() {
+                    if switchyard::protocol::wire::request(&socket, &command).is_err() {
                         break; // the process is gone
                     }
                     i += 1;
@@ -391,7 +391,7 @@ async fn the_socket_is_private_and_shrugs_off_hostile_input() {
     for _ in 0..20 {
         let socket = proxy.socket();
         clients.spawn_blocking(move || {
-            switchyard::admin::protocol::request(&socket, "status").unwrap()
+            switchyard::protocol::wire::request(&socket, "status").unwrap()
         });
     }
     while let Some(answer) = clients.join_next().await {

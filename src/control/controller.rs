@@ -93,19 +93,7 @@ impl Controller {
             source,
         })?;
         super::state::remove_stale_temp_files(&state_dir);
-        let saved = match RuntimeState::load(&state_dir) {
-            Ok(saved) => saved,
-            Err(e) => {
-                let path = RuntimeState::path(&state_dir);
-                let kept = path.with_extension("json.corrupt");
-                let _ = std::fs::rename(&path, &kept);
-                log::warn!(
-                    "{e}; kept it as {}, starting from the config file",
-                    kept.display()
-                );
-                None
-            }
-        };
+        let saved = RuntimeState::load_or_set_aside(&state_dir);
         let audit = AuditLog::new(&state_dir);
         let lost = saved.is_none();
         let (mut state, reason) = reconcile(&config, saved, now.wall);

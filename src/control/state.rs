@@ -77,10 +77,29 @@ pub fn split_doc(split: &Split) -> SplitDoc {
         .collect()
 }
 
-fn split_from_doc(doc: &SplitDoc) -> Result<Split, String> {
+/// Why the state file could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid state file: {source}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A share in the file is not a percentage with two decimals.
+    #[error("{0}")]
+    Share(String),
+}
+
+fn split_from_doc(doc: &SplitDoc) -> Result<Split, LoadError> {
     doc.iter()
         .map(|(pool, percent)| parse_share(*percent).map(|s| (pool.clone(), s)))
-        .collect()
+        .collect::<Result<Split, String>>()
+        .map_err(LoadError::Share)
 }
 
 impl RuntimeState {
@@ -89,15 +108,17 @@ impl RuntimeState {
     }
 
     /// `Ok(None)` when there is no state yet (first start).
-    pub fn load(state_dir: &Path) -> Result<Option<RuntimeState>, String> {
+    pub fn load(state_dir: &Path) -> Result<Option<RuntimeState>, LoadError> {
         let path = Self::path(state_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(LoadError::Read { path, source }),
         };
-        let doc: StateDoc = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a valid state file: {e}", path.display()))?;
+        let doc: StateDoc = match serde_json::from_str(&text) {
+            Ok(doc) => doc,
+            Err(source) => return Err(LoadError::Invalid { path, source }),
+        };
         let target = match doc.rollback_target {
             Some(t) => Some(RollbackTarget {
                 split: split_from_doc(&t.split)?,
@@ -115,6 +136,25 @@ impl RuntimeState {
             watch: doc.watch,
             guard_paused: doc.guard_paused,
         }))
+    }
+
+    /// The saved state, if any; an unreadable file is renamed to
+    /// `state.json.corrupt` (kept for a post-mortem, out of the next start's
+    /// way) and counts as none, so the process starts from the config file.
+    pub fn load_or_set_aside(state_dir: &Path) -> Option<RuntimeState> {
+        match RuntimeState::load(state_dir) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let path = RuntimeState::path(state_dir);
+                let kept = path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&path, &kept);
+                log::warn!(
+                    "{e}; kept it as {}, starting from the config file",
+                    kept.display()
+                );
+                None
+            }
+        }
     }
 
     /// Atomically replaces the state file.
