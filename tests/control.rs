@@ -118,6 +118,20 @@ async fn every_command_and_its_errors() {
     assert_eq!(answer["changed"], false, "{answer}");
     assert!(error(&proxy.ctl("frobnicate now").await).contains("unknown command"));
 
+    // Every refusal names its kind next to the message.
+    for (command, kind) in [
+        ("frobnicate now", "bad_request"),
+        ("split blue=90 purple=10", "no_such_pool"),
+        ("split blue=90 green=20", "bad_split"),
+        ("drain blue 127.0.0.1:1", "no_such_backend"),
+        ("undo 999", "no_such_revision"),
+        ("canary abort", "no_canary"),
+        ("guard resume", "unchanged"),
+    ] {
+        let answer = proxy.ctl(command).await;
+        assert_eq!(answer["kind"], kind, "{command}: {answer}");
+    }
+
     // The audit log has one line per change, each with a revision.
     let audit = std::fs::read_to_string(proxy.dir.path().join("state/audit.log")).unwrap();
     let revisions: Vec<u64> = audit
@@ -385,6 +399,7 @@ async fn the_socket_is_private_and_shrugs_off_hostile_input() {
             value["error"].as_str().unwrap().contains(want),
             "{answer} should say {want}"
         );
+        assert_eq!(value["kind"], "bad_request", "{answer}");
     }
     // Many clients at once, and the proxy still serves.
     let mut clients = tokio::task::JoinSet::new();
