@@ -1,14 +1,24 @@
 //! `switchyard ctl`: sends one admin command over the Unix socket and shows
 //! the answer — a readable table by default, the raw JSON with `--json`.
 //! Exit codes: 0 ok, 1 refused, 2 socket unreachable.
+//!
+//! The words are parsed with the server's own `Command::parse` first, so a
+//! malformed command is refused here, with the server's message, without a
+//! server; answers are read into the protocol's types.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::admin::protocol::{request, ClientError};
+use crate::control::Refusal;
+use crate::protocol::answer::{
+    Applied, ControlStatus, History, Refused, Reloaded, SplitDoc, Status, VerdictStatus,
+};
+use crate::protocol::wire::{one_line, request, ClientError};
+use crate::protocol::Command;
 
 pub const FALLBACK_SOCKET: &str = "/run/switchyard/admin.sock";
 
@@ -31,7 +41,12 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
         .or_else(|| socket_from_config(config))
         .unwrap_or_else(|| PathBuf::from(FALLBACK_SOCKET));
     let command = words.join(" ");
-    match request(&socket, &command) {
+    let sent = one_line(&command).and_then(|line| match Command::parse(line) {
+        Ok(_) => request(&socket, line),
+        // Refused as the server would refuse it, without asking it.
+        Err(e) => Ok(serde_json::to_value(Refusal::from(e).answer()).unwrap_or_default()),
+    });
+    match sent {
         Err(ClientError::Unreachable(message)) => {
             eprintln!("switchyard ctl: {message}");
             ExitCode::from(2)
@@ -49,15 +64,22 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
             if json {
                 println!("{answer}");
             } else if ok {
-                print!(
-                    "{}",
-                    human(words.first().map(String::as_str).unwrap_or(""), &answer)
-                );
+                let verb = words
+                    .first()
+                    .and_then(|w| w.split_whitespace().next())
+                    .unwrap_or("");
+                match human(verb, &answer) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("switchyard ctl: unreadable answer ({e}): {answer}");
+                        return ExitCode::from(2);
+                    }
+                }
             } else {
-                eprintln!(
-                    "switchyard ctl: refused: {}",
-                    answer["error"].as_str().unwrap_or("no reason given")
-                );
+                let error = serde_json::from_value::<Refused>(answer)
+                    .map(|r| r.error)
+                    .unwrap_or_else(|_| "no reason given".into());
+                eprintln!("switchyard ctl: refused: {error}");
             }
             if ok {
                 ExitCode::SUCCESS
@@ -68,16 +90,12 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
     }
 }
 
-fn split_text(split: &Value) -> String {
+fn split_text(split: &SplitDoc) -> String {
     let parts: Vec<String> = split
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, v)| v.as_f64().unwrap_or(0.0) > 0.0)
-                .map(|(k, v)| format!("{k}={}", pct(v)))
-                .collect()
-        })
-        .unwrap_or_default();
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| format!("{k}={}", pct(*v)))
+        .collect();
     if parts.is_empty() {
         "(none)".into()
     } else {
@@ -86,183 +104,188 @@ fn split_text(split: &Value) -> String {
 }
 
 /// `90`, `99.99`: a percentage as an operator writes it.
-fn pct(value: &Value) -> String {
-    let v = value.as_f64().unwrap_or(0.0);
+fn pct(v: f64) -> String {
     let text = format!("{v:.2}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// A JSON scalar as plain text (strings without quotes), so it pads.
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.1}ms"))
 }
 
-fn ms(value: &Value) -> String {
-    value.as_f64().map_or("-".into(), |v| format!("{v:.1}ms"))
-}
-
-/// The guard and canary lines of `status` (absent fields print nothing, so
-/// this also works against a server that has no guard).
-fn guard_lines(answer: &Value) -> String {
+/// The guard and canary lines of `status` (nothing against a server, or
+/// an endpoint, that has no guard).
+fn guard_lines(control: Option<&ControlStatus>) -> String {
     let mut out = String::new();
-    let guard = &answer["guard"];
-    if guard.is_object() {
-        let state = if guard["enabled"].as_bool() == Some(false) {
-            "disabled"
-        } else if guard["paused"].as_bool() == Some(true) {
-            "paused"
-        } else {
-            "on"
-        };
-        let watching = match guard["watching"].as_object() {
-            Some(w) => format!(
-                ", watching {} for {}s more{}",
-                plain(&w["pool"]),
-                plain(&w["remaining_s"]),
-                w["baseline"]
-                    .as_str()
-                    .map(|b| format!(" (baseline {b})"))
-                    .unwrap_or_default()
-            ),
-            None => ", watching nothing".to_string(),
-        };
-        let verdict = match guard["verdict"]["verdict"].as_str() {
-            Some("trip") => format!(
-                ", verdict trip: {} {} over {} on {} requests",
-                plain(&guard["verdict"]["threshold"]),
-                plain(&guard["verdict"]["measured"]),
-                plain(&guard["verdict"]["limit"]),
-                plain(&guard["verdict"]["requests"])
-            ),
-            Some(v) => format!(
-                ", verdict {v} ({} requests)",
-                plain(&guard["verdict"]["requests"])
-            ),
-            None => String::new(),
-        };
-        let _ = writeln!(out, "guard: {state}{watching}{verdict}");
-    }
-    let canary = &answer["canary"];
-    if canary.is_object() {
-        let _ = writeln!(
-            out,
-            "canary: {} step {}/{} at {}%, {}s left in this step{}",
-            plain(&canary["pool"]),
-            plain(&canary["step"]),
-            plain(&canary["steps"]),
-            pct(&canary["weight"]),
-            canary["hold_remaining_s"].as_f64().unwrap_or(0.0).round(),
-            if canary["paused"].as_bool() == Some(true) {
-                " (paused)"
-            } else {
-                ""
-            }
-        );
-    } else if guard.is_object() {
-        out.push_str("canary: none\n");
+    let Some(control) = control else {
+        return out;
+    };
+    let guard = &control.guard;
+    let state = if !guard.enabled {
+        "disabled"
+    } else if guard.paused {
+        "paused"
+    } else {
+        "on"
+    };
+    let watching = match &guard.watching {
+        Some(w) => format!(
+            ", watching {} for {}s more{}",
+            w.pool,
+            w.remaining_s,
+            w.baseline
+                .as_deref()
+                .map(|b| format!(" (baseline {b})"))
+                .unwrap_or_default()
+        ),
+        None => ", watching nothing".to_string(),
+    };
+    let verdict = match &guard.verdict {
+        Some(VerdictStatus::Trip {
+            threshold,
+            measured,
+            limit,
+            requests,
+        }) => format!(", verdict trip: {threshold} {measured} over {limit} on {requests} requests"),
+        Some(VerdictStatus::Pass { requests }) => format!(", verdict pass ({requests} requests)"),
+        Some(VerdictStatus::Insufficient { requests, .. }) => {
+            format!(", verdict insufficient ({requests} requests)")
+        }
+        None => String::new(),
+    };
+    let _ = writeln!(out, "guard: {state}{watching}{verdict}");
+    match &control.canary {
+        Some(canary) => {
+            let _ = writeln!(
+                out,
+                "canary: {} step {}/{} at {}%, {}s left in this step{}",
+                canary.pool,
+                canary.step,
+                canary.steps,
+                pct(canary.weight.unwrap_or(0.0)),
+                canary.hold_remaining_s.round(),
+                if canary.paused { " (paused)" } else { "" }
+            );
+        }
+        None => out.push_str("canary: none\n"),
     }
     out
 }
 
-/// A readable rendering of an answer.
-fn human(verb: &str, answer: &Value) -> String {
+fn read<T: DeserializeOwned>(answer: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(answer)
+}
+
+/// A readable rendering of an answer to `verb`.
+fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
     let mut out = String::new();
     match verb {
         "status" => {
+            let status: Status = read(answer)?;
             let _ = writeln!(
                 out,
                 "revision {}   split {}   window {}",
-                plain(&answer["revision"]),
-                split_text(&answer["split"]),
-                answer["window"].as_str().unwrap_or("?")
+                status.revision,
+                split_text(&status.split),
+                status.window
             );
-            match answer.get("rollback_target") {
-                Some(t) if !t.is_null() => {
+            match status
+                .control
+                .as_ref()
+                .and_then(|c| c.rollback_target.as_ref())
+            {
+                Some(t) => {
                     let _ = writeln!(
                         out,
                         "rollback target: {} (from revision {}, {}s ago{})",
-                        split_text(&t["split"]),
-                        plain(&t["revision"]),
-                        plain(&t["age_s"]),
-                        if t["expired"].as_bool() == Some(true) {
-                            ", expired"
-                        } else {
-                            ""
-                        }
+                        split_text(&t.split),
+                        t.revision,
+                        t.age_s,
+                        if t.expired { ", expired" } else { "" }
                     );
                 }
-                _ => out.push_str("rollback target: none\n"),
+                None => out.push_str("rollback target: none\n"),
             }
-            out.push_str(&guard_lines(answer));
+            out.push_str(&guard_lines(status.control.as_ref()));
             let _ = writeln!(
                 out,
                 "\n{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9}",
                 "POOL", "SHARE", "REQUESTS", "ERR%", "P50", "P95", "P99"
             );
-            for pool in answer["pools"].as_array().into_iter().flatten() {
-                let w = &pool["window"];
+            for pool in &status.pools {
+                let w = &pool.window;
                 let _ = writeln!(
                     out,
                     "{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9}",
-                    pool["name"].as_str().unwrap_or("?"),
-                    pct(&pool["share"]),
-                    plain(&w["requests"]),
-                    format!("{:.2}", w["error_rate"].as_f64().unwrap_or(0.0)),
-                    ms(&w["p50_ms"]),
-                    ms(&w["p95_ms"]),
-                    ms(&w["p99_ms"])
+                    pool.name,
+                    pct(pool.share),
+                    w.requests,
+                    format!("{:.2}", w.error_rate),
+                    ms(w.p50_ms),
+                    ms(w.p95_ms),
+                    ms(w.p99_ms)
                 );
-                for b in pool["backends"].as_array().into_iter().flatten() {
-                    let state = match (b["healthy"].as_bool(), b["drained"].as_bool()) {
-                        (_, Some(true)) => "drained",
-                        (Some(true), _) => "healthy",
+                for b in &pool.backends {
+                    let state = match (b.healthy, b.drained) {
+                        (_, true) => "drained",
+                        (true, _) => "healthy",
                         _ => "down",
                     };
-                    let _ = writeln!(
-                        out,
-                        "  {:<30} weight {:<4} {state}",
-                        b["addr"].as_str().unwrap_or("?"),
-                        plain(&b["weight"])
-                    );
+                    let _ = writeln!(out, "  {:<30} weight {:<4} {state}", b.addr, b.weight);
                 }
             }
         }
         "history" => {
+            let history: History = read(answer)?;
             let _ = writeln!(
                 out,
                 "{:>5}  {:<24} {:<8} {:<32} REASON",
                 "REV", "TIME", "ORIGIN", "COMMAND"
             );
-            for r in answer["history"].as_array().into_iter().flatten() {
-                let origin = match r["uid"].as_u64() {
-                    Some(uid) => format!("{}:{uid}", r["origin"].as_str().unwrap_or("?")),
-                    None => r["origin"].as_str().unwrap_or("?").to_string(),
+            for r in &history.history {
+                let origin = match r.uid {
+                    Some(uid) => format!("{}:{uid}", r.origin),
+                    None => r.origin.clone(),
                 };
                 let _ = writeln!(
                     out,
                     "{:>5}  {:<24} {:<8} {:<32} {}  [{}]",
-                    plain(&r["revision"]),
-                    r["time"].as_str().unwrap_or("?"),
+                    r.revision,
+                    r.time,
                     origin,
-                    r["command"].as_str().unwrap_or("?"),
-                    r["reason"].as_str().unwrap_or(""),
-                    split_text(&r["split"])
+                    r.command,
+                    r.reason,
+                    split_text(&r.split)
                 );
             }
         }
+        "reload" => {
+            let reloaded: Reloaded = read(answer)?;
+            done(
+                &mut out,
+                reloaded.revision,
+                &reloaded.message,
+                reloaded.split.as_ref(),
+            );
+        }
         _ => {
-            let _ = write!(out, "ok: revision {}", plain(&answer["revision"]));
-            if let Some(message) = answer["message"].as_str() {
-                let _ = write!(out, " — {message}");
-            }
-            if answer.get("split").is_some() {
-                let _ = write!(out, "; split {}", split_text(&answer["split"]));
-            }
-            out.push('\n');
+            let applied: Applied = read(answer)?;
+            done(
+                &mut out,
+                applied.revision,
+                &applied.message,
+                Some(&applied.split),
+            );
         }
     }
-    out
+    Ok(out)
+}
+
+/// `ok: revision N — message; split …`
+fn done(out: &mut String, revision: u64, message: &str, split: Option<&SplitDoc>) {
+    let _ = write!(out, "ok: revision {revision} — {message}");
+    if let Some(split) = split {
+        let _ = write!(out, "; split {}", split_text(split));
+    }
+    out.push('\n');
 }

@@ -1,6 +1,7 @@
 //! Webhooks: a JSON POST per change event to every `[notify].webhooks` URL.
 //!
-//! The controller hands events to [`Notifier::send`], which never blocks: it
+//! The controller hands events (typed: `protocol::answer::Event`, the body
+//! SPEC §8 pins) to [`Notifier::send`], which never blocks: it
 //! only tries to put them on a bounded queue (an event that finds the queue
 //! full is dropped, logged and counted). A dispatcher fans each event out to
 //! one worker per URL — workers are created on demand, so URLs added by a
@@ -21,9 +22,9 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::protocol::answer::Event;
 use crate::shared::Shared;
 
 const QUEUE: usize = 1024;
@@ -31,12 +32,12 @@ const QUEUE: usize = 1024;
 /// The sending half, owned by the controller.
 #[derive(Debug)]
 pub struct Notifier {
-    tx: mpsc::Sender<Arc<Value>>,
+    tx: mpsc::Sender<Arc<Event>>,
     shared: Arc<Shared>,
 }
 
 /// The receiving half, run by [`WebhookService`].
-pub type EventQueue = mpsc::Receiver<Arc<Value>>;
+pub type EventQueue = mpsc::Receiver<Arc<Event>>;
 
 impl Notifier {
     pub fn new(shared: Arc<Shared>) -> (Notifier, EventQueue) {
@@ -45,7 +46,7 @@ impl Notifier {
     }
 
     /// Queues an event for every webhook; never waits.
-    pub fn send(&self, event: Value) {
+    pub fn send(&self, event: Event) {
         if self.shared.table().config.notify.webhooks.is_empty() {
             return;
         }
@@ -76,7 +77,7 @@ impl BackgroundService for WebhookService {
         let Some(mut queue) = self.queue.lock().take() else {
             return;
         };
-        let mut workers: HashMap<String, mpsc::Sender<Arc<Value>>> = HashMap::new();
+        let mut workers: HashMap<String, mpsc::Sender<Arc<Event>>> = HashMap::new();
         loop {
             let event = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -99,12 +100,12 @@ impl BackgroundService for WebhookService {
 }
 
 /// One URL's worker: its events, in order, each retried until `retry_for`.
-async fn deliver_all(url: String, mut rx: mpsc::Receiver<Arc<Value>>, shared: Arc<Shared>) {
+async fn deliver_all(url: String, mut rx: mpsc::Receiver<Arc<Event>>, shared: Arc<Shared>) {
     while let Some(event) = rx.recv().await {
         let notify = shared.table().config.notify.clone();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        let body = Bytes::from(event.to_string());
+        let body = Bytes::from(serde_json::to_vec(&*event).unwrap_or_default());
         loop {
             match tokio::time::timeout(notify.timeout, post(&url, body.clone())).await {
                 Ok(Ok(())) => {
@@ -118,7 +119,7 @@ async fn deliver_all(url: String, mut rx: mpsc::Receiver<Arc<Value>>, shared: Ar
                 shared.webhooks_failed.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "webhook {url}: gave up on a {} event after {:?}",
-                    event["event"].as_str().unwrap_or("?"),
+                    event.event,
                     started.elapsed()
                 );
                 break;

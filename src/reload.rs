@@ -21,6 +21,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::clock::Now;
 use crate::control::{ChangeOrigin, Controller};
 
 /// Quiet time after the last event before reloading: editors and
@@ -210,7 +211,7 @@ impl BackgroundService for ReloadService {
             // would go unseen until the next one.
             let controller = Arc::clone(&self.controller);
             let _ = tokio::task::spawn_blocking(move || {
-                controller.reload_if_changed(ChangeOrigin::File)
+                controller.reload_if_changed(ChangeOrigin::File, Now::read())
             })
             .await;
         }
@@ -234,7 +235,8 @@ impl BackgroundService for ReloadService {
             };
             let controller = Arc::clone(&self.controller);
             // The result is logged by the controller; nothing to answer here.
-            let _ = tokio::task::spawn_blocking(move || controller.reload(origin)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || controller.reload(origin, Now::read())).await;
             if let Some(watch) = watch.as_mut() {
                 if let Err(e) = watch.refresh() {
                     log::warn!("cannot watch the config file any more ({e})");

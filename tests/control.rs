@@ -118,6 +118,20 @@ async fn every_command_and_its_errors() {
     assert_eq!(answer["changed"], false, "{answer}");
     assert!(error(&proxy.ctl("frobnicate now").await).contains("unknown command"));
 
+    // Every refusal names its kind next to the message.
+    for (command, kind) in [
+        ("frobnicate now", "bad_request"),
+        ("split blue=90 purple=10", "no_such_pool"),
+        ("split blue=90 green=20", "bad_split"),
+        ("drain blue 127.0.0.1:1", "no_such_backend"),
+        ("undo 999", "no_such_revision"),
+        ("canary abort", "no_canary"),
+        ("guard resume", "unchanged"),
+    ] {
+        let answer = proxy.ctl(command).await;
+        assert_eq!(answer["kind"], kind, "{command}: {answer}");
+    }
+
     // The audit log has one line per change, each with a revision.
     let audit = std::fs::read_to_string(proxy.dir.path().join("state/audit.log")).unwrap();
     let revisions: Vec<u64> = audit
@@ -164,7 +178,7 @@ async fn a_thousand_split_changes_under_load_fail_no_request() {
             } else {
                 "split blue=90 green=10"
             };
-            let answer = switchyard::admin::protocol::request(&socket, command).expect("socket");
+            let answer = switchyard::protocol::wire::request(&socket, command).expect("socket");
             assert_eq!(answer["ok"], true, "{answer}");
             applied += 1;
         }
@@ -313,7 +327,7 @@ async fn the_state_file_survives_sigkill_during_changes() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 10_000 {
                     let command = format!("split blue={} green={}", i % 100, 100 - i % 100);
-                    if switchyard::admin::protocol::request(&socket, &command).is_err() {
+                    if switchyard::protocol::wire::request(&socket, &command).is_err() {
                         break; // the process is gone
                     }
                     i += 1;
@@ -385,13 +399,14 @@ async fn the_socket_is_private_and_shrugs_off_hostile_input() {
             value["error"].as_str().unwrap().contains(want),
             "{answer} should say {want}"
         );
+        assert_eq!(value["kind"], "bad_request", "{answer}");
     }
     // Many clients at once, and the proxy still serves.
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let socket = proxy.socket();
         clients.spawn_blocking(move || {
-            switchyard::admin::protocol::request(&socket, "status").unwrap()
+            switchyard::protocol::wire::request(&socket, "status").unwrap()
         });
     }
     while let Some(answer) = clients.join_next().await {

@@ -118,6 +118,28 @@ async fn ctl_prints_tables_or_json_and_exits_0_1_2() {
     );
 }
 
+#[tokio::test]
+async fn a_malformed_command_is_refused_without_a_server() {
+    let dir = TestDir::new("ctl-local");
+    let missing = dir.path().join("nowhere.sock");
+    let missing = missing.to_str().unwrap();
+    let (code, _, err) = ctl_cli(&["-s", missing, "split", "blue=ninety"]).await;
+    assert_eq!(code, 1, "refused, not unreachable: {err}");
+    assert!(
+        err.contains("refused") && err.contains("\"ninety\" is not a percentage"),
+        "{err}"
+    );
+    let (code, out, _) = ctl_cli(&["-s", missing, "--json", "frobnicate"]).await;
+    assert_eq!(code, 1);
+    let answer: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(answer["ok"], false);
+    assert_eq!(answer["kind"], "bad_request");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command"));
+}
+
 /// Lays the config out the way a Kubernetes ConfigMap volume does:
 /// `switchyard.toml -> ..data/switchyard.toml`, `..data -> ..vN`.
 fn configmap_version(dir: &Path, version: u32, text: &str) {

@@ -723,7 +723,7 @@ async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
         while found.is_none() && Instant::now() < deadline {
             let socket = socket.clone();
             let status = tokio::task::spawn_blocking(move || {
-                switchyard::admin::protocol::request(&socket, "status")
+                switchyard::protocol::wire::request(&socket, "status")
             })
             .await
             .unwrap();

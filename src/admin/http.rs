@@ -19,6 +19,9 @@ use pingora::services::background::BackgroundService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::clock::Now;
+use crate::control::status::table_status;
+use crate::protocol::wire::answer_line;
 use crate::shared::Shared;
 
 pub struct AdminHttp {
@@ -128,14 +131,14 @@ async fn route(
             }
         }
         "/status" => {
-            let table = shared.table();
-            let body = crate::status::status_json(&table).to_string() + "\n";
+            let status = table_status(&shared.table(), Now::read());
+            let body = answer_line(&status);
             text(StatusCode::OK, "application/json", body)
         }
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(&shared),
+            super::metrics::render(&shared),
         ),
         _ => text(
             StatusCode::NOT_FOUND,

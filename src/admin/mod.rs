@@ -1,6 +1,7 @@
 //! Operator-facing interfaces: the admin HTTP listener (health, readiness,
-//! status, metrics) and the admin Unix socket with its line protocol.
+//! status, metrics) and the admin Unix socket. The socket's line protocol
+//! is `crate::protocol`, shared with `ctl`.
 
 pub mod http;
-pub mod protocol;
+pub mod metrics;
 pub mod socket;

@@ -1,6 +1,7 @@
 //! The admin Unix socket: created mode 0600 (only the owner — and root —
 //! may change traffic), peer uid read from the kernel (SO_PEERCRED) for the
-//! audit log, bounded lines, idle timeout, any number of clients.
+//! audit log, bounded lines, idle timeout, any number of clients. The edge
+//! where a command's time is read: each is applied at the `Now` it arrived.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -14,8 +15,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use super::protocol::{answer_line, IDLE_TIMEOUT, MAX_LINE};
-use crate::control::{ChangeOrigin, Command, Controller};
+use crate::clock::Now;
+use crate::control::{ChangeOrigin, Controller, Refusal};
+use crate::protocol::answer::Answer;
+use crate::protocol::wire::{answer_line, IDLE_TIMEOUT, MAX_LINE};
+use crate::protocol::Command;
 
 pub struct AdminSocket {
     controller: Arc<Controller>,
@@ -109,10 +113,10 @@ impl BackgroundService for AdminSocket {
 }
 
 /// Reads one line of at most MAX_LINE bytes. `Ok(None)` at end of stream;
-/// `Err` with the answer to send when the line is too long.
+/// `Err` with the refusal to send when the line is too long.
 async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
-) -> std::io::Result<Option<Result<Vec<u8>, String>>> {
+) -> std::io::Result<Option<Result<Vec<u8>, Refusal>>> {
     let mut line = Vec::new();
     let n = reader
         .take(MAX_LINE as u64 + 1)
@@ -129,9 +133,9 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
         return Ok(Some(Ok(line)));
     }
     if line.len() > MAX_LINE {
-        return Ok(Some(Err(format!(
+        return Ok(Some(Err(Refusal::BadRequest(format!(
             "command line longer than {MAX_LINE} bytes"
-        ))));
+        )))));
     }
     // Last line without newline before the client closed its side.
     Ok(Some(Ok(line)))
@@ -145,12 +149,25 @@ async fn execute(
     controller: &Arc<Controller>,
     text: &str,
     origin: ChangeOrigin,
-) -> Result<serde_json::Value, String> {
+) -> Result<Answer, Refusal> {
     let command = Command::parse(text)?;
     let controller = Arc::clone(controller);
-    tokio::task::spawn_blocking(move || controller.apply(command, origin))
+    let now = Now::read();
+    tokio::task::spawn_blocking(move || controller.apply(command, origin, now))
         .await
-        .unwrap_or_else(|e| Err(format!("internal error while applying the command: {e}")))
+        .unwrap_or_else(|e| {
+            Err(Refusal::Internal(format!(
+                "internal error while applying the command: {e}"
+            )))
+        })
+}
+
+/// The answer line for a command's result.
+fn reply(result: Result<Answer, Refusal>) -> String {
+    match result {
+        Ok(answer) => answer_line(&answer),
+        Err(refusal) => answer_line(&refusal.answer()),
+    }
 }
 
 /// One client: lines in, answers out, until it closes, sends an oversized
@@ -166,14 +183,14 @@ async fn serve(stream: UnixStream, controller: Arc<Controller>, idle: Duration) 
             Ok(Ok(Some(line))) => line,
         };
         let (answer, close) = match line {
-            Err(too_long) => (answer_line(Err(too_long)), true),
+            Err(too_long) => (reply(Err(too_long)), true),
             Ok(bytes) => match String::from_utf8(bytes) {
-                Err(_) => (answer_line(Err("command is not valid UTF-8".into())), false),
+                Err(_) => {
+                    let refusal = Refusal::BadRequest("command is not valid UTF-8".into());
+                    (reply(Err(refusal)), false)
+                }
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => (
-                    answer_line(execute(&controller, &text, origin).await),
-                    false,
-                ),
+                Ok(text) => (reply(execute(&controller, &text, origin).await), false),
             },
         };
         if write.write_all(answer.as_bytes()).await.is_err() || close {
@@ -226,6 +243,7 @@ mod tests {
         assert_eq!(status["revision"], 1);
         let unknown = read_answer(&mut client).await;
         assert!(unknown.contains("unknown command"), "{unknown}");
+        assert!(unknown.contains("\"kind\":\"bad_request\""), "{unknown}");
 
         // Then silence: the server hangs up by itself, within a bound.
         let mut rest = Vec::new();

@@ -1,30 +1,55 @@
 //! The audit log: one JSON line per applied change in `state_dir/audit.log`
 //! (time, revision, command, origin, uid, reason, the split after). Append
-//! only; `history` and `undo` read it back.
+//! only; `history` and `undo` read it back. Also who asked for a change
+//! ([`ChangeOrigin`]), which every record names.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use crate::clock::WallMs;
+pub use crate::protocol::answer::AuditRecord;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditRecord {
-    /// RFC 3339, UTC.
-    pub time: String,
-    pub revision: u64,
-    pub command: String,
-    /// `admin`, `file`, `signal`, `startup`, `guard`, `canary`.
-    pub origin: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
-    pub reason: String,
-    /// The split in force after this revision, pool → percent.
-    pub split: std::collections::BTreeMap<String, f64>,
+/// Who asked for a change (for the audit record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOrigin {
+    /// The admin socket, with the peer's uid when the kernel told us.
+    Admin { uid: Option<u32> },
+    /// The config file changed (watcher) or `reload` re-read it.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// Reconciling the file with the saved state at start.
+    Startup,
+    /// The guard's automatic rollback.
+    Guard,
+    /// A canary run moving to its next step.
+    Canary,
 }
 
-pub fn rfc3339_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+impl ChangeOrigin {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeOrigin::Admin { .. } => "admin",
+            ChangeOrigin::File => "file",
+            ChangeOrigin::Signal => "signal",
+            ChangeOrigin::Startup => "startup",
+            ChangeOrigin::Guard => "guard",
+            ChangeOrigin::Canary => "canary",
+        }
+    }
+
+    pub fn uid(self) -> Option<u32> {
+        match self {
+            ChangeOrigin::Admin { uid } => uid,
+            _ => None,
+        }
+    }
+}
+
+/// `time` as an audit record and a webhook event write it (RFC 3339, UTC).
+pub fn rfc3339(time: WallMs) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(time.0)).to_string()
 }
 
 #[derive(Debug)]
@@ -149,7 +174,7 @@ mod tests {
 
     fn record(revision: u64) -> AuditRecord {
         AuditRecord {
-            time: rfc3339_now(),
+            time: rfc3339(WallMs(1_700_000_000_000 + revision)),
             revision,
             command: format!("split blue={revision}"),
             origin: "admin".into(),
@@ -158,6 +183,14 @@ mod tests {
             reason: "x".repeat(usize::try_from(revision % 600).unwrap_or(0)),
             split: [("blue".to_string(), 100.0)].into(),
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(
+            rfc3339(WallMs(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 
     #[test]

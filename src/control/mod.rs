@@ -1,18 +1,36 @@
-//! The control plane: commands, the controller (the one writer of the
-//! routing table), the persisted runtime state and the audit log.
+//! The control plane: the one writer of the routing table and everything
+//! it decides with. The vocabulary it speaks is `crate::protocol`.
 //!
-//! - `command`: the admin command vocabulary and its text form
-//! - `controller`: apply a command → new table, revision, state, audit
+//! - `controller`: the writer — `start`, `apply`, `commit` (persist, audit,
+//!   publish); the only holder of the table's publisher
+//! - `change`: one plan function per command (split, cutover, rollback,
+//!   drain, undo, guard pause)
+//! - `canary_run`: canary commands and the step advance
+//! - `judge`: the guard's tick and the controller's answer to a verdict
+//! - `reconcile`: the saved state against the config, at start and reload
+//! - `transition`: rollback target and watch when a split changes
+//! - `status`: the status document
+//! - `error`: refusals, each with a `kind` for the answer
 //! - `state`: the runtime state file, written atomically
-//! - `audit`: the JSON-lines audit log
+//! - `audit`: the JSON-lines audit log and who asked for a change
+//!
+//! Time enters as a value ([`crate::clock::Now`]) at every entry point.
 
 pub mod audit;
-pub mod command;
+pub mod canary_run;
+pub mod change;
 pub mod controller;
+pub mod error;
+pub mod judge;
+pub mod reconcile;
 pub mod state;
+pub mod status;
+pub mod transition;
 
-pub use command::{ChangeOrigin, Command};
+pub use crate::protocol::Command;
+pub use audit::ChangeOrigin;
 pub use controller::Controller;
+pub use error::Refusal;
 
 #[cfg(test)]
 mod tests;

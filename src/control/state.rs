@@ -4,18 +4,16 @@
 //! file in the same directory, fsync, rename over the old one, fsync the
 //! directory — a crash at any point leaves either the old or the new file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_share, Share, Split};
+use crate::protocol::answer::SplitDoc;
 
 const FILE: &str = "state.json";
-
-/// A split in the state file: pool → percent (0.01 % steps).
-type SplitDoc = BTreeMap<String, f64>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollbackTarget {
@@ -79,12 +77,30 @@ pub fn split_doc(split: &Split) -> SplitDoc {
         .collect()
 }
 
-fn split_from_doc(doc: &SplitDoc) -> Result<Split, String> {
+/// Why the state file could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid state file: {source}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A share in the file is not a percentage with two decimals.
+    #[error("{0}")]
+    Share(String),
+}
+
+fn split_from_doc(doc: &SplitDoc) -> Result<Split, LoadError> {
     doc.iter()
         .map(|(pool, percent)| {
             parse_share(*percent)
                 .map(|s| (pool.clone(), s))
-                .map_err(|e| e.to_string())
+                .map_err(|e| LoadError::Share(e.to_string()))
         })
         .collect()
 }
@@ -95,15 +111,17 @@ impl RuntimeState {
     }
 
     /// `Ok(None)` when there is no state yet (first start).
-    pub fn load(state_dir: &Path) -> Result<Option<RuntimeState>, String> {
+    pub fn load(state_dir: &Path) -> Result<Option<RuntimeState>, LoadError> {
         let path = Self::path(state_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(LoadError::Read { path, source }),
         };
-        let doc: StateDoc = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a valid state file: {e}", path.display()))?;
+        let doc: StateDoc = match serde_json::from_str(&text) {
+            Ok(doc) => doc,
+            Err(source) => return Err(LoadError::Invalid { path, source }),
+        };
         let target = match doc.rollback_target {
             Some(t) => Some(RollbackTarget {
                 split: split_from_doc(&t.split)?,
@@ -121,6 +139,25 @@ impl RuntimeState {
             watch: doc.watch,
             guard_paused: doc.guard_paused,
         }))
+    }
+
+    /// The saved state, if any; an unreadable file is renamed to
+    /// `state.json.corrupt` (kept for a post-mortem, out of the next start's
+    /// way) and counts as none, so the process starts from the config file.
+    pub fn load_or_set_aside(state_dir: &Path) -> Option<RuntimeState> {
+        match RuntimeState::load(state_dir) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let path = RuntimeState::path(state_dir);
+                let kept = path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&path, &kept);
+                log::warn!(
+                    "{e}; kept it as {}, starting from the config file",
+                    kept.display()
+                );
+                None
+            }
+        }
     }
 
     /// Atomically replaces the state file.
@@ -158,27 +195,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The pool whose share rose the most from `before` to `after` (the one to
-/// watch) and the one whose share fell the most (its baseline).
-pub fn biggest_moves(before: &Split, after: &Split) -> (Option<String>, Option<String>) {
-    let delta = |pool: &String| {
-        i32::from(after.get(pool).map_or(0, |s| s.units()))
-            - i32::from(before.get(pool).map_or(0, |s| s.units()))
-    };
-    let pools: Vec<&String> = before.keys().chain(after.keys()).collect();
-    let up = pools
-        .iter()
-        .filter(|p| delta(p) > 0)
-        .max_by_key(|p| delta(p))
-        .map(|p| p.to_string());
-    let down = pools
-        .iter()
-        .filter(|p| delta(p) < 0)
-        .min_by_key(|p| delta(p))
-        .map(|p| p.to_string());
-    (up, down)
-}
-
 /// Removes temp files that a writer killed between create and rename left
 /// behind — except those of a process still running (the old process
 /// during a graceful upgrade may be mid-write).
@@ -199,13 +215,6 @@ pub fn remove_stale_temp_files(state_dir: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Did any pool's share rise from `before` to `after`?
-pub fn raises_a_share(before: &Split, after: &Split) -> bool {
-    after
-        .iter()
-        .any(|(pool, share)| *share > before.get(pool).copied().unwrap_or(Share::ZERO))
 }
 
 /// `blue=90 green=10` (pools with a share of 0 left out unless all are 0).
@@ -262,12 +271,8 @@ mod tests {
     }
 
     #[test]
-    fn raising_is_any_share_going_up() {
-        let a = split(&[("blue", 10_000), ("green", 0)]);
+    fn a_split_is_described_by_its_pools_with_traffic() {
         let b = split(&[("blue", 9000), ("green", 1000)]);
-        assert!(raises_a_share(&a, &b));
-        assert!(raises_a_share(&b, &a));
-        assert!(!raises_a_share(&a, &a));
         assert_eq!(describe_split(&b), "blue=90 green=10");
     }
 }

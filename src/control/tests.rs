@@ -4,10 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{ChangeOrigin, Command, Controller};
+use crate::clock::Now;
 use crate::config;
 
 const ADMIN: ChangeOrigin = ChangeOrigin::Admin { uid: Some(1000) };
@@ -36,6 +38,11 @@ impl Setup {
     /// Writes the file (pools and split) and starts a controller on it, as
     /// a process start does.
     fn start(&self, pools: &[&str], split: &str) -> Arc<Controller> {
+        self.start_with(pools, split, "")
+    }
+
+    /// `start` with more sections appended to the file.
+    fn start_with(&self, pools: &[&str], split: &str, extra: &str) -> Arc<Controller> {
         let mut text = format!(
             // No active checks: backends count as up without a checker.
             "[admin]\nsocket = \"{d}/admin.sock\"\nstate_dir = \"{d}/state\"\n\
@@ -48,7 +55,7 @@ impl Setup {
                 9001 + i
             ));
         }
-        text.push_str(&format!("[split]\n{split}\n"));
+        text.push_str(&format!("[split]\n{split}\n{extra}"));
         std::fs::write(self.config_path(), text).unwrap();
         let config = config::load(&self.config_path()).unwrap();
         Controller::start(&self.config_path(), config).unwrap().0
@@ -61,8 +68,27 @@ impl Drop for Setup {
     }
 }
 
+/// One command's answer as the socket would send it, or the refusal's text.
+fn apply_at(controller: &Controller, command: Command, now: Now) -> Result<Value, String> {
+    controller
+        .apply(command, ADMIN, now)
+        .map(|answer| serde_json::to_value(answer).unwrap())
+        .map_err(|refusal| refusal.to_string())
+}
+
+fn status(controller: &Controller) -> Value {
+    apply_at(controller, Command::Status, Now::read()).unwrap()
+}
+
+fn reload(controller: &Controller, origin: ChangeOrigin) -> Result<Value, String> {
+    controller
+        .reload(origin, Now::read())
+        .map(|answer| serde_json::to_value(answer).unwrap())
+        .map_err(|refusal| refusal.to_string())
+}
+
 fn split_of(controller: &Controller) -> Vec<(String, f64)> {
-    let status = controller.apply(Command::Status, ADMIN).unwrap();
+    let status = status(controller);
     let mut split: Vec<(String, f64)> = status["split"]
         .as_object()
         .unwrap()
@@ -79,17 +105,19 @@ fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
 }
 
 fn revision(controller: &Controller) -> u64 {
-    controller.apply(Command::Status, ADMIN).unwrap()["revision"]
-        .as_u64()
-        .unwrap()
+    status(controller)["revision"].as_u64().unwrap()
 }
 
 fn run(controller: &Controller, line: &str) -> Result<Value, String> {
-    controller.apply(Command::parse(line)?, ADMIN)
+    run_at(controller, line, Now::read())
+}
+
+fn run_at(controller: &Controller, line: &str, now: Now) -> Result<Value, String> {
+    apply_at(controller, Command::parse(line).map_err(|e| e.0)?, now)
 }
 
 fn last_audit(controller: &Controller) -> Value {
-    let history = controller.apply(Command::History(1), ADMIN).unwrap();
+    let history = apply_at(controller, Command::History(1), Now::read()).unwrap();
     history["history"][0].clone()
 }
 
@@ -105,7 +133,7 @@ fn the_runtime_split_survives_a_restart_while_the_file_split_is_unchanged() {
     let c = setup.start(&["blue", "green"], "blue = 100");
     assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
     assert_eq!(revision(&c), 2, "a plain restart is not a change");
-    let status = c.apply(Command::Status, ADMIN).unwrap();
+    let status = status(&c);
     assert_eq!(status["rollback_target"]["split"]["blue"], 100.0);
 }
 
@@ -150,7 +178,7 @@ fn adding_a_pool_keeps_the_runtime_split() {
     let c = setup.start(&["blue", "green", "red"], "blue = 100");
     assert_eq!(split_of(&c), pairs(&[("blue", 70.0), ("green", 30.0)]));
     assert_eq!(
-        c.apply(Command::Status, ADMIN).unwrap()["split"]["red"],
+        status(&c)["split"]["red"],
         0.0,
         "the new pool is in the split at 0"
     );
@@ -168,7 +196,7 @@ fn removing_a_pool_with_share_falls_back_to_the_file_split() {
     assert_eq!(split_of(&c), pairs(&[("blue", 100.0)]));
     let reason = last_audit(&c)["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("pool \"green\" is gone"), "{reason}");
-    let status = c.apply(Command::Status, ADMIN).unwrap();
+    let status = status(&c);
     assert!(
         status["rollback_target"].is_null(),
         "a target naming a removed pool is dropped: {}",
@@ -231,7 +259,7 @@ fn rollback_restores_the_split_before_the_last_raise_once() {
 fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     let setup = Setup::new("reload");
     let c = setup.start(&["blue", "green"], "blue = 100");
-    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    let answer = reload(&c, ChangeOrigin::Signal).unwrap();
     assert_eq!(answer["changed"], false);
     assert_eq!(revision(&c), 1);
 
@@ -241,7 +269,7 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
         .replace("/state\"", "/elsewhere\"")
         .replace("blue = 100", "blue = 50\ngreen = 50");
     std::fs::write(setup.config_path(), text).unwrap();
-    let answer = c.reload(ChangeOrigin::Signal).unwrap();
+    let answer = reload(&c, ChangeOrigin::Signal).unwrap();
     assert_eq!(answer["revision"], 2);
     assert_eq!(answer["changed"], true);
     assert!(
@@ -256,7 +284,7 @@ fn reload_keeps_settings_that_need_a_restart_and_skips_an_identical_file() {
     assert_eq!(last_audit(&c)["origin"], "signal");
 
     std::fs::write(setup.config_path(), "[pools.blue]\nbackends = 3\n").unwrap();
-    let error = c.reload(ChangeOrigin::File).unwrap_err();
+    let error = reload(&c, ChangeOrigin::File).unwrap_err();
     assert!(error.contains("pools.blue.backends"), "{error}");
     assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
 }
@@ -274,10 +302,7 @@ fn an_expired_rollback_target_is_refused() {
     std::fs::write(&path, state.to_string()).unwrap();
 
     let c = setup.start(&["blue", "green"], "blue = 100");
-    assert_eq!(
-        c.apply(Command::Status, ADMIN).unwrap()["rollback_target"]["expired"],
-        true
-    );
+    assert_eq!(status(&c)["rollback_target"]["expired"], true);
     let error = run(&c, "rollback").unwrap_err();
     assert!(
         error.contains("older than guard.rollback_target_ttl"),
@@ -291,7 +316,7 @@ fn the_watchers_catch_up_reload_counts_only_a_changed_file() {
     use std::sync::atomic::Ordering;
     let setup = Setup::new("catchup");
     let c = setup.start(&["blue", "green"], "blue = 100");
-    c.reload_if_changed(ChangeOrigin::File);
+    c.reload_if_changed(ChangeOrigin::File, Now::read());
     assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 0);
     assert_eq!(revision(&c), 1);
 
@@ -299,7 +324,111 @@ fn the_watchers_catch_up_reload_counts_only_a_changed_file() {
         .unwrap()
         .replace("blue = 100", "blue = 50\ngreen = 50");
     std::fs::write(setup.config_path(), text).unwrap();
-    c.reload_if_changed(ChangeOrigin::File);
+    c.reload_if_changed(ChangeOrigin::File, Now::read());
     assert_eq!(c.shared().reloads_ok.load(Ordering::Relaxed), 1);
     assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
+}
+
+#[test]
+fn a_rollback_target_ages_past_its_ttl_by_the_time_passed_in() {
+    let setup = Setup::new("ttl");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    let t0 = Now::read();
+    run_at(&c, "cutover green", t0).unwrap();
+    let day = Duration::from_secs(24 * 3600);
+
+    let late = t0.plus(day + Duration::from_secs(1));
+    let status = apply_at(&c, Command::Status, late).unwrap();
+    assert_eq!(status["rollback_target"]["expired"], true);
+    assert_eq!(status["rollback_target"]["age_s"], 24 * 3600 + 1);
+    let refusal = c.apply(Command::Rollback(None), ADMIN, late).unwrap_err();
+    assert_eq!(refusal.kind(), "target_expired");
+    assert_eq!(
+        refusal.to_string(),
+        "the rollback target (revision 1) is older than guard.rollback_target_ttl"
+    );
+
+    // A moment inside the TTL the same target is still good.
+    let inside = t0.plus(day - Duration::from_secs(1));
+    let answer = run_at(&c, "rollback", inside).unwrap();
+    assert_eq!(answer["split"]["blue"], 100.0);
+}
+
+#[test]
+fn a_canary_step_holds_for_its_time_and_then_walks_on() {
+    let setup = Setup::new("hold");
+    let c = setup.start_with(
+        &["blue", "green"],
+        "blue = 100",
+        "[guard]\nmin_requests = 1\n\
+         [canary]\nsteps = [{ weight = 10, hold = \"1m\" }, { weight = 100 }]\n",
+    );
+    c.shared().set_health_ready();
+    let t0 = Now::read();
+    run_at(&c, "canary start green", t0).unwrap();
+    let canary = |now: Now| apply_at(&c, Command::Status, now).unwrap()["canary"].clone();
+    assert_eq!(canary(t0)["hold_remaining_s"], 60.0);
+    assert_eq!(
+        canary(t0.plus(Duration::from_secs(20)))["hold_remaining_s"],
+        40.0
+    );
+
+    // Pausing and resuming restarts the hold at the resume's time.
+    let resumed = t0.plus(Duration::from_secs(30));
+    run_at(&c, "canary pause", t0.plus(Duration::from_secs(25))).unwrap();
+    run_at(&c, "canary resume", resumed).unwrap();
+    assert_eq!(canary(resumed)["hold_remaining_s"], 60.0);
+
+    // Healthy traffic to green; the guard judges at the times given.
+    let serve = |now: Now| {
+        let table = c.shared().table_arc();
+        let green = table.pool("green").unwrap();
+        for _ in 0..500 {
+            green.stats.record(
+                now.mono.0,
+                crate::stats::StatusClass::S2xx,
+                Duration::from_millis(1),
+            );
+        }
+    };
+    let before = resumed.plus(Duration::from_secs(59));
+    serve(before);
+    c.guard_tick(before);
+    assert_eq!(
+        split_of(&c),
+        pairs(&[("blue", 90.0), ("green", 10.0)]),
+        "still holding"
+    );
+
+    let after = resumed.plus(Duration::from_secs(61));
+    serve(after);
+    c.guard_tick(after);
+    assert_eq!(
+        split_of(&c),
+        pairs(&[("green", 100.0)]),
+        "promoted after the hold"
+    );
+    assert!(canary(after).is_null(), "the run is over");
+    assert_eq!(last_audit(&c)["origin"], "canary");
+}
+
+#[test]
+fn every_refusal_names_its_kind() {
+    let setup = Setup::new("kinds");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    let kind = |line: &str| {
+        let command = Command::parse(line).unwrap();
+        c.apply(command, ADMIN, Now::read()).unwrap_err().kind()
+    };
+    assert_eq!(kind("split blue=50 purple=50"), "no_such_pool");
+    assert_eq!(kind("split blue=50 green=40"), "bad_split");
+    assert_eq!(kind("drain blue 10.9.9.9:1"), "no_such_backend");
+    assert_eq!(kind("undo 99"), "no_such_revision");
+    assert_eq!(kind("rollback"), "nothing_to_roll_back");
+    assert_eq!(kind("canary pause"), "no_canary");
+    assert_eq!(kind("guard resume"), "unchanged");
+    run(&c, "canary start green").unwrap();
+    assert_eq!(kind("canary start green"), "conflict");
+    c.hand_over();
+    assert_eq!(kind("canary abort"), "handing_over");
 }

@@ -2,7 +2,6 @@
 //!
 //! - `decide`: the pure verdict on a watched pool's window
 //! - `canary`: pure helpers for walking `[canary].steps`
-//! - `evaluator`: the background tick that asks the controller to judge
 //! - `sequential`: the sequential tests on counts (CUSUM on likelihood ratios)
 //!
 //! The state (what is watched since when, a canary in progress, paused or
@@ -11,7 +10,6 @@
 
 pub mod canary;
 pub mod decide;
-pub mod evaluator;
 pub mod sequential;
 
 pub use decide::{decide, Observation, Trip, Verdict};

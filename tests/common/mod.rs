@@ -228,7 +228,7 @@ impl Proxy {
     /// One admin command over the socket; the JSON answer.
     pub async fn ctl(&self, command: &str) -> serde_json::Value {
         let (socket, command) = (self.socket(), command.to_string());
-        tokio::task::spawn_blocking(move || switchyard::admin::protocol::request(&socket, &command))
+        tokio::task::spawn_blocking(move || switchyard::protocol::wire::request(&socket, &command))
             .await
             .expect("ctl task")
             .unwrap_or_else(|e| panic!("admin socket: {e:?}"))

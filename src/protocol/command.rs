@@ -1,10 +1,16 @@
 //! Admin commands: the one vocabulary shared by the admin socket, `ctl`,
-//! reloads and (later) the guard. `Command::parse` reads the socket's text
-//! form; `Display` writes it back for the audit log.
+//! reloads, the guard and canary runs. `Command::parse` reads the socket's
+//! text form (and `ctl` runs it before sending, so a malformed command is
+//! refused without a server); `Display` writes it back for the audit log.
 
 use std::fmt;
 
-use crate::config::{parse_share, Share, Split};
+use crate::config::{parse_share, Split};
+
+/// Why a line is not a command; the text is what the operator reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -40,43 +46,6 @@ pub enum CanaryCommand {
     Abort,
 }
 
-/// Who asked for a change (for the audit record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeOrigin {
-    /// The admin socket, with the peer's uid when the kernel told us.
-    Admin { uid: Option<u32> },
-    /// The config file changed (watcher) or `reload` re-read it.
-    File,
-    /// SIGHUP.
-    Signal,
-    /// Reconciling the file with the saved state at start.
-    Startup,
-    /// The guard's automatic rollback.
-    Guard,
-    /// A canary run moving to its next step.
-    Canary,
-}
-
-impl ChangeOrigin {
-    pub fn label(self) -> &'static str {
-        match self {
-            ChangeOrigin::Admin { .. } => "admin",
-            ChangeOrigin::File => "file",
-            ChangeOrigin::Signal => "signal",
-            ChangeOrigin::Startup => "startup",
-            ChangeOrigin::Guard => "guard",
-            ChangeOrigin::Canary => "canary",
-        }
-    }
-
-    pub fn uid(self) -> Option<u32> {
-        match self {
-            ChangeOrigin::Admin { uid } => uid,
-            _ => None,
-        }
-    }
-}
-
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
 drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
@@ -84,7 +53,11 @@ canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|re
 
 impl Command {
     /// Parses one admin line, e.g. `split blue=90 green=10`.
-    pub fn parse(line: &str) -> Result<Command, String> {
+    pub fn parse(line: &str) -> Result<Command, ParseError> {
+        Self::parse_words(line).map_err(ParseError)
+    }
+
+    fn parse_words(line: &str) -> Result<Command, String> {
         let mut words = line.split_whitespace();
         let Some(verb) = words.next() else {
             return Err(format!("empty command; {USAGE}"));
@@ -161,7 +134,8 @@ impl Command {
         }
     }
 
-    /// Does this command change anything (and get a revision)?
+    /// Does this command change anything (and get a revision)? Read-only
+    /// ones are answered without the writer's checks and never audited.
     pub fn is_mutating(&self) -> bool {
         !matches!(self, Command::Status | Command::History(_))
     }
@@ -231,20 +205,26 @@ impl fmt::Display for Command {
     }
 }
 
-/// The full split a `split` command asks for: named pools as given, the
-/// others 0.
-pub fn complete_split(pools: impl Iterator<Item = String>, named: &Split) -> Split {
-    pools
-        .map(|pool| {
-            let share = named.get(&pool).copied().unwrap_or(Share::ZERO);
-            (pool, share)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Share;
+
+    #[test]
+    fn only_status_and_history_are_read_only() {
+        for line in ["status", "history", "history 5"] {
+            assert!(!Command::parse(line).unwrap().is_mutating(), "{line}");
+        }
+        for line in [
+            "reload",
+            "cutover green",
+            "rollback",
+            "guard pause",
+            "canary abort",
+        ] {
+            assert!(Command::parse(line).unwrap().is_mutating(), "{line}");
+        }
+    }
 
     #[test]
     fn parses_every_command() {
@@ -311,7 +291,7 @@ mod tests {
             ("undo x", "not a revision number"),
         ] {
             let err = Command::parse(line).unwrap_err();
-            assert!(err.contains(want), "{line:?}: {err}");
+            assert!(err.0.contains(want), "{line:?}: {err}");
         }
     }
 

@@ -1,13 +1,14 @@
-//! The admin socket protocol, shared by the server and `switchyard ctl`:
-//! one UTF-8 command per line (at most 4 KiB), one JSON answer per line,
-//! `{"ok":true,…}` or `{"ok":false,"error":"…"}`.
+//! Line framing of the admin socket, shared by the server and `switchyard
+//! ctl`: one UTF-8 command per line (at most 4 KiB), one JSON answer per
+//! line, `{"ok":true,…}` or `{"ok":false,"kind":"…","error":"…"}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Longest accepted command line, newline excluded.
 pub const MAX_LINE: usize = 4096;
@@ -15,35 +16,35 @@ pub const MAX_LINE: usize = 4096;
 /// A connection that sends nothing for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The answer line for a command's result (newline included).
-pub fn answer_line(result: Result<Value, String>) -> String {
-    let mut value = match result {
-        Ok(value) => value,
-        Err(error) => json!({ "ok": false, "error": error }),
-    };
-    if value.get("ok").is_none() {
-        value["ok"] = json!(true);
-    }
-    let mut line = value.to_string();
+/// One answer as its line on the wire (newline included).
+pub fn answer_line<T: Serialize>(answer: &T) -> String {
+    // Our answer types are plain data (string keys, finite numbers): they
+    // always serialize; the fallback only keeps a bug from killing a client.
+    let mut line = serde_json::to_string(answer).unwrap_or_else(|e| {
+        serde_json::json!({ "ok": false, "kind": "internal", "error": e.to_string() }).to_string()
+    });
     line.push('\n');
     line
 }
 
 /// Why `ctl` could not get an answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not connect (exit code 2).
+    #[error("{0}")]
     Unreachable(String),
     /// Connected, but the exchange failed.
+    #[error("{0}")]
     Protocol(String),
     /// Not sent: the command cannot be put on the wire (exit code 1).
+    #[error("{0}")]
     Refused(String),
 }
 
-/// Sends one command and returns the parsed answer.
-pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
-    // One command per line: an embedded line break would smuggle a second
-    // command past the one answer this client reads.
+/// The command as it goes on the wire, or why it cannot: one command per
+/// line, since an embedded line break would smuggle a second command past
+/// the one answer a client reads.
+pub fn one_line(command: &str) -> Result<&str, ClientError> {
     let command = command.trim_end_matches(['\n', '\r']);
     if command.contains(['\n', '\r']) {
         return Err(ClientError::Refused(
@@ -55,6 +56,13 @@ pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
             "the command is longer than {MAX_LINE} bytes"
         )));
     }
+    Ok(command)
+}
+
+/// Sends one command and returns the answer as it came (the caller picks
+/// the typed answer it expects, or prints it raw).
+pub fn request(socket: &Path, command: &str) -> Result<Value, ClientError> {
+    let command = one_line(command)?;
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         ClientError::Unreachable(format!(
             "cannot reach the admin socket {}: {e}",

@@ -1,0 +1,260 @@
+//! One plan function per command: from the state in force to the state the
+//! command asks for, or the refusal. Plans change nothing themselves; the
+//! controller commits them (persist, audit, publish) or drops them, so a
+//! refused command leaves no trace.
+
+use crate::clock::Now;
+use crate::config::{self, Config, Share, Split};
+use crate::routing::RoutingTable;
+
+use super::audit::{AuditLog, ChangeOrigin};
+use super::error::{Refusal, SplitProblem};
+use super::state::RuntimeState;
+use super::transition::{expired, raise_split};
+
+/// What a plan may look at: the config, state and table in force, who asks
+/// and when.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub state: &'a RuntimeState,
+    /// For the dead-pool check (backend health lives in the table).
+    pub table: &'a RoutingTable,
+    pub origin: ChangeOrigin,
+    pub now: Now,
+}
+
+/// A change ready to commit.
+#[derive(Debug)]
+pub struct Plan {
+    pub state: RuntimeState,
+    /// For the audit record, the answer and the webhook.
+    pub reason: String,
+    /// The webhook event.
+    pub event: &'static str,
+    /// Count a rollback under this label once the plan is taken.
+    pub count_rollback: Option<&'static str>,
+    /// The change ends a canary run in progress.
+    pub ends_canary: bool,
+}
+
+impl Plan {
+    pub fn new(state: RuntimeState, reason: String, event: &'static str) -> Plan {
+        Plan {
+            state,
+            reason,
+            event,
+            count_rollback: None,
+            ends_canary: false,
+        }
+    }
+}
+
+/// The full split a `split` command asks for: named pools as given, the
+/// others 0.
+pub fn complete_split(pools: impl Iterator<Item = String>, named: &Split) -> Split {
+    pools
+        .map(|pool| {
+            let share = named.get(&pool).copied().unwrap_or(Share::ZERO);
+            (pool, share)
+        })
+        .collect()
+}
+
+/// Why a split cannot be put in force with this config, if it cannot.
+pub fn split_problem(split: &Split, config: &Config) -> Option<SplitProblem> {
+    if let Some(pool) = split.keys().find(|p| !config.pools.contains_key(*p)) {
+        return Some(SplitProblem::NoSuchPool(pool.clone()));
+    }
+    let sum: u32 = split.values().map(|s| u32::from(s.units())).sum();
+    if sum != u32::from(Share::FULL.units()) {
+        return Some(SplitProblem::BadSum(Share(
+            sum.min(u32::from(u16::MAX)) as u16
+        )));
+    }
+    split
+        .iter()
+        .find(|(pool, share)| **share > Share::ZERO && config.pools[*pool].backends.is_empty())
+        .map(|(pool, _)| SplitProblem::NoBackends(pool.clone()))
+}
+
+/// Refuses a split that gives more traffic to a pool with no healthy,
+/// undrained backend — unless forced, which the audit reason records.
+pub fn refuse_dead_pools(
+    table: &RoutingTable,
+    before: &Split,
+    after: &Split,
+    force: bool,
+) -> Result<&'static str, Refusal> {
+    let dead: Vec<&str> = after
+        .iter()
+        .filter(|(pool, share)| **share > before.get(*pool).copied().unwrap_or(Share::ZERO))
+        .filter(|(pool, _)| table.pool(pool).is_some_and(|p| !p.has_usable_backend()))
+        .map(|(pool, _)| pool.as_str())
+        .collect();
+    match (dead.is_empty(), force) {
+        (true, _) => Ok(""),
+        (false, true) => Ok(" (forced: no healthy backend)"),
+        (false, false) => Err(Refusal::DeadPool(dead.join(", "))),
+    }
+}
+
+/// The configured name of a backend given by name or resolved address.
+fn backend_name(config: &Config, pool: &str, backend: &str) -> Result<String, Refusal> {
+    let p = config
+        .pools
+        .get(pool)
+        .ok_or_else(|| Refusal::NoSuchPool(pool.to_string()))?;
+    p.backends
+        .iter()
+        .find(|b| b.name == backend || b.addr.to_string() == backend)
+        .map(|b| b.name.clone())
+        .ok_or_else(|| Refusal::NoSuchBackend {
+            pool: pool.to_string(),
+            backend: backend.to_string(),
+        })
+}
+
+/// `split [--force] POOL=PCT…`
+pub fn split(ctx: &Ctx, named: &Split, force: bool) -> Result<Plan, Refusal> {
+    let config = ctx.config;
+    let split = complete_split(config.pools.keys().cloned(), named);
+    if let Some(pool) = named.keys().find(|p| !config.pools.contains_key(*p)) {
+        return Err(Refusal::NoSuchPool(pool.clone()));
+    }
+    if let Some(problem) = split_problem(&split, config) {
+        return Err(problem.into());
+    }
+    let mut state = ctx.state.clone();
+    let forced = refuse_dead_pools(ctx.table, &state.split, &split, force)?;
+    raise_split(&mut state, split, ctx.now.wall);
+    Ok(Plan::new(state, format!("split changed{forced}"), "split"))
+}
+
+/// `cutover [--force] POOL`
+pub fn cutover(ctx: &Ctx, pool: &str, force: bool) -> Result<Plan, Refusal> {
+    let config = ctx.config;
+    if !config.pools.contains_key(pool) {
+        return Err(Refusal::NoSuchPool(pool.to_string()));
+    }
+    let split = complete_split(
+        config.pools.keys().cloned(),
+        &[(pool.to_string(), Share::FULL)].into(),
+    );
+    if let Some(problem) = split_problem(&split, config) {
+        return Err(problem.into());
+    }
+    let mut state = ctx.state.clone();
+    let forced = refuse_dead_pools(ctx.table, &state.split, &split, force)?;
+    raise_split(&mut state, split, ctx.now.wall);
+    Ok(Plan::new(
+        state,
+        format!("cutover to {pool}{forced}"),
+        "cutover",
+    ))
+}
+
+/// `rollback [REASON…]` (also the guard's): the target, once, if not too old.
+pub fn rollback(ctx: &Ctx, reason: Option<&str>) -> Result<Plan, Refusal> {
+    let mut state = ctx.state.clone();
+    let Some(target) = state.rollback_target.take() else {
+        return Err(Refusal::NothingToRollBack);
+    };
+    if expired(ctx.config, &target, ctx.now.wall) {
+        return Err(Refusal::TargetExpired(target.revision));
+    }
+    let split = complete_split(ctx.config.pools.keys().cloned(), &target.split);
+    if let Some(problem) = split_problem(&split, ctx.config) {
+        return Err(Refusal::TargetUnusable(problem));
+    }
+    state.split = split;
+    state.watch = None;
+    let reason = reason.map_or_else(|| "manual rollback".to_string(), str::to_string);
+    let mut plan = Plan::new(state, reason, "rollback");
+    // The guard counts its own, under the threshold that tripped.
+    plan.count_rollback = (ctx.origin != ChangeOrigin::Guard).then_some("manual");
+    plan.ends_canary = true;
+    Ok(plan)
+}
+
+/// `drain POOL ADDR` (`drain` true) and `undrain POOL ADDR`.
+pub fn drain(ctx: &Ctx, pool: &str, backend: &str, drain: bool) -> Result<Plan, Refusal> {
+    let name = backend_name(ctx.config, pool, backend)?;
+    let key = (pool.to_string(), name);
+    let mut state = ctx.state.clone();
+    let changed = if drain {
+        state.drained.insert(key)
+    } else {
+        state.drained.remove(&key)
+    };
+    if !changed {
+        return Err(Refusal::Unchanged(format!(
+            "{backend} in {pool} is {} drained",
+            if drain { "already" } else { "not" }
+        )));
+    }
+    let reason = format!(
+        "{} {backend} in {pool}",
+        if drain { "drained" } else { "undrained" }
+    );
+    Ok(Plan::new(
+        state,
+        reason,
+        if drain { "drain" } else { "undrain" },
+    ))
+}
+
+/// `undo REV`: the split of a recorded revision, itself a raise.
+pub fn undo(ctx: &Ctx, audit: &AuditLog, revision: u64) -> Result<Plan, Refusal> {
+    let config = ctx.config;
+    let record = audit
+        .find(revision)
+        .ok_or(Refusal::NoSuchRevision(revision))?;
+    let named: Result<Split, String> = record
+        .split
+        .iter()
+        .map(|(p, pct)| {
+            config::parse_share(*pct)
+                .map(|s| (p.clone(), s))
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let split = complete_split(
+        config.pools.keys().cloned(),
+        &named.map_err(Refusal::BadRecord)?,
+    );
+    if let Some(pool) = record.split.keys().find(|p| !config.pools.contains_key(*p)) {
+        return Err(Refusal::RevisionPoolGone {
+            revision,
+            pool: pool.clone(),
+        });
+    }
+    if let Some(problem) = split_problem(&split, config) {
+        return Err(Refusal::RevisionUnusable { revision, problem });
+    }
+    let mut state = ctx.state.clone();
+    refuse_dead_pools(ctx.table, &state.split, &split, false)?;
+    raise_split(&mut state, split, ctx.now.wall);
+    Ok(Plan::new(
+        state,
+        format!("split of revision {revision} restored"),
+        "split",
+    ))
+}
+
+/// `guard pause` (true) / `guard resume` (false).
+pub fn guard_pause(ctx: &Ctx, pause: bool) -> Result<Plan, Refusal> {
+    if ctx.state.guard_paused == pause {
+        return Err(Refusal::Unchanged(format!(
+            "the guard is already {}",
+            if pause { "paused" } else { "running" }
+        )));
+    }
+    let mut state = ctx.state.clone();
+    state.guard_paused = pause;
+    let (reason, event) = if pause {
+        ("guard paused", "guard_paused")
+    } else {
+        ("guard resumed", "guard_resumed")
+    };
+    Ok(Plan::new(state, reason.to_string(), event))
+}

@@ -1,0 +1,196 @@
+//! Refusals: every reason the controller says no, as one type. Each has a
+//! [`Refusal::kind`] that reaches the answer (`{"ok":false,"kind":…}`), so
+//! scripts tell "the command is wrong" from "try again in a moment" without
+//! reading the message; the message is the one operators (and the README)
+//! have always seen.
+
+use std::path::PathBuf;
+
+use crate::config::Share;
+use crate::protocol::answer::Refused;
+use crate::protocol::ParseError;
+
+/// Why a split cannot be put in force with the config in force.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SplitProblem {
+    #[error("no such pool \"{0}\"")]
+    NoSuchPool(String),
+    #[error("shares sum to {0}, must be 100")]
+    BadSum(Share),
+    #[error("pool \"{0}\" has no backends")]
+    NoBackends(String),
+}
+
+impl SplitProblem {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SplitProblem::NoSuchPool(_) => "no_such_pool",
+            SplitProblem::BadSum(_) => "bad_split",
+            SplitProblem::NoBackends(_) => "empty_pool",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Not a command: unparsable, not UTF-8, too long.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such pool \"{0}\"")]
+    NoSuchPool(String),
+    #[error("pool \"{pool}\" has no backend \"{backend}\"")]
+    NoSuchBackend { pool: String, backend: String },
+    #[error("no revision {0} in the audit log")]
+    NoSuchRevision(u64),
+    #[error("revision {revision} names pool \"{pool}\", which no longer exists")]
+    RevisionPoolGone { revision: u64, pool: String },
+    /// The audit record of a revision holds a share that does not parse.
+    #[error("{0}")]
+    BadRecord(String),
+    #[error(transparent)]
+    Split(SplitProblem),
+    #[error("cannot restore the rollback target: {0}")]
+    TargetUnusable(SplitProblem),
+    #[error("cannot restore revision {revision}: {problem}")]
+    RevisionUnusable {
+        revision: u64,
+        problem: SplitProblem,
+    },
+    #[error("refused: pool {0} has no healthy backend; add --force to do it anyway")]
+    DeadPool(String),
+    #[error(
+        "this process is handing over to its successor (binary upgrade): \
+                        send the command again in a moment"
+    )]
+    HandingOver,
+    #[error("change refused: cannot save state in {}: {source}", .dir.display())]
+    Persist {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nothing to roll back to: no change has raised a pool's share")]
+    NothingToRollBack,
+    #[error("the rollback target (revision {0}) is older than guard.rollback_target_ttl")]
+    TargetExpired(u64),
+    #[error("no canary is running")]
+    NoCanary,
+    #[error("no canary steps configured")]
+    NoCanarySteps,
+    #[error("a canary of {0} is already running")]
+    CanaryRunning(String),
+    /// The command asks for the state already in force (drained, paused…).
+    #[error("{0}")]
+    Unchanged(String),
+    #[error("config rejected, the running config stays:\n{0}")]
+    ConfigRejected(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    /// The class of refusal, for scripts and `ctl`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::NoSuchPool(_) | Refusal::RevisionPoolGone { .. } => "no_such_pool",
+            Refusal::NoSuchBackend { .. } => "no_such_backend",
+            Refusal::NoSuchRevision(_) => "no_such_revision",
+            Refusal::BadRecord(_) => "bad_record",
+            Refusal::Split(problem)
+            | Refusal::TargetUnusable(problem)
+            | Refusal::RevisionUnusable { problem, .. } => problem.kind(),
+            Refusal::DeadPool(_) => "dead_pool",
+            Refusal::HandingOver => "handing_over",
+            Refusal::Persist { .. } => "persist",
+            Refusal::NothingToRollBack => "nothing_to_roll_back",
+            Refusal::TargetExpired(_) => "target_expired",
+            Refusal::NoCanary => "no_canary",
+            Refusal::NoCanarySteps => "no_canary_steps",
+            Refusal::CanaryRunning(_) => "conflict",
+            Refusal::Unchanged(_) => "unchanged",
+            Refusal::ConfigRejected(_) => "config_rejected",
+            Refusal::Internal(_) => "internal",
+        }
+    }
+
+    /// The answer line's body.
+    pub fn answer(&self) -> Refused {
+        Refused::new(self.kind(), self.to_string())
+    }
+}
+
+impl From<ParseError> for Refusal {
+    fn from(e: ParseError) -> Refusal {
+        Refusal::BadRequest(e.0)
+    }
+}
+
+impl From<SplitProblem> for Refusal {
+    fn from(problem: SplitProblem) -> Refusal {
+        Refusal::Split(problem)
+    }
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("admin.state_dir: cannot create {}: {source}", .dir.display())]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// The reconciled start state could not be committed.
+    #[error(transparent)]
+    Commit(#[from] Refusal),
+}
+
+/// `server::run` reports start-up failures as text.
+impl From<StartError> for String {
+    fn from(e: StartError) -> String {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_word_for_word() {
+        assert_eq!(
+            Refusal::DeadPool("green".into()).to_string(),
+            "refused: pool green has no healthy backend; add --force to do it anyway"
+        );
+        assert_eq!(
+            Refusal::HandingOver.to_string(),
+            "this process is handing over to its successor (binary upgrade): \
+                        send the command again in a moment"
+        );
+        assert_eq!(
+            Refusal::TargetUnusable(SplitProblem::BadSum(Share(9000))).to_string(),
+            "cannot restore the rollback target: shares sum to 90, must be 100"
+        );
+        let persist = Refusal::Persist {
+            dir: PathBuf::from("/var/lib/sy"),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(
+            persist.to_string(),
+            "change refused: cannot save state in /var/lib/sy: disk full"
+        );
+        assert_eq!(persist.kind(), "persist");
+    }
+
+    #[test]
+    fn kinds_follow_the_split_problem() {
+        let gone = Refusal::RevisionUnusable {
+            revision: 3,
+            problem: SplitProblem::NoSuchPool("red".into()),
+        };
+        assert_eq!(gone.kind(), "no_such_pool");
+        assert_eq!(
+            Refusal::from(SplitProblem::NoBackends("blue".into())).answer(),
+            Refused::new("empty_pool", "pool \"blue\" has no backends")
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The status document: the table's part is what `GET /status` serves; the
+//! `status` command adds the controller's part (rollback target, guard,
+//! canary). Built from values passed in, time included, so one shape is
+//! assembled in one place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::clock::Now;
+use crate::config::{format_duration, Config};
+use crate::guard::canary::CanaryRun;
+use crate::guard::Verdict;
+use crate::protocol::answer::{
+    BackendStatus, CanaryStatus, ControlStatus, GuardStatus, PoolStatus, Status, TargetStatus,
+    VerdictStatus, Watching, WindowFigures,
+};
+use crate::routing::RoutingTable;
+use crate::stats::{FailureKind, StatusClass, WindowStats};
+
+use super::state::{split_doc, RuntimeState};
+use super::transition::expired;
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| (d.as_micros() as f64) / 1000.0)
+}
+
+/// The figures of one pool over the guard window.
+pub fn window_figures(w: &WindowStats) -> WindowFigures {
+    WindowFigures {
+        requests: w.requests,
+        errors: w.errors,
+        error_rate: (w.error_rate() * 100.0).round() / 100.0,
+        p50_ms: millis(w.p50),
+        p95_ms: millis(w.p95),
+        p99_ms: millis(w.p99),
+        classes: StatusClass::ALL
+            .iter()
+            .map(|c| (c.label().to_string(), w.count(*c)))
+            .collect(),
+        upstream_failures: FailureKind::ALL
+            .iter()
+            .filter(|k| w.failures_of(**k) > 0)
+            .map(|k| (k.label().to_string(), w.failures_of(*k)))
+            .collect(),
+    }
+}
+
+/// Revision, split, pools with their backends and windowed figures at `now`.
+pub fn table_status(table: &RoutingTable, now: Now) -> Status {
+    let pools = table
+        .pools
+        .iter()
+        .map(|pool| PoolStatus {
+            name: pool.name.clone(),
+            share: pool.share.percent(),
+            backends: pool
+                .backends
+                .iter()
+                .map(|b| BackendStatus {
+                    addr: b.name.clone(),
+                    weight: b.weight,
+                    healthy: b.health.is_up(),
+                    health: b.health.state_label().to_string(),
+                    drained: b.drained,
+                })
+                .collect(),
+            window: window_figures(&pool.stats.window(now.mono.0)),
+        })
+        .collect();
+    Status {
+        pid: std::process::id(),
+        revision: table.revision,
+        split: split_doc(&table.split),
+        window: format_duration(table.config.guard.window),
+        pools,
+        control: None,
+    }
+}
+
+/// What the controller holds that `status` shows.
+pub struct Held<'a> {
+    pub config: &'a Config,
+    pub config_path: &'a Path,
+    pub state: &'a RuntimeState,
+    pub canary: Option<&'a CanaryRun>,
+    pub verdict: Option<&'a Verdict>,
+}
+
+/// The `status` command's answer: the table's part and the controller's.
+pub fn status(table: &RoutingTable, held: &Held, now: Now) -> Status {
+    let mut status = table_status(table, now);
+    let rollback_target = held.state.rollback_target.as_ref().map(|t| TargetStatus {
+        split: split_doc(&t.split),
+        revision: t.revision,
+        age_s: now.wall.0.saturating_sub(t.set_at_ms) / 1000,
+        expired: expired(held.config, t, now.wall),
+    });
+    let canary = held.canary.map(|run| {
+        let steps = &held.config.canary.steps;
+        let hold = steps.get(run.step).and_then(|s| s.hold).unwrap_or_default();
+        let held = Duration::from_millis(now.mono.0.saturating_sub(run.step_started_ms));
+        CanaryStatus {
+            pool: run.pool.clone(),
+            step: run.step + 1,
+            steps: steps.len(),
+            weight: steps.get(run.step).map(|s| s.weight.percent()),
+            hold_remaining_s: hold.saturating_sub(held).as_secs_f64(),
+            paused: run.paused,
+        }
+    });
+    status.control = Some(ControlStatus {
+        ok: true,
+        config: held.config_path.display().to_string(),
+        rollback_target,
+        guard: guard(table, held, now),
+        canary,
+    });
+    status
+}
+
+fn guard(table: &RoutingTable, held: &Held, now: Now) -> GuardStatus {
+    let guard = &held.config.guard;
+    let watch = held.state.watch.as_ref();
+    let watching = watch.map(|w| {
+        let elapsed = Duration::from_millis(now.wall.0.saturating_sub(w.since_ms));
+        Watching {
+            pool: w.pool.clone(),
+            baseline: w.baseline.clone(),
+            remaining_s: guard.watch.saturating_sub(elapsed).as_secs(),
+        }
+    });
+    let verdict = match held.verdict {
+        Some(Verdict::Pass { requests }) => Some(VerdictStatus::Pass {
+            requests: *requests,
+        }),
+        Some(Verdict::Insufficient { requests, needed }) => Some(VerdictStatus::Insufficient {
+            requests: *requests,
+            needed: *needed,
+        }),
+        Some(Verdict::Trip(trip)) => Some(VerdictStatus::Trip {
+            threshold: trip.threshold.to_string(),
+            measured: trip.measured.clone(),
+            limit: trip.limit.clone(),
+            requests: trip.requests,
+        }),
+        Some(Verdict::NotWatching) | None => None,
+    };
+    let figures = watch.and_then(|w| {
+        table
+            .pool(&w.pool)
+            .map(|p| window_figures(&p.stats.window(now.mono.0)))
+    });
+    GuardStatus {
+        enabled: guard.enabled,
+        paused: held.state.guard_paused,
+        window: format_duration(guard.window),
+        watching,
+        verdict,
+        figures,
+    }
+}
