@@ -322,7 +322,11 @@ fn main() {
         ),
         ("p95 50 -> 800 ms (limit 500)", slow, "<= 500 ms"),
         ("5% vs baseline 1%, ratio 2", relative, "<= 1500 ms"),
-        ("same, baseline at 1800 req/s", relative_canary, "<= 1500 ms"),
+        (
+            "same, baseline at 1800 req/s",
+            relative_canary,
+            "<= 1500 ms",
+        ),
         (
             "5% vs baseline 1%, 10 s after",
             Scenario {

@@ -2,32 +2,48 @@
 //! deployment pools (blue/green, splits, canaries) and switches it back by
 //! itself when the new pool misbehaves.
 //!
-//! Module map (data flows top to bottom):
+//! Module map, in the order a request meets them: the data plane first, then
+//! the control plane that changes what the data plane reads, then the process
+//! around both. Imports run from the later layers to the earlier ones
+//! (`tests/architecture.rs` checks it, and that no two files import each other
+//! round a circle).
 //!
-//! | module     | owns                                                              |
-//! |------------|-------------------------------------------------------------------|
-//! | `cli`      | the command line: `run`, `check`, `ctl`, `demo`                  |
-//! | `ctl`      | the `ctl` client: one command over the admin socket, tables or JSON |
-//! | `config`   | TOML → validated [`config::Config`], every error with its key path |
-//! | `server`   | assembling one process: pingora server, services                  |
-//! | `lifecycle`| readiness, signals, drain-then-exit, binary upgrade, systemd notify |
-//! | `listening`| which TCP addresses this process listens on (procfs), for readiness |
-//! | `tls`      | certificates by SNI with hot reload, CA bundles, probe TLS settings |
-//! | `control`  | commands, the controller (only writer of the table), state file, audit log |
-//! | `reload`   | config file watcher and SIGHUP → controller reload                |
-//! | `shared`   | the state all services share: the `ArcSwap` routing table, readiness |
-//! | `routing`  | the immutable routing table; pool and backend choice per request |
-//! | `proxy`    | the pingora `ProxyHttp` hooks: the request path                  |
-//! | `keepalive`| plain connections: own task, fast path first, then pingora's proxy with idle waits outside its big future |
-//! | `fastpath` | plain HTTP/1.1 requests proxied without pingora's HTTP layer (same routing and stats) |
-//! | `guard`    | automatic rollback: pure verdict, canary steps, the evaluator tick |
-//! | `notify`   | webhooks: bounded queue, one ordered worker per URL, retries     |
-//! | `health`   | active checks, passive ejection, the per-backend verdict         |
-//! | `stats`    | per-pool inline counters, latency histogram, sliding window      |
-//! | `clock`    | time as a value: `Now { wall, mono }` passed into decisions       |
-//! | `admin`    | admin HTTP endpoints, admin Unix socket and its line protocol    |
-//! | `origin`   | a small HTTP origin for the demo, the tests and the benchmarks   |
-//! | `demo`     | `switchyard demo`                                                 |
+//! **Foundation** (no knowledge of the moving parts)
+//!
+//! | module     | owns |
+//! |------------|------|
+//! | `config`   | TOML → validated [`config::Config`]; each section's reader owns its keys, every error has its key path |
+//! | `protocol` | the admin vocabulary shared by the server and `ctl`: commands, typed answers and events, line framing |
+//! | `clock`    | time as a value: `Now { wall, mono }` passed into every decision |
+//! | `stats`    | per-pool inline counters, latency histogram, sliding window (atomics only) |
+//! | `tls`      | `material` (PEM, keys, CAs: a leaf), `upstream` (client settings), `listeners` (SNI, reload) |
+//!
+//! **Data plane** (per request: no lock, no allocation, no call out)
+//!
+//! | module      | owns |
+//! |-------------|------|
+//! | `dataplane` | `accept` (the front door: plain → `fastpath`, TLS/h2 → `pingora`), `exchange` (the one pick / retry / passive-health / record policy both paths call), `answers` (the 502/503 bytes), `fastpath/` (HTTP/1.1 without pingora's HTTP layer), `pingora` (the `ProxyHttp` adapter) |
+//! | `routing`   | the immutable routing table; pool and backend choice per request |
+//! | `health`    | `verdict` (per-backend atomics), `ejection` (pure passive ejection), `probe`, `service` |
+//! | `shared`    | what every service shares: the routing table (one publisher), readiness, counters |
+//!
+//! **Control plane** (the one writer)
+//!
+//! | module    | owns |
+//! |-----------|------|
+//! | `guard`   | pure decision code: the sequential tests, the verdict, canary step arithmetic |
+//! | `control` | the controller (`apply`, `commit`), one plan per command (`change`), canary runs, the judge's tick, reconciliation, status, typed refusals, state file, audit log |
+//! | `notify`  | webhooks: bounded queue, one ordered worker per URL, retries |
+//! | `reload`  | config file watcher and SIGHUP → controller reload |
+//! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics` |
+//!
+//! **Process and command line**
+//!
+//! | module    | owns |
+//! |-----------|------|
+//! | `process` | `server` (one pingora server and its services), `lifecycle` (readiness, signals, drain, upgrade, systemd), `listening` (procfs) |
+//! | `cli`, `ctl` | the command line; `ctl` sends one command and prints the typed answer |
+//! | `origin`, `demo` | a small HTTP origin for the demo, tests and benchmarks; `switchyard demo` |
 
 #![forbid(unsafe_code)]
 
