@@ -236,9 +236,9 @@ fn paths_named(module: &str, code: &str) -> Vec<String> {
     };
     paths
         .into_iter()
-        .filter_map(|p| {
+        .map(|p| {
             if let Some(r) = p.strip_prefix("crate::") {
-                Some(r.to_string())
+                r.to_string()
             } else if p.starts_with("super::") {
                 // `super` of module a::b is a, whether a::b is `a/b.rs` or
                 // `a/b/mod.rs`.
@@ -250,14 +250,14 @@ fn paths_named(module: &str, code: &str) -> Vec<String> {
                         base = parent(&base);
                     }
                 }
-                Some(join(&base, r))
+                join(&base, r)
             } else if let Some(r) = p.strip_prefix("self::") {
-                Some(join(module, r))
+                join(module, r)
             } else {
                 // A relative path such as `use sections::read` in
                 // `config/mod.rs` names a child module; the caller keeps
                 // it only if that child exists.
-                Some(join(module, &p))
+                join(module, &p)
             }
         })
         .collect()
