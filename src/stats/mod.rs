@@ -368,6 +368,21 @@ impl PoolStats {
         }
     }
 
+    /// Cumulative requests, errors (5xx and no answer) and the fine
+    /// latency histogram, for the guard's counts-since-the-change.
+    pub fn counts(&self) -> (u64, u64, Vec<u64>) {
+        let mut latency = vec![0u64; BUCKETS];
+        let mut by_class = [0u64; 5];
+        for stripe in self.stripes.iter() {
+            stripe.latency.add_to(&mut latency);
+            for (sum, c) in by_class.iter_mut().zip(stripe.totals.by_class.iter()) {
+                *sum += c.load(Ordering::Relaxed);
+            }
+        }
+        let errors = by_class[StatusClass::S5xx as usize] + by_class[StatusClass::Error as usize];
+        (by_class.iter().sum(), errors, latency)
+    }
+
     pub fn totals(&self) -> Totals {
         let mut fine = vec![0u64; BUCKETS];
         let mut by_class = [0u64; 5];
