@@ -39,6 +39,9 @@ pub struct Shared {
     pub pingora_handoffs: AtomicU64,
     /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
     rollbacks: Mutex<BTreeMap<String, u64>>,
+    /// The judge's evidence per test of the watched pool, for
+    /// `guard_evidence` (written once per guard tick).
+    guard_evidence: Mutex<Vec<(String, &'static str, f64)>>,
     /// Turns true when a successor process takes over (binary upgrade): the
     /// admin HTTP listener closes so the successor's gets every request.
     handover: tokio::sync::watch::Sender<bool>,
@@ -69,6 +72,7 @@ impl Shared {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             rollbacks: Mutex::new(BTreeMap::new()),
+            guard_evidence: Mutex::new(Vec::new()),
             webhooks_ok: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_dropped: AtomicU64::new(0),
@@ -139,6 +143,15 @@ impl Shared {
     /// Counts a rollback under a reason label (`manual`, `error_rate`, …).
     pub fn count_rollback(&self, reason: &str) {
         *self.rollbacks.lock().entry(reason.to_string()).or_insert(0) += 1;
+    }
+
+    /// `(pool, test, statistic / bound)` of the watch in force.
+    pub fn set_guard_evidence(&self, evidence: Vec<(String, &'static str, f64)>) {
+        *self.guard_evidence.lock() = evidence;
+    }
+
+    pub fn guard_evidence(&self) -> Vec<(String, &'static str, f64)> {
+        self.guard_evidence.lock().clone()
     }
 
     pub fn rollbacks(&self) -> BTreeMap<String, u64> {

@@ -219,6 +219,20 @@ fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
     }
     header(
         out,
+        "guard_evidence",
+        "gauge",
+        "The guard's sequential statistic over its bound, per test of the watched pool \
+         (1.0 = trip; absent when nothing is watched).",
+    );
+    for (pool, test, ratio) in shared.guard_evidence() {
+        let _ = writeln!(
+            out,
+            "switchyard_guard_evidence{{pool=\"{}\",test=\"{test}\"}} {ratio:.4}",
+            escape(&pool)
+        );
+    }
+    header(
+        out,
         "config_reloads_total",
         "counter",
         "Config reloads by result (error = rejected, the running config stayed).",

@@ -13,7 +13,7 @@ use crate::protocol::CanaryCommand;
 
 use super::change::{complete_split, refuse_dead_pools, split_problem, Ctx, Plan};
 use super::error::Refusal;
-use super::transition::{keep_target, raise_split, watch_canary};
+use super::transition::{raise_canary_step, raise_split, watch_canary};
 
 /// Plans one canary command. Like the commands always have, it updates the
 /// run in `canary` at once (a failed commit leaves a paused run paused).
@@ -76,8 +76,7 @@ pub fn command(
         CanaryCommand::Promote => {
             let run = canary.take().ok_or(Refusal::NoCanary)?;
             let split = canary::step_split(&run.base_split, &run.pool, Share::FULL);
-            raise_split(&mut state, split, ctx.now.wall);
-            keep_target(&mut state, &run.base_split);
+            raise_canary_step(&mut state, split, ctx.now.wall);
             let reason = format!("canary of {} promoted to 100%", run.pool);
             Ok(Plan::new(state, reason, "canary_promoted"))
         }
@@ -112,12 +111,11 @@ pub fn advance(ctx: &Ctx, run: &CanaryRun, verdict: &Verdict) -> Option<Step> {
     };
     let weight = steps[step].weight;
     let mut state = ctx.state.clone();
-    raise_split(
+    raise_canary_step(
         &mut state,
         canary::step_split(&run.base_split, &run.pool, weight),
         ctx.now.wall,
     );
-    keep_target(&mut state, &run.base_split);
     let last = step + 1 == steps.len();
     let (reason, event) = if last {
         let reason = format!(

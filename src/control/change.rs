@@ -5,12 +5,15 @@
 
 use crate::clock::Now;
 use crate::config::{self, Config, Share, Split};
+use crate::guard::canary::CanaryRun;
+use crate::protocol::Command;
 use crate::routing::RoutingTable;
 
 use super::audit::{AuditLog, ChangeOrigin};
 use super::error::{Refusal, SplitProblem};
 use super::state::RuntimeState;
-use super::transition::{expired, raise_split};
+use super::state::Tripped;
+use super::transition::{expired, raise_split, take_share_from};
 
 /// What a plan may look at: the config, state and table in force, who asks
 /// and when.
@@ -146,9 +149,18 @@ pub fn cutover(ctx: &Ctx, pool: &str, force: bool) -> Result<Plan, Refusal> {
     let mut state = ctx.state.clone();
     let forced = refuse_dead_pools(ctx.table, &state.split, &split, force)?;
     raise_split(&mut state, split, ctx.now.wall);
+    // Forcing traffic onto a failing pool is the operator's call, but the
+    // guard is still on duty: say so, and how to stand it down.
+    let still_guarded = if !forced.is_empty() && ctx.config.guard.enabled && !state.guard_paused {
+        format!(
+            "; the guard still watches {pool} and rolls back if it fails              (`switchyard ctl guard pause` to stop it)"
+        )
+    } else {
+        String::new()
+    };
     Ok(Plan::new(
         state,
-        format!("cutover to {pool}{forced}"),
+        format!("cutover to {pool}{forced}{still_guarded}"),
         "cutover",
     ))
 }
@@ -162,16 +174,99 @@ pub fn rollback(ctx: &Ctx, reason: Option<&str>) -> Result<Plan, Refusal> {
     if expired(ctx.config, &target, ctx.now.wall) {
         return Err(Refusal::TargetExpired(target.revision));
     }
-    let split = complete_split(ctx.config.pools.keys().cloned(), &target.split);
+    let mut split = complete_split(ctx.config.pools.keys().cloned(), &target.split);
+    if let Some(problem) = split_problem(&split, ctx.config) {
+        return Err(Refusal::TargetUnusable(problem));
+    }
+    let mut reason = reason.map_or_else(|| "manual rollback".to_string(), str::to_string);
+    // Never back onto a pool the guard has just taken traffic from.
+    if let Some(tripped) = recently_tripped(ctx) {
+        if split.get(&tripped.pool).is_some_and(|s| *s > Share::ZERO)
+            && take_share_from(&mut split, &tripped.pool, None)
+        {
+            reason.push_str(&format!(
+                " (the guard rolled back {} {}s ago: its share of the target goes to the other pools)",
+                tripped.pool,
+                ctx.now.wall.0.saturating_sub(tripped.at_ms) / 1000
+            ));
+        }
+    }
+    state.split = split;
+    state.watch = None;
+    let mut plan = Plan::new(state, reason, "rollback");
+    // The guard counts its own, under the threshold that tripped.
+    plan.count_rollback = (ctx.origin != ChangeOrigin::Guard).then_some("manual");
+    plan.ends_canary = true;
+    Ok(plan)
+}
+
+/// An operator's `split`, `cutover`, `undo` or `rollback` during a canary
+/// ends the run: the operator is in charge. Marks the plan and returns the
+/// `canary_aborted` event's reason.
+pub fn override_canary(
+    plan: &mut Plan,
+    run: Option<&CanaryRun>,
+    command: &Command,
+    origin: ChangeOrigin,
+) -> Option<String> {
+    let run = run?;
+    let by_operator = matches!(origin, ChangeOrigin::Admin { .. });
+    if !by_operator || !(command.sets_split() || matches!(command, Command::Rollback(_))) {
+        return None;
+    }
+    plan.ends_canary = true;
+    let why = format!(
+        "canary of {} ended: overridden by admin ({command})",
+        run.pool
+    );
+    plan.reason.push_str(&format!("; {why}"));
+    Some(why)
+}
+
+/// The guard's trip, if it is younger than `guard.rollback_target_ttl`.
+fn recently_tripped<'a>(ctx: &'a Ctx) -> Option<&'a Tripped> {
+    let ttl = u64::try_from(ctx.config.guard.rollback_target_ttl.as_millis()).unwrap_or(u64::MAX);
+    ctx.state
+        .tripped
+        .as_ref()
+        .filter(|t| ctx.now.wall.0.saturating_sub(t.at_ms) <= ttl)
+}
+
+/// The guard's rollback of `pool`: the rollback target when there is one
+/// (and it is not too old), else the split in force — and in either case
+/// `pool` keeps no share: it goes to `baseline` (the pool the traffic came
+/// from), so a canary started from `blue=90 green=10` that fails leaves
+/// green at 0, not at 10.
+pub fn guard_rollback(
+    ctx: &Ctx,
+    pool: &str,
+    baseline: Option<&str>,
+    reason: String,
+) -> Result<Plan, Refusal> {
+    let mut state = ctx.state.clone();
+    let target = state
+        .rollback_target
+        .take()
+        .filter(|t| !expired(ctx.config, t, ctx.now.wall));
+    let mut split = match &target {
+        Some(t) => complete_split(ctx.config.pools.keys().cloned(), &t.split),
+        None => state.split.clone(),
+    };
+    if !take_share_from(&mut split, pool, baseline) {
+        return Err(Refusal::Internal(format!(
+            "no other pool to take {pool}'s traffic"
+        )));
+    }
     if let Some(problem) = split_problem(&split, ctx.config) {
         return Err(Refusal::TargetUnusable(problem));
     }
     state.split = split;
     state.watch = None;
-    let reason = reason.map_or_else(|| "manual rollback".to_string(), str::to_string);
+    state.tripped = Some(Tripped {
+        pool: pool.to_string(),
+        at_ms: ctx.now.wall.0,
+    });
     let mut plan = Plan::new(state, reason, "rollback");
-    // The guard counts its own, under the threshold that tripped.
-    plan.count_rollback = (ctx.origin != ChangeOrigin::Guard).then_some("manual");
     plan.ends_canary = true;
     Ok(plan)
 }

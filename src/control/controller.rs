@@ -21,15 +21,15 @@ use super::audit::{rfc3339, AuditLog, AuditRecord, ChangeOrigin};
 use super::canary_run;
 use super::change::{self, Ctx};
 use super::error::{Refusal, StartError};
-use super::reconcile::{keep_restart_only_settings, reconcile};
+use super::judge_state::JudgeState;
+use super::reconcile::reconcile;
 use super::state::{describe_split, split_doc, RuntimeState};
 use super::status::{self, Held};
 use crate::clock::Now;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::guard::canary::CanaryRun;
-use crate::guard::Verdict;
 use crate::notify::{EventQueue, Notifier};
-use crate::protocol::answer::{Answer, Applied, Event, History, Reloaded, Status};
+use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
 use crate::protocol::Command;
 use crate::routing::{RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
@@ -38,15 +38,15 @@ pub struct Controller {
     pub(super) shared: Arc<Shared>,
     /// The only writer of the routing table.
     publisher: TablePublisher,
-    config_path: PathBuf,
-    notifier: Notifier,
+    pub(super) config_path: PathBuf,
+    pub(super) notifier: Notifier,
     pub(super) inner: Mutex<Inner>,
     /// One reload at a time, from reading the file to publishing it: two
     /// overlapping reloads (watcher and `ctl reload`) could otherwise
     /// publish an older read of the file after a newer one. Separate from
     /// `inner` so reading the file (which resolves host names) never holds
     /// up status, commands or the guard.
-    reloading: Mutex<()>,
+    pub(super) reloading: Mutex<()>,
 }
 
 pub(super) struct Inner {
@@ -56,8 +56,8 @@ pub(super) struct Inner {
     /// A canary run in progress (kept in memory: a restart ends it, leaving
     /// the split of the step it had reached).
     pub(super) canary: Option<CanaryRun>,
-    /// The guard's latest verdict on the watched pool, for `status`.
-    pub(super) verdict: Option<Verdict>,
+    /// The judge's tests of the watch in force and its last decision.
+    pub(super) judge: JudgeState,
     /// A successor process is taking over (binary upgrade): it has read or
     /// is about to read the state file, so this process changes nothing.
     pub(super) handed_over: bool,
@@ -69,6 +69,27 @@ pub(super) struct Commit<'a> {
     pub(super) origin: ChangeOrigin,
     pub(super) reason: &'a str,
     pub(super) event: &'a str,
+    /// For the webhook's structured fields.
+    pub(super) pool: Option<&'a str>,
+    pub(super) evidence: Option<GuardEvidence>,
+}
+
+impl<'a> Commit<'a> {
+    pub(super) fn new(
+        command: &'a str,
+        origin: ChangeOrigin,
+        reason: &'a str,
+        event: &'a str,
+    ) -> Self {
+        Commit {
+            command,
+            origin,
+            reason,
+            event,
+            pool: None,
+            evidence: None,
+        }
+    }
 }
 
 impl Controller {
@@ -125,19 +146,14 @@ impl Controller {
                 config: Arc::clone(&config),
                 state: state.clone(),
                 canary: None,
-                verdict: None,
+                judge: JudgeState::default(),
                 handed_over: false,
             }),
         });
         match reason {
             Some(reason) => {
                 let mut inner = controller.inner.lock();
-                let start = Commit {
-                    command: "start",
-                    origin: ChangeOrigin::Startup,
-                    reason: &reason,
-                    event: "start",
-                };
+                let start = Commit::new("start", ChangeOrigin::Startup, &reason, "start");
                 controller.commit(&mut inner, config, state, start, now)?;
             }
             None => log::info!(
@@ -210,102 +226,9 @@ impl Controller {
             config_path: &self.config_path,
             state: &inner.state,
             canary: inner.canary.as_ref(),
-            verdict: inner.verdict.as_ref(),
+            judge: &inner.judge,
         };
         status::status(&self.shared.table(), &held, now)
-    }
-
-    /// Reloads only if the file differs from the config in force, without
-    /// counting an identical file as a reload: the watcher's catch-up for
-    /// edits made between the start-up load and the watch.
-    pub fn reload_if_changed(&self, origin: ChangeOrigin, now: Now) {
-        let running = self.config();
-        if let Ok(mut on_disk) = config::load(&self.config_path) {
-            keep_restart_only_settings(&running, &mut on_disk);
-            if on_disk == *running {
-                return;
-            }
-        }
-        // Changed or now invalid: a real reload, counted and logged.
-        let _ = self.reload(origin, now);
-    }
-
-    /// Re-reads the config file. An invalid file changes nothing.
-    pub fn reload(&self, origin: ChangeOrigin, now: Now) -> Result<Reloaded, Refusal> {
-        let _one_at_a_time = self.reloading.lock();
-        let mut new_config = match config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(errors) => {
-                self.shared.count_reload(false);
-                let text = errors.to_string();
-                let inner = self.inner.lock();
-                self.notifier.send(Event {
-                    event: "reload_failed".into(),
-                    revision: inner.state.revision,
-                    time: rfc3339(now.wall),
-                    split: split_doc(&inner.state.split),
-                    reason: text.trim_end().to_string(),
-                    origin: origin.label().to_string(),
-                });
-                drop(inner);
-                log::error!(
-                    "reload of {} rejected, the running config stays:\n{text}",
-                    self.config_path.display()
-                );
-                return Err(Refusal::ConfigRejected(text.trim_end().to_string()));
-            }
-        };
-        self.shared.count_reload(true);
-        let mut inner = self.inner.lock();
-        let restart_needed = keep_restart_only_settings(&inner.config, &mut new_config);
-        for setting in &restart_needed {
-            log::warn!("reload: a change of {setting} takes effect at the next restart");
-        }
-        let mut answer = if *inner.config == new_config {
-            log::info!(
-                "reload ({}): {} unchanged",
-                origin.label(),
-                self.config_path.display()
-            );
-            Reloaded {
-                ok: true,
-                changed: false,
-                revision: inner.state.revision,
-                split: None,
-                message: "config unchanged".into(),
-                restart_needed: Vec::new(),
-            }
-        } else {
-            let (state, reason) = reconcile(&new_config, Some(inner.state.clone()), now.wall);
-            let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
-            let reload = Commit {
-                command: "reload",
-                origin,
-                reason: &reason,
-                event: "reload",
-            };
-            let revision = self.commit(&mut inner, Arc::new(new_config), state, reload, now)?;
-            log::info!("config reloaded: revision {revision} ({reason})");
-            let applied = Self::applied(&inner, &reason);
-            Reloaded {
-                ok: true,
-                changed: true,
-                revision: applied.revision,
-                split: Some(applied.split),
-                message: applied.message,
-                restart_needed: Vec::new(),
-            }
-        };
-        if !restart_needed.is_empty() {
-            // Said in the answer too: `ctl reload` users don't read the log.
-            answer.message = format!(
-                "{}; needs a restart to take effect: {}",
-                answer.message,
-                restart_needed.join(", ")
-            );
-            answer.restart_needed = restart_needed.iter().map(|s| s.to_string()).collect();
-        }
-        Ok(answer)
     }
 
     /// Plans one change (see `change` and `canary_run`) and commits it.
@@ -325,7 +248,7 @@ impl Controller {
             origin,
             now,
         };
-        let plan = match &command {
+        let mut plan = match &command {
             Command::Split(named, force) => change::split(&ctx, named, *force),
             Command::Cutover(pool, force) => change::cutover(&ctx, pool, *force),
             Command::Rollback(reason) => change::rollback(&ctx, reason.as_deref()),
@@ -338,23 +261,49 @@ impl Controller {
                 Err(Refusal::Internal("internal: not a change".into()))
             }
         }?;
+        // Asking for the split already in force changes nothing: no
+        // revision, no audit record, and a canary in progress goes on.
+        if command.sets_split() && plan.state.split == inner.state.split {
+            return Ok(Self::applied(
+                inner,
+                "unchanged: that split is already in force",
+            ));
+        }
+        let overridden =
+            change::override_canary(&mut plan, inner.canary.as_ref(), &command, origin);
         if let Some(label) = plan.count_rollback {
             self.shared.count_rollback(label);
         }
-        if plan.ends_canary && inner.canary.take().is_some() {
-            log::info!("canary aborted by the rollback");
-        }
-        let commit = Commit {
-            command: &command.to_string(),
-            origin,
-            reason: &plan.reason,
-            event: plan.event,
+        let ended = if plan.ends_canary {
+            inner.canary.take()
+        } else {
+            None
         };
-        self.commit(inner, config, plan.state, commit, now)?;
+        let text = command.to_string();
+        self.commit(
+            inner,
+            config,
+            plan.state,
+            Commit::new(&text, origin, &plan.reason, plan.event),
+            now,
+        )?;
+        if let (Some(run), Some(why)) = (ended, overridden) {
+            let split = split_doc(&inner.state.split);
+            let mut event = Event::plain(
+                "canary_aborted",
+                inner.state.revision,
+                rfc3339(now.wall),
+                split,
+                why,
+                origin.label(),
+            );
+            event.pool = Some(run.pool);
+            self.notifier.send(event);
+        }
         Ok(Self::applied(inner, &plan.reason))
     }
 
-    fn applied(inner: &Inner, message: &str) -> Applied {
+    pub(super) fn applied(inner: &Inner, message: &str) -> Applied {
         Applied {
             ok: true,
             revision: inner.state.revision,
@@ -377,6 +326,8 @@ impl Controller {
             origin,
             reason,
             event,
+            pool,
+            evidence,
         } = commit;
         if inner.handed_over {
             return Err(Refusal::HandingOver);
@@ -427,6 +378,8 @@ impl Controller {
             split: record.split,
             reason: record.reason,
             origin: record.origin,
+            pool: pool.map(str::to_string),
+            guard: evidence,
         });
         log::info!(
             "revision {}: {command} ({}) by {} — split {}",

@@ -1,10 +1,15 @@
-//! The judge: the guard's tick and what the controller does with the
-//! verdict. Every 100 ms (the SPEC asks for at least every 250 ms) the
-//! tick reads the clock once and asks the controller to judge the watched
-//! pool at that moment — roll back on a trip, move a canary along on a pass.
-//! The verdict itself is the pure `guard::decide`. Judging reads the
-//! per-pool windows (a few thousand relaxed loads) and takes the
-//! controller's lock — never anything on the request path.
+//! The judge: the guard's tick and what the controller does with what it
+//! sees. Every 100 ms (the SPEC asks for at least every 250 ms) the tick
+//! reads the clock once, reads the watched pool's and its baseline's
+//! cumulative counts, and feeds what finished since the last tick to the
+//! watch's sequential tests (`guard::watch`, fresh for every watch): a
+//! trip rolls back at once (or, in `observe` mode, says what it would have
+//! done); a canary step advances when its hold is over and the evidence
+//! since the step began is enough and within every limit, and pauses with
+//! `canary_stalled` when it cannot gather that evidence in
+//! `canary.max_step_wait`. Judging reads the pools' counters (a few
+//! thousand relaxed loads) and takes the controller's lock — never anything
+//! on the request path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +18,18 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::audit::ChangeOrigin;
+use super::audit::{rfc3339, ChangeOrigin};
 use super::canary_run;
-use super::change::Ctx;
+use super::change::{self, Ctx};
 use super::controller::{Commit, Controller, Inner};
-use crate::clock::Now;
-use crate::guard::{decide, Observation, Verdict};
-use crate::protocol::Command;
+use super::state::{split_doc, Watch};
+use crate::clock::{MonoMs, Now, WallMs};
+use crate::config::GuardMode;
+use crate::guard::canary::CanaryRun;
+use crate::guard::watch::{PoolCounts, StepEvidence, Tally, TestState, WatchTests};
+use crate::guard::{Trip, Verdict};
+use crate::protocol::answer::{Event, GuardEvidence, LastDecision};
+use crate::routing::Pool;
 
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -59,9 +69,48 @@ impl BackgroundService for GuardService {
     }
 }
 
+fn counts(pool: &Pool) -> PoolCounts {
+    let (requests, errors, latency) = pool.stats.counts();
+    PoolCounts {
+        requests,
+        errors,
+        latency,
+    }
+}
+
+/// The structured form of a test's evidence (webhook, `status`).
+fn evidence_doc(t: &TestState, tests: &WatchTests, watch: &Watch, now: MonoMs) -> GuardEvidence {
+    let e = &t.evidence;
+    let estimate = e.estimate();
+    GuardEvidence {
+        test: t.test.to_string(),
+        requests: e.run.trials,
+        marked: e.run.marked,
+        estimate: estimate.map(|x| x.value),
+        estimate_low: estimate.map(|x| x.low),
+        estimate_high: estimate.map(|x| x.high),
+        limit: e.limit,
+        statistic: e.statistic,
+        bound: e.bound,
+        since_first_bad_s: e.age(now).map(|d| d.as_secs_f64()),
+        baseline: watch.baseline.clone(),
+        baseline_requests: tests.baseline.requests,
+        baseline_errors: tests.baseline.errors,
+        watch_requests: tests.candidate.requests,
+        watch_errors: tests.candidate.errors,
+    }
+}
+
+/// A trip the judge acts on.
+struct Decision {
+    label: &'static str,
+    reason: String,
+    evidence: Option<GuardEvidence>,
+}
+
 impl Controller {
-    /// One guard evaluation at `now`: judge the watched pool, roll back on
-    /// a trip, move a canary along on a pass.
+    /// One guard evaluation at `now`: feed the watch's tests, roll back on
+    /// a trip, move a canary along when its step has its evidence.
     pub fn guard_tick(&self, now: Now) {
         let mut inner = self.inner.lock();
         if inner.handed_over {
@@ -73,7 +122,8 @@ impl Controller {
             return;
         }
         let Some(watch) = inner.state.watch.clone() else {
-            inner.verdict = None;
+            inner.judge.clear();
+            self.shared.set_guard_evidence(Vec::new());
             return;
         };
         let table = self.shared.table_arc();
@@ -81,51 +131,274 @@ impl Controller {
             inner.state.watch = None;
             return;
         };
-        let candidate = pool.stats.window(now.mono.0);
-        let baseline = watch
-            .baseline
-            .as_deref()
-            .and_then(|b| table.pool(b))
-            .map(|p| p.stats.window(now.mono.0));
-        let observation = Observation {
-            candidate: &candidate,
-            baseline: baseline.as_ref(),
-            healthy_backends: pool
-                .backends
-                .iter()
-                .filter(|b| !b.health.has_failed())
-                .count(),
-            window: config.guard.window,
+        let baseline = watch.baseline.as_deref().and_then(|b| table.pool(b));
+        let key = (watch.pool.clone(), watch.since_ms);
+        let judge = &mut inner.judge;
+        if judge.key.as_ref() != Some(&key) {
+            // A new watch: today's counts are its zero.
+            judge.clear();
+            judge.key = Some(key);
+            judge.tests = Some(WatchTests::start(
+                &config.guard,
+                counts(pool),
+                baseline.map(counts),
+            ));
+            judge.last_tick = now.mono;
+            return;
+        }
+        let Some(tests) = judge.tests.as_mut() else {
+            return;
         };
-        let verdict = decide(&observation, &config.guard, watch.since_ms, now.wall.0);
-        inner.verdict = Some(verdict.clone());
-        match &verdict {
-            Verdict::NotWatching if inner.canary.is_none() => {
-                log::info!("guard: watch of pool {} ended with no trip", watch.pool);
-                inner.state.watch = None;
+        tests.observe(judge.last_tick, counts(pool), baseline.map(counts));
+        judge.last_tick = now.mono;
+        let states = tests.tests();
+        self.shared.set_guard_evidence(
+            states
+                .iter()
+                .map(|t| (watch.pool.clone(), t.test, t.evidence.ratio()))
+                .collect(),
+        );
+        let healthy = pool
+            .backends
+            .iter()
+            .filter(|b| !b.health.has_failed())
+            .count();
+        let decision = if healthy == 0 {
+            Some(Decision {
+                label: "no_healthy_backend",
+                reason: format!(
+                    "guard: every backend of pool {} is failing its health checks",
+                    watch.pool
+                ),
+                evidence: None,
+            })
+        } else {
+            tests.tripped().map(|t| Decision {
+                label: t.test,
+                reason: t.explain(
+                    &watch.pool,
+                    watch.baseline.as_deref().map(|b| (b, tests.baseline)),
+                    now.mono,
+                ),
+                evidence: Some(evidence_doc(&t, tests, &watch, now.mono)),
+            })
+        };
+        if let Some(decision) = decision {
+            judge.verdict = Some(Verdict::Trip(Trip {
+                threshold: decision.label,
+                measured: decision.reason.clone(),
+                limit: String::new(),
+                requests: tests.candidate.requests,
+                window: config.guard.window,
+            }));
+            self.act(&mut inner, &watch, decision, now);
+            return;
+        }
+        let watched_for = now.wall.since(WallMs(watch.since_ms));
+        if watched_for > config.guard.watch && inner.canary.is_none() {
+            log::info!("guard: watch of pool {} ended with no trip", watch.pool);
+            inner.state.watch = None;
+            inner.judge.clear();
+            self.shared.set_guard_evidence(Vec::new());
+            return;
+        }
+        self.judge_step(&mut inner, now);
+    }
+
+    /// Rolls back (or, observing, says it would have), with the evidence.
+    fn act(&self, inner: &mut Inner, watch: &Watch, decision: Decision, now: Now) {
+        let Decision {
+            label,
+            reason,
+            evidence,
+        } = decision;
+        let observe = inner.config.guard.mode == GuardMode::Observe;
+        inner.judge.last_decision = Some(LastDecision {
+            time: rfc3339(now.wall),
+            pool: watch.pool.clone(),
+            action: if observe {
+                "guard_would_rollback"
+            } else {
+                "rollback"
             }
-            Verdict::Trip(trip) => {
-                let reason = trip.reason(&watch.pool);
-                let rollback = Command::Rollback(Some(reason.clone()));
-                match self.change(&mut inner, rollback, ChangeOrigin::Guard, now) {
-                    Ok(_) => {
-                        self.shared.count_rollback(trip.threshold);
-                        log::warn!("{reason}: rolled back");
-                    }
-                    Err(e) => {
-                        log::error!("{reason}, but the rollback failed: {e}");
-                        inner.state.watch = None;
-                    }
+            .into(),
+            reason: reason.clone(),
+            evidence: evidence.clone(),
+        });
+        if observe {
+            if !inner.judge.reported {
+                inner.judge.reported = true;
+                log::warn!("{reason} (mode = \"observe\": nothing changed)");
+                self.shared.count_rollback(&format!("would_{label}"));
+                let split = split_doc(&inner.state.split);
+                let mut event = Event::plain(
+                    "guard_would_rollback",
+                    inner.state.revision,
+                    rfc3339(now.wall),
+                    split,
+                    reason,
+                    "guard",
+                );
+                event.pool = Some(watch.pool.clone());
+                event.guard = evidence;
+                self.notifier.send(event);
+            }
+            return;
+        }
+        let config = Arc::clone(&inner.config);
+        let table = self.shared.table_arc();
+        let ctx = Ctx {
+            config: &config,
+            state: &inner.state,
+            table: &table,
+            origin: ChangeOrigin::Guard,
+            now,
+        };
+        let plan = match change::guard_rollback(
+            &ctx,
+            &watch.pool,
+            watch.baseline.as_deref(),
+            reason.clone(),
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                log::error!("{reason}, but the rollback failed: {e}");
+                inner.state.watch = None;
+                return;
+            }
+        };
+        let ended: Option<CanaryRun> = inner.canary.take();
+        let command = format!("rollback (guard: {label})");
+        let commit = Commit {
+            pool: Some(&watch.pool),
+            evidence: evidence.clone(),
+            ..Commit::new(&command, ChangeOrigin::Guard, &plan.reason, "rollback")
+        };
+        match self.commit(inner, config, plan.state, commit, now) {
+            Ok(_) => {
+                self.shared.count_rollback(label);
+                log::warn!("{reason}: rolled back");
+                inner.judge.clear();
+                self.shared.set_guard_evidence(Vec::new());
+                if let Some(run) = ended {
+                    let split = split_doc(&inner.state.split);
+                    let why = format!(
+                        "canary of {} aborted: the guard rolled it back ({label})",
+                        run.pool
+                    );
+                    let mut event = Event::plain(
+                        "canary_aborted",
+                        inner.state.revision,
+                        rfc3339(now.wall),
+                        split,
+                        why,
+                        "guard",
+                    );
+                    event.pool = Some(run.pool);
+                    event.guard = evidence;
+                    self.notifier.send(event);
                 }
             }
-            _ => self.advance_canary(&mut inner, &verdict, now),
+            Err(e) => {
+                inner.canary = ended;
+                log::error!("{reason}, but the rollback failed: {e}");
+            }
         }
     }
 
-    fn advance_canary(&self, inner: &mut Inner, verdict: &Verdict, now: Now) {
-        let Some(run) = inner.canary.clone() else {
+    /// The watch passed this tick: say what a canary step waits for,
+    /// advance it when it may, pause it when it has waited too long.
+    fn judge_step(&self, inner: &mut Inner, now: Now) {
+        let config = Arc::clone(&inner.config);
+        let Some(tests) = inner.judge.tests.as_ref() else {
             return;
         };
+        let evidence = tests.step_evidence(Tally::default());
+        let requests = tests.candidate.requests;
+        let verdict = match &evidence {
+            StepEvidence::Ready { requests } => Verdict::Pass {
+                requests: *requests,
+            },
+            _ => Verdict::Insufficient {
+                requests,
+                needed: config.guard.min_requests,
+            },
+        };
+        inner.judge.verdict = Some(verdict.clone());
+        let Some(run) = inner.canary.clone() else {
+            inner.judge.waiting_for = None;
+            return;
+        };
+        let hold = config
+            .canary
+            .steps
+            .get(run.step)
+            .and_then(|s| s.hold)
+            .unwrap_or_default();
+        let waited = now.mono.since(MonoMs(run.step_started_ms));
+        let waiting_for = if run.paused {
+            Some("nothing: the canary is paused (`canary resume` to go on)".to_string())
+        } else if waited < hold {
+            Some(format!(
+                "its hold: {:.0}s left",
+                (hold - waited).as_secs_f64()
+            ))
+        } else {
+            match &evidence {
+                StepEvidence::Ready { .. } => None,
+                StepEvidence::Gathering { requests, needed } => Some(format!(
+                    "evidence: {requests} of {needed} requests (guard.min_requests) since the step began"
+                )),
+                StepEvidence::AboveLimit { what, .. } => {
+                    Some(format!("its estimates to come within the limits: {what}"))
+                }
+            }
+        };
+        inner.judge.waiting_for = waiting_for.clone();
+        let stalled =
+            !run.paused && waiting_for.is_some() && waited >= hold.max(config.canary.max_step_wait);
+        if stalled {
+            self.stall(inner, &run, waiting_for.unwrap_or_default(), now);
+            return;
+        }
+        self.advance_canary(inner, &run, &verdict, now);
+    }
+
+    /// A step that could not gather its evidence in `max_step_wait` pauses
+    /// the run and says so (`canary_stalled`).
+    fn stall(&self, inner: &mut Inner, run: &CanaryRun, waiting_for: String, now: Now) {
+        let config = Arc::clone(&inner.config);
+        let reason = format!(
+            "canary of {} stalled at step {}/{} after {} (canary.max_step_wait), waiting for {waiting_for}; \
+             paused: `switchyard ctl canary resume` gives it another max_step_wait, \
+             `canary promote` or `canary abort` decide now",
+            run.pool,
+            run.step + 1,
+            config.canary.steps.len(),
+            crate::config::format_duration(config.canary.max_step_wait)
+        );
+        let state = inner.state.clone();
+        let commit = Commit {
+            pool: Some(&run.pool),
+            ..Commit::new(
+                "canary stall",
+                ChangeOrigin::Canary,
+                &reason,
+                "canary_stalled",
+            )
+        };
+        match self.commit(inner, config, state, commit, now) {
+            Ok(_) => {
+                log::warn!("{reason}");
+                if let Some(r) = inner.canary.as_mut() {
+                    r.paused = true;
+                }
+            }
+            Err(e) => log::error!("could not pause the stalled canary: {e}"),
+        }
+    }
+
+    fn advance_canary(&self, inner: &mut Inner, run: &CanaryRun, verdict: &Verdict, now: Now) {
         let config = Arc::clone(&inner.config);
         let table = self.shared.table_arc();
         let ctx = Ctx {
@@ -135,14 +408,17 @@ impl Controller {
             origin: ChangeOrigin::Canary,
             now,
         };
-        let Some(step) = canary_run::advance(&ctx, &run, verdict) else {
+        let Some(step) = canary_run::advance(&ctx, run, verdict) else {
             return;
         };
         let commit = Commit {
-            command: &step.command,
-            origin: ChangeOrigin::Canary,
-            reason: &step.plan.reason,
-            event: step.plan.event,
+            pool: Some(&run.pool),
+            ..Commit::new(
+                &step.command,
+                ChangeOrigin::Canary,
+                &step.plan.reason,
+                step.plan.event,
+            )
         };
         match self.commit(inner, config, step.plan.state, commit, now) {
             Ok(_) => inner.canary = step.run,

@@ -6,7 +6,9 @@
 //! - `change`: one plan function per command (split, cutover, rollback,
 //!   drain, undo, guard pause)
 //! - `canary_run`: canary commands and the step advance
-//! - `judge`: the guard's tick and the controller's answer to a verdict
+//! - `judge`: the guard's tick: the watch's sequential tests, rollback on a
+//!   trip, canary steps gated on evidence
+//! - `reloading`: config reloads
 //! - `reconcile`: the saved state against the config, at start and reload
 //! - `transition`: rollback target and watch when a split changes
 //! - `status`: the status document
@@ -22,7 +24,9 @@ pub mod change;
 pub mod controller;
 pub mod error;
 pub mod judge;
+pub mod judge_state;
 pub mod reconcile;
+pub mod reloading;
 pub mod state;
 pub mod status;
 pub mod transition;

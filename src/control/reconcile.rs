@@ -50,6 +50,7 @@ pub fn reconcile(
             rollback_target: None,
             watch: None,
             guard_paused: false,
+            tripped: None,
         };
         return (state, Some("initial split from the config file".into()));
     };
@@ -180,6 +181,7 @@ mod tests {
             rollback_target: None,
             watch: None,
             guard_paused: false,
+            tripped: None,
         };
         let (state, reason) = reconcile(&file, Some(saved.clone()), WallMs(1));
         assert_eq!(state.split, split(90, 10));
@@ -198,6 +200,7 @@ mod tests {
             rollback_target: None,
             watch: None,
             guard_paused: false,
+            tripped: None,
         };
         let (state, reason) = reconcile(&file, Some(saved), WallMs(1));
         assert_eq!(state.split, split(50, 50));

@@ -24,6 +24,16 @@ pub struct RollbackTarget {
     pub revision: u64,
 }
 
+/// The pool the guard last rolled back, and when: `rollback` gives it no
+/// traffic while this is younger than `guard.rollback_target_ttl`; an
+/// operator's own split, cutover or canary start that raises it clears it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tripped {
+    pub pool: String,
+    /// Unix time in milliseconds of the trip.
+    pub at_ms: u64,
+}
+
 /// The pool the guard watches after a change that raised its share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Watch {
@@ -47,6 +57,7 @@ pub struct RuntimeState {
     pub watch: Option<Watch>,
     /// `guard pause` in force.
     pub guard_paused: bool,
+    pub tripped: Option<Tripped>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,6 +72,8 @@ struct StateDoc {
     watch: Option<Watch>,
     #[serde(default)]
     guard_paused: bool,
+    #[serde(default)]
+    tripped: Option<Tripped>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +151,7 @@ impl RuntimeState {
             rollback_target: target,
             watch: doc.watch,
             guard_paused: doc.guard_paused,
+            tripped: doc.tripped,
         }))
     }
 
@@ -175,6 +189,7 @@ impl RuntimeState {
             }),
             watch: self.watch.clone(),
             guard_paused: self.guard_paused,
+            tripped: self.tripped.clone(),
         };
         let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
         write_atomically(&Self::path(state_dir), text.as_bytes())
@@ -261,6 +276,10 @@ mod tests {
                 since_ms: 5,
             }),
             guard_paused: true,
+            tripped: Some(Tripped {
+                pool: "green".into(),
+                at_ms: 6,
+            }),
         };
         state.save(&dir).unwrap();
         assert_eq!(RuntimeState::load(&dir).unwrap(), Some(state));

@@ -12,11 +12,12 @@ use crate::guard::canary::CanaryRun;
 use crate::guard::Verdict;
 use crate::protocol::answer::{
     BackendStatus, CanaryStatus, ControlStatus, GuardStatus, PoolStatus, Status, TargetStatus,
-    VerdictStatus, Watching, WindowFigures,
+    TestStatus, VerdictStatus, Watching, WindowFigures,
 };
 use crate::routing::RoutingTable;
 use crate::stats::{FailureKind, StatusClass, WindowStats};
 
+use super::judge_state::JudgeState;
 use super::state::{split_doc, RuntimeState};
 use super::transition::expired;
 
@@ -84,7 +85,7 @@ pub struct Held<'a> {
     pub config_path: &'a Path,
     pub state: &'a RuntimeState,
     pub canary: Option<&'a CanaryRun>,
-    pub verdict: Option<&'a Verdict>,
+    pub judge: &'a JudgeState,
 }
 
 /// The `status` command's answer: the table's part and the controller's.
@@ -96,6 +97,7 @@ pub fn status(table: &RoutingTable, held: &Held, now: Now) -> Status {
         age_s: now.wall.0.saturating_sub(t.set_at_ms) / 1000,
         expired: expired(held.config, t, now.wall),
     });
+    let judge = held.judge;
     let canary = held.canary.map(|run| {
         let steps = &held.config.canary.steps;
         let hold = steps.get(run.step).and_then(|s| s.hold).unwrap_or_default();
@@ -107,6 +109,7 @@ pub fn status(table: &RoutingTable, held: &Held, now: Now) -> Status {
             weight: steps.get(run.step).map(|s| s.weight.percent()),
             hold_remaining_s: hold.saturating_sub(held).as_secs_f64(),
             paused: run.paused,
+            waiting_for: judge.waiting_for.clone(),
         }
     });
     status.control = Some(ControlStatus {
@@ -130,7 +133,7 @@ fn guard(table: &RoutingTable, held: &Held, now: Now) -> GuardStatus {
             remaining_s: guard.watch.saturating_sub(elapsed).as_secs(),
         }
     });
-    let verdict = match held.verdict {
+    let verdict = match held.judge.verdict.as_ref() {
         Some(Verdict::Pass { requests }) => Some(VerdictStatus::Pass {
             requests: *requests,
         }),
@@ -151,6 +154,7 @@ fn guard(table: &RoutingTable, held: &Held, now: Now) -> GuardStatus {
             .pool(&w.pool)
             .map(|p| window_figures(&p.stats.window(now.mono.0)))
     });
+    let tests = held.judge.tests.as_ref();
     GuardStatus {
         enabled: guard.enabled,
         paused: held.state.guard_paused,
@@ -158,5 +162,22 @@ fn guard(table: &RoutingTable, held: &Held, now: Now) -> GuardStatus {
         watching,
         verdict,
         figures,
+        mode: guard.mode.label().to_string(),
+        tests: tests
+            .map(|t| {
+                t.tests()
+                    .iter()
+                    .map(|s| TestStatus {
+                        test: s.test.to_string(),
+                        evidence: s.evidence.ratio(),
+                        statistic: s.evidence.statistic,
+                        bound: s.evidence.bound,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        watch_requests: tests.map_or(0, |t| t.candidate.requests),
+        watch_errors: tests.map_or(0, |t| t.candidate.errors),
+        last_decision: held.judge.last_decision.clone(),
     }
 }

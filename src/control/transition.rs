@@ -49,6 +49,11 @@ pub fn raise_split(state: &mut RuntimeState, split: Split, now: WallMs) {
             revision: state.revision,
         });
         let (up, down) = biggest_moves(&state.split, &split);
+        // Raising the pool the guard last tripped on is the operator
+        // taking that decision back.
+        if state.tripped.as_ref().map(|t| &t.pool) == up.as_ref() {
+            state.tripped = None;
+        }
         state.watch = up.map(|pool| Watch {
             pool,
             baseline: down,
@@ -58,11 +63,40 @@ pub fn raise_split(state: &mut RuntimeState, split: Split, now: WallMs) {
     state.split = split;
 }
 
-/// During a canary the rollback target stays the split before it began.
-pub fn keep_target(state: &mut RuntimeState, base: &Split) {
-    if let Some(target) = state.rollback_target.as_mut() {
-        target.split = base.clone();
+/// A canary step: raises like any split, but the rollback target stays
+/// the one the canary started with — its split, its revision and its age
+/// (so `status` keeps saying "from revision N" of the split before the
+/// canary, not of the step before this one).
+pub fn raise_canary_step(state: &mut RuntimeState, split: Split, now: WallMs) {
+    let target = state.rollback_target.clone();
+    raise_split(state, split, now);
+    state.rollback_target = target;
+}
+
+/// Moves `pool`'s share in `split` to `to` (or, when `to` has none to take
+/// it, to the biggest other pool). `false` when no other pool exists.
+pub fn take_share_from(split: &mut Split, pool: &str, to: Option<&str>) -> bool {
+    let Some(share) = split.get(pool).copied().filter(|s| *s > Share::ZERO) else {
+        return true;
+    };
+    let heir = to
+        .filter(|t| *t != pool && split.contains_key(*t))
+        .map(str::to_string)
+        .or_else(|| {
+            split
+                .iter()
+                .filter(|(p, _)| p.as_str() != pool)
+                .max_by_key(|(_, s)| **s)
+                .map(|(p, _)| p.clone())
+        });
+    let Some(heir) = heir else {
+        return false;
+    };
+    split.insert(pool.to_string(), Share::ZERO);
+    if let Some(s) = split.get_mut(&heir) {
+        *s = Share(s.units() + share.units());
     }
+    true
 }
 
 /// A canary run is watched and revertible from its first step even when
@@ -119,6 +153,7 @@ mod tests {
             rollback_target: None,
             watch: None,
             guard_paused: false,
+            tripped: None,
         };
         raise_split(
             &mut state,

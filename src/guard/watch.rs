@@ -136,7 +136,7 @@ impl TestState {
              CUSUM statistic {:.2} >= bound {:.2}",
             self.test, run.marked, run.trials, e.statistic, e.bound
         );
-        if let Some((name, t)) = baseline {
+        if let Some((name, t)) = baseline.filter(|(_, t)| t.requests > 0) {
             line.push_str(&format!(
                 "; baseline {name}: {} of {} requests failed",
                 t.errors, t.requests

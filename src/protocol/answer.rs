@@ -159,6 +159,19 @@ pub struct GuardStatus {
     pub verdict: Option<VerdictStatus>,
     /// The watched pool's figures.
     pub figures: Option<WindowFigures>,
+    /// `rollback` or `observe`.
+    #[serde(default)]
+    pub mode: String,
+    /// The sequential tests of the watch in force.
+    #[serde(default)]
+    pub tests: Vec<TestStatus>,
+    /// The candidate's requests and errors since the watch began.
+    #[serde(default)]
+    pub watch_requests: u64,
+    #[serde(default)]
+    pub watch_errors: u64,
+    #[serde(default)]
+    pub last_decision: Option<LastDecision>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +210,10 @@ pub struct CanaryStatus {
     pub weight: Option<f64>,
     pub hold_remaining_s: f64,
     pub paused: bool,
+    /// What the step waits for before it advances, in a sentence
+    /// (`null` when it can advance).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// Any answer a command gets; serialized as the inner answer alone.
@@ -220,6 +237,95 @@ pub struct Event {
     pub split: SplitDoc,
     pub reason: String,
     pub origin: String,
+    /// The pool the event is about (the candidate of a guard decision, the
+    /// pool of a canary event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// What the guard saw: on `rollback` by the guard and on
+    /// `guard_would_rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardEvidence>,
+}
+
+impl Event {
+    /// An event with no pool or evidence attached.
+    pub fn plain(
+        event: &str,
+        revision: u64,
+        time: String,
+        split: SplitDoc,
+        reason: String,
+        origin: &str,
+    ) -> Event {
+        Event {
+            event: event.to_string(),
+            revision,
+            time,
+            split,
+            reason,
+            origin: origin.to_string(),
+            pool: None,
+            guard: None,
+        }
+    }
+}
+
+/// One sequential test's evidence, for the webhook, `status` and the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardEvidence {
+    /// `error_rate`, `p95`, `p99`, `error_rate_vs_baseline`,
+    /// `p95_vs_baseline`, `no_healthy_backend`.
+    pub test: String,
+    /// The candidate's requests and marked requests (failed, or slower than
+    /// the limit) since its statistic last left zero.
+    pub requests: u64,
+    pub marked: u64,
+    /// Marked over requests, with a 95 % Wilson interval (fractions).
+    pub estimate: Option<f64>,
+    pub estimate_low: Option<f64>,
+    pub estimate_high: Option<f64>,
+    /// The rate allowed (a fraction), or the ratio for a relative test.
+    pub limit: f64,
+    /// The CUSUM statistic and the bound it is compared with (trip at >=).
+    pub statistic: f64,
+    pub bound: f64,
+    /// Seconds from the first batch of this evidence to the decision.
+    pub since_first_bad_s: Option<f64>,
+    /// The baseline and its counts since the watch began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(default)]
+    pub baseline_requests: u64,
+    #[serde(default)]
+    pub baseline_errors: u64,
+    /// The candidate's counts since the watch began.
+    #[serde(default)]
+    pub watch_requests: u64,
+    #[serde(default)]
+    pub watch_errors: u64,
+}
+
+/// The guard's last rollback (or, in observe mode, the one it would have
+/// made).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastDecision {
+    /// RFC 3339.
+    pub time: String,
+    pub pool: String,
+    /// `rollback` or `guard_would_rollback`.
+    pub action: String,
+    pub reason: String,
+    pub evidence: Option<GuardEvidence>,
+}
+
+/// Where one test of the watch stands (`status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestStatus {
+    pub test: String,
+    /// Statistic over bound: 1.0 = trip.
+    pub evidence: f64,
+    pub statistic: f64,
+    pub bound: f64,
 }
 
 #[cfg(test)]
@@ -278,6 +384,11 @@ mod tests {
                         needed: 50,
                     }),
                     figures: Some(figures()),
+                    mode: "rollback".into(),
+                    tests: vec![],
+                    watch_requests: 1,
+                    watch_errors: 0,
+                    last_decision: None,
                 },
                 canary: None,
             }),

@@ -139,6 +139,16 @@ impl Command {
     pub fn is_mutating(&self) -> bool {
         !matches!(self, Command::Status | Command::History(_))
     }
+
+    /// Does this command name a split outright (and so, when that split is
+    /// already in force, ask for nothing)? Also the operator's commands that
+    /// end a canary run in progress, with `rollback`.
+    pub fn sets_split(&self) -> bool {
+        matches!(
+            self,
+            Command::Split(..) | Command::Cutover(..) | Command::Undo(_)
+        )
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
