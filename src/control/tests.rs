@@ -432,3 +432,57 @@ fn every_refusal_names_its_kind() {
     c.hand_over();
     assert_eq!(kind("canary abort"), "handing_over");
 }
+
+#[test]
+fn canary_steps_keep_the_rollback_target_of_the_split_before_the_canary() {
+    let setup = Setup::new("target-rev");
+    let c = setup.start_with(
+        &["blue", "green"],
+        "blue = 100",
+        "[guard]\nmin_requests = 1\n\
+         [canary]\nsteps = [{ weight = 10, hold = \"1s\" }, { weight = 50, hold = \"1s\" }, { weight = 100 }]\n",
+    );
+    c.shared().set_health_ready();
+    let before = revision(&c);
+    let t0 = Now::read();
+    run_at(&c, "canary start green", t0).unwrap();
+    let serve = |now: Now| {
+        let table = c.shared().table_arc();
+        for _ in 0..50 {
+            table.pool("green").unwrap().stats.record(
+                now.mono.0,
+                crate::stats::StatusClass::S2xx,
+                Duration::from_millis(1),
+            );
+        }
+    };
+    // First tick zeroes the watch; the second sees 50 good requests after the hold.
+    c.guard_tick(t0.plus(Duration::from_millis(100)));
+    serve(t0.plus(Duration::from_secs(2)));
+    c.guard_tick(t0.plus(Duration::from_secs(2)));
+    assert_eq!(split_of(&c), pairs(&[("blue", 50.0), ("green", 50.0)]));
+    let target = &status(&c)["rollback_target"];
+    assert_eq!(target["split"]["blue"], 100.0, "{target}");
+    assert_eq!(
+        target["revision"].as_u64(),
+        Some(before),
+        "the target is the split of the revision before the canary: {target}"
+    );
+}
+
+#[test]
+fn a_forced_cutover_to_a_dead_pool_says_the_guard_still_acts() {
+    let setup = Setup::new("forced");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    run(&c, "drain green 127.0.0.1:9002").unwrap();
+    let refused = run(&c, "cutover green").unwrap_err();
+    assert!(refused.contains("--force"), "{refused}");
+    let forced = run(&c, "cutover --force green").unwrap();
+    let message = forced["message"].as_str().unwrap();
+    assert!(message.contains("forced"), "{message}");
+    assert!(
+        message.contains("the guard still watches green")
+            && message.contains("ctl guard pause"),
+        "{message}"
+    );
+}
