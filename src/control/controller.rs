@@ -288,19 +288,44 @@ impl Controller {
             now,
         )?;
         if let (Some(run), Some(why)) = (ended, overridden) {
-            let split = split_doc(&inner.state.split);
-            let mut event = Event::plain(
+            self.announce(
+                inner,
                 "canary_aborted",
-                inner.state.revision,
-                rfc3339(now.wall),
-                split,
                 why,
                 origin.label(),
+                run.pool,
+                None,
+                now,
             );
-            event.pool = Some(run.pool);
-            self.notifier.send(event);
         }
         Ok(Self::applied(inner, &plan.reason))
+    }
+
+    /// Sends an event that is not a revision of its own (it follows one, or
+    /// changes nothing): the split and revision in force, about `pool`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn announce(
+        &self,
+        inner: &Inner,
+        event: &str,
+        reason: String,
+        origin: &str,
+        pool: String,
+        evidence: Option<GuardEvidence>,
+        now: Now,
+    ) {
+        let split = split_doc(&inner.state.split);
+        let mut e = Event::plain(
+            event,
+            inner.state.revision,
+            rfc3339(now.wall),
+            split,
+            reason,
+            origin,
+        );
+        e.pool = Some(pool);
+        e.guard = evidence;
+        self.notifier.send(e);
     }
 
     pub(super) fn applied(inner: &Inner, message: &str) -> Applied {

@@ -22,13 +22,13 @@ use super::audit::{rfc3339, ChangeOrigin};
 use super::canary_run;
 use super::change::{self, Ctx};
 use super::controller::{Commit, Controller, Inner};
-use super::state::{split_doc, Watch};
+use super::state::Watch;
 use crate::clock::{MonoMs, Now, WallMs};
 use crate::config::GuardMode;
 use crate::guard::canary::CanaryRun;
 use crate::guard::watch::{PoolCounts, StepEvidence, Tally, TestState, WatchTests};
 use crate::guard::{Trip, Verdict};
-use crate::protocol::answer::{Event, GuardEvidence, LastDecision};
+use crate::protocol::answer::{GuardEvidence, LastDecision};
 use crate::routing::Pool;
 
 pub const TICK: Duration = Duration::from_millis(100);
@@ -230,18 +230,16 @@ impl Controller {
                 inner.judge.reported = true;
                 log::warn!("{reason} (mode = \"observe\": nothing changed)");
                 self.shared.count_rollback(&format!("would_{label}"));
-                let split = split_doc(&inner.state.split);
-                let mut event = Event::plain(
+                let pool = watch.pool.clone();
+                self.announce(
+                    inner,
                     "guard_would_rollback",
-                    inner.state.revision,
-                    rfc3339(now.wall),
-                    split,
                     reason,
                     "guard",
+                    pool,
+                    evidence,
+                    now,
                 );
-                event.pool = Some(watch.pool.clone());
-                event.guard = evidence;
-                self.notifier.send(event);
             }
             return;
         }
@@ -281,22 +279,19 @@ impl Controller {
                 inner.judge.clear();
                 self.shared.set_guard_evidence(Vec::new());
                 if let Some(run) = ended {
-                    let split = split_doc(&inner.state.split);
                     let why = format!(
                         "canary of {} aborted: the guard rolled it back ({label})",
                         run.pool
                     );
-                    let mut event = Event::plain(
+                    self.announce(
+                        inner,
                         "canary_aborted",
-                        inner.state.revision,
-                        rfc3339(now.wall),
-                        split,
                         why,
                         "guard",
+                        run.pool,
+                        evidence,
+                        now,
                     );
-                    event.pool = Some(run.pool);
-                    event.guard = evidence;
-                    self.notifier.send(event);
                 }
             }
             Err(e) => {
