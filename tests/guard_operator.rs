@@ -37,17 +37,7 @@ fn paced(
         let mut results = Vec::new();
         while !stop.load(Ordering::Relaxed) && results.len() < max {
             tick.tick().await;
-            if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                conn = Conn::open(addr).await.ok();
-            }
-            let result = match conn.as_mut() {
-                Some(c) => c.get("/", &[]).await,
-                None => Err("cannot connect".to_string()),
-            };
-            if result.is_err() {
-                conn = None;
-            }
-            results.push(result);
+            results.push(get_reusing(&mut conn, addr, "/").await);
         }
         results
     })

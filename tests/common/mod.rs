@@ -371,6 +371,26 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resu
     Conn::open(addr).await?.get(path, headers).await
 }
 
+/// One GET over `conn`, (re)opening it when there is none or the server
+/// closed it; a failed request drops the connection.
+pub async fn get_reusing(
+    conn: &mut Option<Conn>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Reply, String> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Conn::open(addr).await.ok();
+    }
+    let result = match conn.as_mut() {
+        Some(c) => c.get(path, &[]).await,
+        None => Err("cannot connect".to_string()),
+    };
+    if result.is_err() {
+        *conn = None;
+    }
+    result
+}
+
 /// Sends `total` GETs over `concurrency` keep-alive connections (reopening a
 /// connection the server closed) and returns every outcome in order of
 /// completion. Bounded: each request has its own timeout.
@@ -388,17 +408,7 @@ pub async fn load(
             let mut results = Vec::new();
             let mut conn: Option<Conn> = None;
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                    conn = Conn::open(addr).await.ok();
-                }
-                let result = match conn.as_mut() {
-                    Some(c) => c.get(path, &[]).await,
-                    None => Err("cannot connect".to_string()),
-                };
-                if result.is_err() {
-                    conn = None;
-                }
-                results.push(result);
+                results.push(get_reusing(&mut conn, addr, path).await);
             }
             results
         });
@@ -426,17 +436,7 @@ pub async fn load_until(
             let mut results = Vec::new();
             let mut conn: Option<Conn> = None;
             while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < max {
-                if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                    conn = Conn::open(addr).await.ok();
-                }
-                let result = match conn.as_mut() {
-                    Some(c) => c.get("/", &[]).await,
-                    None => Err("cannot connect".to_string()),
-                };
-                if result.is_err() {
-                    conn = None;
-                }
-                results.push(result);
+                results.push(get_reusing(&mut conn, addr, "/").await);
             }
             results
         });
