@@ -4,8 +4,12 @@
 //! a pool removed by a reload disappear with it (no stale registry entries).
 //! Our series are written directly in the text exposition format — their
 //! values already live in our own atomics, and a histogram with precomputed
-//! buckets has no setter in the `prometheus` crate; the crate's default
-//! registry (process and library metrics) is appended after them.
+//! buckets has no setter in the `prometheus` crate. The standard `process_*`
+//! series come from `/proc` ([`super::process_metrics`]); the crate's default
+//! registry (library metrics, if any registers) is appended after them.
+//!
+//! Every family has `# HELP` and `# TYPE`, counters end in `_total`, and the
+//! body passes `promtool check metrics` (tests/metrics.rs runs it).
 
 use std::fmt::Write;
 
@@ -19,6 +23,7 @@ pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
     render_process(&mut out, shared, &table);
+    super::process_metrics::render(&mut out);
     let encoder = prometheus::TextEncoder::new();
     if let Ok(text) = encoder.encode_to_string(&prometheus::gather()) {
         out.push_str(&text);
@@ -175,18 +180,23 @@ fn render_table(out: &mut String, table: &RoutingTable) {
             w.error_rate() / 100.0
         );
     }
+    // Gauges labelled `q`, not a summary: these are readings of the guard's
+    // sliding window, and a summary's `_sum`/`_count` would have to be
+    // either this window's (not counters: rate() over them would lie) or
+    // the lifetime's (already `request_duration_seconds`). Prometheus
+    // reserves `quantile` for summaries, hence `q`.
     header(
         out,
         "window_latency_seconds",
         "gauge",
-        "Latency quantiles over the window, by pool (absent without requests).",
+        "Latency quantile q over the guard's window, by pool (absent without requests).",
     );
     for (pool, w) in &windows {
         for (q, value) in [("0.5", w.p50), ("0.95", w.p95), ("0.99", w.p99)] {
             if let Some(v) = value {
                 let _ = writeln!(
                     out,
-                    "switchyard_window_latency_seconds{{pool=\"{pool}\",quantile=\"{q}\"}} {}",
+                    "switchyard_window_latency_seconds{{pool=\"{pool}\",q=\"{q}\"}} {}",
                     v.as_secs_f64()
                 );
             }
@@ -246,6 +256,35 @@ fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
         out,
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         shared.reloads_failed.load(Relaxed)
+    );
+    header(
+        out,
+        "webhook_deliveries_total",
+        "counter",
+        "Webhook deliveries by result (ok = a 2xx answer; failed = gave up after retry_for; \
+         dropped = the queue was full).",
+    );
+    for (result, counter) in [
+        ("ok", &shared.webhooks_ok),
+        ("failed", &shared.webhooks_failed),
+        ("dropped", &shared.webhooks_dropped),
+    ] {
+        let _ = writeln!(
+            out,
+            "switchyard_webhook_deliveries_total{{result=\"{result}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    header(
+        out,
+        "build_info",
+        "gauge",
+        "Always 1; the version label is the running binary's.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_build_info{{version=\"{}\"}} 1",
+        escape(env!("CARGO_PKG_VERSION"))
     );
     header(
         out,

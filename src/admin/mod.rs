@@ -4,4 +4,5 @@
 
 pub mod http;
 pub mod metrics;
+mod process_metrics;
 pub mod socket;
