@@ -84,7 +84,12 @@ async fn every_command_and_its_errors() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(ok(&proxy.ctl(&format!("drain blue {backend}")).await));
+    // blue has traffic and no other backend: draining it needs --force.
+    let last = proxy.ctl(&format!("drain blue {backend}")).await;
+    assert_eq!(last["kind"], "last_backend", "{last}");
+    assert!(ok(&proxy
+        .ctl(&format!("drain --force blue {backend}"))
+        .await));
     assert!(error(&proxy.ctl(&format!("drain blue {backend}")).await).contains("already drained"));
     assert_eq!(
         proxy.ctl("status").await["pools"][0]["backends"][0]["drained"],

@@ -184,7 +184,7 @@ async fn a_cutover_to_a_pool_without_healthy_backend_is_refused_unless_forced() 
         refused["error"]
             .as_str()
             .unwrap()
-            .contains("green has no healthy backend"),
+            .contains("green has no usable backend (every backend is failing its health checks)"),
         "{refused}"
     );
     let refused = proxy.ctl("split blue=50 green=50").await;

@@ -87,17 +87,31 @@ pub fn refuse_dead_pools(
     before: &Split,
     after: &Split,
     force: bool,
-) -> Result<&'static str, Refusal> {
-    let dead: Vec<&str> = after
+) -> Result<String, Refusal> {
+    let dead: Vec<&crate::routing::Pool> = after
         .iter()
         .filter(|(pool, share)| **share > before.get(*pool).copied().unwrap_or(Share::ZERO))
-        .filter(|(pool, _)| table.pool(pool).is_some_and(|p| !p.has_usable_backend()))
-        .map(|(pool, _)| pool.as_str())
+        .filter_map(|(pool, _)| table.pool(pool).filter(|p| !p.has_usable_backend()))
         .collect();
-    match (dead.is_empty(), force) {
-        (true, _) => Ok(""),
-        (false, true) => Ok(" (forced: no healthy backend)"),
-        (false, false) => Err(Refusal::DeadPool(dead.join(", "))),
+    match (dead.first(), force) {
+        (None, _) => Ok(String::new()),
+        (Some(p), true) => Ok(format!(" (forced: {})", unusable_because(p))),
+        (Some(p), false) => Err(Refusal::DeadPool {
+            pool: p.name.clone(),
+            why: unusable_because(p),
+        }),
+    }
+}
+
+/// Why a pool has no usable backend, in the operator's words: drained by
+/// someone, or failing its health checks.
+fn unusable_because(pool: &crate::routing::Pool) -> String {
+    let drained = pool.backends.iter().filter(|b| b.drained).count();
+    let down = pool.backends.len() - drained;
+    match (drained, down) {
+        (0, _) => "every backend is failing its health checks".into(),
+        (_, 0) => "every backend is drained".into(),
+        _ => format!("{drained} backends drained, {down} failing their health checks"),
     }
 }
 
@@ -271,10 +285,18 @@ pub fn guard_rollback(
     Ok(plan)
 }
 
-/// `drain POOL ADDR` (`drain` true) and `undrain POOL ADDR`.
-pub fn drain(ctx: &Ctx, pool: &str, backend: &str, drain: bool) -> Result<Plan, Refusal> {
+/// `drain [--force] POOL ADDR` (`drain` true) and `undrain POOL ADDR`.
+/// Draining the last usable backend of a pool that has a share would turn
+/// every request to that pool into a 503: that needs `--force`.
+pub fn drain(
+    ctx: &Ctx,
+    pool: &str,
+    backend: &str,
+    drain: bool,
+    force: bool,
+) -> Result<Plan, Refusal> {
     let name = backend_name(ctx.config, pool, backend)?;
-    let key = (pool.to_string(), name);
+    let key = (pool.to_string(), name.clone());
     let mut state = ctx.state.clone();
     let changed = if drain {
         state.drained.insert(key)
@@ -286,6 +308,20 @@ pub fn drain(ctx: &Ctx, pool: &str, backend: &str, drain: bool) -> Result<Plan, 
             "{backend} in {pool} is {} drained",
             if drain { "already" } else { "not" }
         )));
+    }
+    let share = ctx.state.split.get(pool).copied().unwrap_or(Share::ZERO);
+    if drain && !force && share > Share::ZERO {
+        let others_usable = ctx
+            .table
+            .pool(pool)
+            .is_some_and(|p| p.backends.iter().any(|b| b.name != name && b.usable()));
+        if !others_usable {
+            return Err(Refusal::LastBackend {
+                pool: pool.to_string(),
+                backend: backend.to_string(),
+                share: share.percent(),
+            });
+        }
     }
     let reason = format!(
         "{} {backend} in {pool}",

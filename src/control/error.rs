@@ -56,8 +56,17 @@ pub enum Refusal {
         revision: u64,
         problem: SplitProblem,
     },
-    #[error("refused: pool {0} has no healthy backend; add --force to do it anyway")]
-    DeadPool(String),
+    #[error("pool {pool} has no usable backend ({why}); add --force to do it anyway")]
+    DeadPool { pool: String, why: String },
+    #[error(
+        "{backend} is the last usable backend of pool {pool}, which has a {share}% share: \
+         every request to {pool} would get 503; add --force to drain it anyway"
+    )]
+    LastBackend {
+        pool: String,
+        backend: String,
+        share: f64,
+    },
     #[error(
         "this process is handing over to its successor (binary upgrade): \
                         send the command again in a moment"
@@ -99,7 +108,8 @@ impl Refusal {
             Refusal::Split(problem)
             | Refusal::TargetUnusable(problem)
             | Refusal::RevisionUnusable { problem, .. } => problem.kind(),
-            Refusal::DeadPool(_) => "dead_pool",
+            Refusal::DeadPool { .. } => "dead_pool",
+            Refusal::LastBackend { .. } => "last_backend",
             Refusal::HandingOver => "handing_over",
             Refusal::Persist { .. } => "persist",
             Refusal::NothingToRollBack => "nothing_to_roll_back",
@@ -158,8 +168,12 @@ mod tests {
     #[test]
     fn messages_stay_word_for_word() {
         assert_eq!(
-            Refusal::DeadPool("green".into()).to_string(),
-            "refused: pool green has no healthy backend; add --force to do it anyway"
+            Refusal::DeadPool {
+                pool: "green".into(),
+                why: "every backend is drained".into()
+            }
+            .to_string(),
+            "pool green has no usable backend (every backend is drained); add --force to do it anyway"
         );
         assert_eq!(
             Refusal::HandingOver.to_string(),

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod canary_run;
 pub mod change;
+pub mod config_diff;
 pub mod controller;
 pub mod error;
 pub mod judge;

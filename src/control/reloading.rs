@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::audit::{rfc3339, ChangeOrigin};
+use super::config_diff;
 use super::controller::{Commit, Controller};
 use super::error::Refusal;
 use super::reconcile::{keep_restart_only_settings, reconcile};
@@ -67,17 +68,33 @@ impl Controller {
                 origin.label(),
                 self.config_path.display()
             );
+            // A file whose only changes need a restart is not "unchanged":
+            // the answer below says what waits for the restart.
+            let message = if restart_needed.is_empty() {
+                "config unchanged"
+            } else {
+                "nothing to apply now"
+            };
             Reloaded {
                 ok: true,
                 changed: false,
                 revision: inner.state.revision,
                 split: None,
-                message: "config unchanged".into(),
+                message: message.into(),
                 restart_needed: Vec::new(),
             }
         } else {
+            let changes = config_diff::changes(&inner.config, &new_config);
             let (state, reason) = reconcile(&new_config, Some(inner.state.clone()), now.wall);
-            let reason = reason.unwrap_or_else(|| "config reloaded; runtime split kept".into());
+            let what = if changes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", changes.join("; "))
+            };
+            let reason = match reason {
+                Some(split) => format!("config reloaded{what}; {split}"),
+                None => format!("config reloaded{what}; runtime split kept"),
+            };
             let reload = Commit::new("reload", origin, &reason, "reload");
             let revision = self.commit(&mut inner, Arc::new(new_config), state, reload, now)?;
             log::info!("config reloaded: revision {revision} ({reason})");

@@ -485,3 +485,67 @@ fn a_forced_cutover_to_a_dead_pool_says_the_guard_still_acts() {
         "{message}"
     );
 }
+
+#[test]
+fn draining_the_last_usable_backend_of_a_pool_with_traffic_needs_force() {
+    let setup = Setup::new("lastdrain");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    // green has no share: draining its only backend is harmless.
+    run(&c, "drain green 127.0.0.1:9002").unwrap();
+    let refused = c
+        .apply(
+            Command::parse("drain blue 127.0.0.1:9001").unwrap(),
+            ADMIN,
+            Now::read(),
+        )
+        .unwrap_err();
+    assert_eq!(refused.kind(), "last_backend");
+    assert_eq!(
+        refused.to_string(),
+        "127.0.0.1:9001 is the last usable backend of pool blue, which has a 100% share: \
+         every request to blue would get 503; add --force to drain it anyway"
+    );
+    let forced = run(&c, "drain --force blue 127.0.0.1:9001").unwrap();
+    assert_eq!(forced["ok"], true);
+    assert_eq!(
+        last_audit(&c)["command"],
+        "drain --force blue 127.0.0.1:9001"
+    );
+    // Now a cutover to green says why green is unusable: drained, not failing.
+    let dead = run(&c, "cutover green").unwrap_err();
+    assert_eq!(
+        dead,
+        "pool green has no usable backend (every backend is drained); add --force to do it anyway"
+    );
+}
+
+#[test]
+fn a_reload_says_what_changed_and_what_waits_for_a_restart() {
+    let setup = Setup::new("reloaddiff");
+    let c = setup.start(&["blue", "green"], "blue = 100");
+    let text = std::fs::read_to_string(setup.config_path()).unwrap();
+    let changed = text.replace(
+        "backends = [\"127.0.0.1:9002\"]",
+        "backends = [{ addr = \"127.0.0.1:9002\", weight = 3 }, \"127.0.0.1:9010\"]",
+    ) + "[guard]\nmax_error_rate = 2.0\n";
+    std::fs::write(setup.config_path(), &changed).unwrap();
+    let answer = reload(&c, ChangeOrigin::File).unwrap();
+    let message = answer["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "config reloaded (green: backends added: 127.0.0.1:9010; green: weight of 127.0.0.1:9002 1 -> 3; \
+         [guard] changed); runtime split kept"
+    );
+    assert_eq!(last_audit(&c)["reason"], message);
+    // Only a restart-only key changed: not "unchanged".
+    std::fs::write(
+        setup.config_path(),
+        changed.replacen("[admin]\n", "[server]\nthreads = 3\n[admin]\n", 1),
+    )
+    .unwrap();
+    let answer = reload(&c, ChangeOrigin::File).unwrap();
+    assert_eq!(
+        answer["message"],
+        "nothing to apply now; needs a restart to take effect: server.threads"
+    );
+}

@@ -20,9 +20,12 @@ pub enum Command {
     Split(Split, bool),
     Cutover(String, bool),
     Rollback(Option<String>),
+    /// `force`: drain even the pool's last usable backend while the pool
+    /// has a share (every request to it then gets 503).
     Drain {
         pool: String,
         backend: String,
+        force: bool,
     },
     Undrain {
         pool: String,
@@ -48,7 +51,7 @@ pub enum CanaryCommand {
 
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
-drain POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
+drain [--force] POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
 canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume";
 
 impl Command {
@@ -63,7 +66,8 @@ impl Command {
             return Err(format!("empty command; {USAGE}"));
         };
         let mut args: Vec<&str> = words.collect();
-        let force = matches!(verb, "split" | "cutover" | "canary") && args.contains(&"--force");
+        let force =
+            matches!(verb, "split" | "cutover" | "canary" | "drain") && args.contains(&"--force");
         if force {
             args.retain(|a| *a != "--force");
         }
@@ -89,7 +93,11 @@ impl Command {
                 exactly(2)?;
                 let (pool, backend) = (args[0].to_string(), args[1].to_string());
                 Ok(if verb == "drain" {
-                    Command::Drain { pool, backend }
+                    Command::Drain {
+                        pool,
+                        backend,
+                        force,
+                    }
                 } else {
                     Command::Undrain { pool, backend }
                 })
@@ -196,7 +204,15 @@ impl fmt::Display for Command {
             Command::Cutover(pool, true) => write!(f, "cutover --force {pool}"),
             Command::Rollback(None) => write!(f, "rollback"),
             Command::Rollback(Some(reason)) => write!(f, "rollback {reason}"),
-            Command::Drain { pool, backend } => write!(f, "drain {pool} {backend}"),
+            Command::Drain {
+                pool,
+                backend,
+                force,
+            } => write!(
+                f,
+                "drain {}{pool} {backend}",
+                if *force { "--force " } else { "" }
+            ),
             Command::Undrain { pool, backend } => write!(f, "undrain {pool} {backend}"),
             Command::History(n) => write!(f, "history {n}"),
             Command::Undo(rev) => write!(f, "undo {rev}"),
@@ -266,7 +282,16 @@ mod tests {
             Command::parse("drain blue 127.0.0.1:9001"),
             Ok(Command::Drain {
                 pool: "blue".into(),
-                backend: "127.0.0.1:9001".into()
+                backend: "127.0.0.1:9001".into(),
+                force: false,
+            })
+        );
+        assert_eq!(
+            Command::parse("drain --force blue 127.0.0.1:9001"),
+            Ok(Command::Drain {
+                pool: "blue".into(),
+                backend: "127.0.0.1:9001".into(),
+                force: true,
             })
         );
         assert_eq!(Command::parse("history"), Ok(Command::History(10)));
