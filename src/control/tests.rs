@@ -481,8 +481,7 @@ fn a_forced_cutover_to_a_dead_pool_says_the_guard_still_acts() {
     let message = forced["message"].as_str().unwrap();
     assert!(message.contains("forced"), "{message}");
     assert!(
-        message.contains("the guard still watches green")
-            && message.contains("ctl guard pause"),
+        message.contains("the guard still watches green") && message.contains("ctl guard pause"),
         "{message}"
     );
 }
