@@ -10,6 +10,14 @@ use crate::config;
 
 pub const DEFAULT_CONFIG: &str = "conf/switchyard.toml";
 
+/// Exit code of a command line clap can't parse, for every subcommand
+/// (sysexits' `EX_USAGE`; clap's own 2 is `ctl`'s "socket unreachable").
+pub const EXIT_USAGE: u8 = crate::ctl::EXIT_USAGE;
+
+const CTL_AFTER_HELP: &str = "\
+The commands: `switchyard ctl help` lists them (answered locally, no server needed).
+Exit codes: 0 applied, 1 refused, 2 socket unreachable, 64 usage error.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
@@ -37,18 +45,20 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Send one admin command to a running switchyard (see `ctl help` for the list).
+    /// Send one admin command to a running switchyard (`switchyard ctl help` lists them).
+    #[command(after_help = CTL_AFTER_HELP)]
     Ctl {
         /// Admin socket; default: `[admin].socket` of the config file.
         #[arg(short, long)]
         socket: Option<PathBuf>,
-        /// Config file to read the socket path from.
-        #[arg(short, long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Print the raw JSON answer.
+        /// Config file to read the socket path from [default: conf/switchyard.toml,
+        /// which may be absent]; a file named here must exist.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the raw JSON answer (also accepted after the command).
         #[arg(long)]
         json: bool,
-        /// The command, e.g. `split blue=90 green=10`, `cutover green`, `rollback`, `status`.
+        /// The command, e.g. `split blue=90 green=10`, `cutover green`, `rollback`, `status`, `help`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -65,7 +75,19 @@ pub enum Command {
 
 /// Runs the parsed command line; the binary's `main` is just this.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; the rest are
+            // usage errors.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Run { config, upgrade } => {
             init_logging();
@@ -77,7 +99,13 @@ pub fn main() -> ExitCode {
             config,
             json,
             command,
-        } => crate::ctl::run(socket, &config, json, &command),
+        } => {
+            let config = match config {
+                Some(path) => crate::ctl::ConfigFile::Named(path),
+                None => crate::ctl::ConfigFile::Default(PathBuf::from(DEFAULT_CONFIG)),
+            };
+            crate::ctl::run(socket, &config, json, &command)
+        }
         Command::Demo { listen, admin_http } => {
             init_logging();
             exit_on_error(crate::demo::run(listen, admin_http))

@@ -1,10 +1,15 @@
 //! `switchyard ctl`: sends one admin command over the Unix socket and shows
 //! the answer — a readable table by default, the raw JSON with `--json`.
-//! Exit codes: 0 ok, 1 refused, 2 socket unreachable.
+//!
+//! Exit codes (`EXIT_*`): 0 applied, 1 refused, 2 socket unreachable (or
+//! the exchange failed), 64 usage error (clap's errors, no command, a `-c`
+//! file that can't be read). `help` is answered here, without a server.
 //!
 //! The words are parsed with the server's own `Command::parse` first, so a
-//! malformed command is refused here, with the server's message, without a
-//! server; answers are read into the protocol's types.
+//! malformed command is refused here, with the server's message and the
+//! server's exit code (1, not 64: the same words sent by any client get the
+//! same `bad_request` refusal), without a server; answers are read into the
+//! protocol's types. Every output, human or `--json`, ends with a newline.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -17,62 +22,177 @@ use crate::control::Refusal;
 use crate::protocol::answer::{
     Applied, ControlStatus, History, Refused, Reloaded, SplitDoc, Status, VerdictStatus,
 };
+use crate::protocol::command::USAGE;
 use crate::protocol::wire::{one_line, request, ClientError};
 use crate::protocol::Command;
 
 pub const FALLBACK_SOCKET: &str = "/run/switchyard/admin.sock";
 
+/// The command was refused (by the server, or here with its words).
+pub const EXIT_REFUSED: u8 = 1;
+/// No answer: the socket can't be reached or the exchange failed.
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// The command line itself is wrong (sysexits' `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Where `ctl` looks for `[admin].socket` when `-s` is not given.
+#[derive(Debug, Clone)]
+pub enum ConfigFile {
+    /// Named with `-c`: it must exist and be TOML, or `ctl` stops (exit 64)
+    /// rather than talk to a socket nobody named.
+    Named(PathBuf),
+    /// The default path: may be absent (or broken), then the fallback socket.
+    Default(PathBuf),
+}
+
 /// `[admin].socket` of the config file, read leniently (the rest of the file
-/// need not be valid for `ctl` to find the socket).
-pub fn socket_from_config(config: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let table: toml::Table = text.parse().ok()?;
-    let socket = table.get("admin")?.get("socket")?.as_str()?;
-    let path = Path::new(socket);
-    Some(if path.is_absolute() {
-        path.to_path_buf()
+/// need not be valid for `ctl` to find the socket); `FALLBACK_SOCKET` (the
+/// server's own default) when the file has none, or when the default file
+/// is absent. A file named with `-c` that can't be read or isn't TOML is an
+/// error naming it.
+pub fn socket_from_config(config: &ConfigFile) -> Result<PathBuf, String> {
+    let (path, named) = match config {
+        ConfigFile::Named(path) => (path.as_path(), true),
+        ConfigFile::Default(path) => (path.as_path(), false),
+    };
+    let fallback = || Ok(PathBuf::from(FALLBACK_SOCKET));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if named => {
+            return Err(format!(
+                "cannot read the config file {} (-c): {e}",
+                path.display()
+            ))
+        }
+        Err(_) => return fallback(),
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) if named => {
+            let e = e.to_string();
+            return Err(format!(
+                "the config file {} (-c) is not valid TOML, so its [admin].socket is unknown: {}",
+                path.display(),
+                e.lines().next().unwrap_or_default()
+            ));
+        }
+        Err(_) => return fallback(),
+    };
+    let Some(socket) = table
+        .get("admin")
+        .and_then(|a| a.get("socket"))
+        .and_then(|s| s.as_str())
+    else {
+        return fallback();
+    };
+    let socket = Path::new(socket);
+    Ok(if socket.is_absolute() {
+        socket.to_path_buf()
     } else {
-        config.parent().unwrap_or(Path::new(".")).join(path)
+        path.parent().unwrap_or(Path::new(".")).join(socket)
     })
 }
 
-pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String]) -> ExitCode {
-    let socket = socket
-        .or_else(|| socket_from_config(config))
-        .unwrap_or_else(|| PathBuf::from(FALLBACK_SOCKET));
+/// `--json` anywhere on the line is the flag (clap only sees it before the
+/// command: the words after it are taken as they come, so `--force` and a
+/// rollback's reason stay part of the command).
+fn take_json(json: bool, words: &[String]) -> (bool, Vec<String>) {
+    let kept: Vec<String> = words.iter().filter(|w| *w != "--json").cloned().collect();
+    (json || kept.len() != words.len(), kept)
+}
+
+/// The vocabulary, one command a line, from the protocol's own `USAGE`.
+fn vocabulary() -> Vec<&'static str> {
+    USAGE
+        .strip_prefix("commands: ")
+        .unwrap_or(USAGE)
+        .split(" | ")
+        .collect()
+}
+
+/// `ctl help`: answered here, no server needed.
+fn help(json: bool) -> String {
+    let commands = vocabulary();
+    if json {
+        let answer = serde_json::json!({ "ok": true, "commands": commands });
+        return format!("{answer}\n");
+    }
+    let mut out = String::from(
+        "usage: switchyard ctl [-s SOCKET] [-c FILE] [--json] COMMAND…\n\ncommands:\n",
+    );
+    for command in commands {
+        let _ = writeln!(out, "  {command}");
+    }
+    out.push_str(
+        "  help                    this list (answered by ctl, no server needed)\n\n\
+         --json (anywhere on the line) prints the raw JSON answer.\n\
+         The socket is -s, else [admin].socket of -c FILE (default conf/switchyard.toml),\n\
+         else /run/switchyard/admin.sock.\n\
+         exit codes: 0 applied, 1 refused, 2 socket unreachable, 64 usage error\n",
+    );
+    out
+}
+
+/// The text with its final newline (every output ends with one).
+fn line_ended(mut text: String) -> String {
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+pub fn run(socket: Option<PathBuf>, config: &ConfigFile, json: bool, words: &[String]) -> ExitCode {
+    let (json, words) = take_json(json, words);
     let command = words.join(" ");
+    let verb = command.split_whitespace().next().unwrap_or("");
+    if verb.is_empty() {
+        eprintln!("switchyard ctl: no command given; `switchyard ctl help` lists them");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // No admin verb starts with '-': clap takes an unknown option where the
+    // command begins as its first word.
+    if verb.starts_with('-') {
+        eprintln!(
+            "switchyard ctl: unknown option \"{verb}\" (the options are -s SOCKET, -c FILE, --json); \
+             see `switchyard ctl --help`"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if verb == "help" {
+        print!("{}", help(json));
+        return ExitCode::SUCCESS;
+    }
+    let socket = match socket.map_or_else(|| socket_from_config(config), Ok) {
+        Ok(socket) => socket,
+        Err(message) => {
+            eprintln!("switchyard ctl: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let sent = one_line(&command).and_then(|line| match Command::parse(line) {
         Ok(_) => request(&socket, line),
         // Refused as the server would refuse it, without asking it.
         Err(e) => Ok(serde_json::to_value(Refusal::from(e).answer()).unwrap_or_default()),
     });
     match sent {
-        Err(ClientError::Unreachable(message)) => {
+        Err(ClientError::Unreachable(message)) | Err(ClientError::Protocol(message)) => {
             eprintln!("switchyard ctl: {message}");
-            ExitCode::from(2)
-        }
-        Err(ClientError::Protocol(message)) => {
-            eprintln!("switchyard ctl: {message}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_UNREACHABLE)
         }
         Err(ClientError::Refused(message)) => {
             eprintln!("switchyard ctl: refused: {message}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_REFUSED)
         }
         Ok(answer) => {
             let ok = answer["ok"].as_bool() == Some(true);
             if json {
                 println!("{answer}");
             } else if ok {
-                let verb = words
-                    .first()
-                    .and_then(|w| w.split_whitespace().next())
-                    .unwrap_or("");
                 match human(verb, &answer) {
-                    Ok(text) => print!("{text}"),
+                    Ok(text) => print!("{}", line_ended(text)),
                     Err(e) => {
                         eprintln!("switchyard ctl: unreadable answer ({e}): {answer}");
-                        return ExitCode::from(2);
+                        return ExitCode::from(EXIT_UNREACHABLE);
                     }
                 }
             } else {
@@ -84,7 +204,7 @@ pub fn run(socket: Option<PathBuf>, config: &Path, json: bool, words: &[String])
             if ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                ExitCode::from(EXIT_REFUSED)
             }
         }
     }
