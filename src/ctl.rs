@@ -263,10 +263,9 @@ fn guard_lines(control: Option<&ControlStatus>) -> String {
     let verdict = match &guard.verdict {
         Some(VerdictStatus::Trip {
             threshold,
-            measured,
-            limit,
             requests,
-        }) => format!(", verdict trip: {threshold} {measured} over {limit} on {requests} requests"),
+            ..
+        }) => format!(", verdict trip: {threshold} ({requests} requests since the change)"),
         Some(VerdictStatus::Pass { requests }) => format!(", verdict pass ({requests} requests)"),
         Some(VerdictStatus::Insufficient { requests, .. }) => {
             format!(", verdict insufficient ({requests} requests)")
@@ -274,6 +273,27 @@ fn guard_lines(control: Option<&ControlStatus>) -> String {
         None => String::new(),
     };
     let _ = writeln!(out, "guard: {state}{watching}{verdict}");
+    if !guard.tests.is_empty() {
+        let tests: Vec<String> = guard
+            .tests
+            .iter()
+            .map(|t| format!("{} {:.2}", t.test, t.evidence))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  evidence (1.00 = trip): {}; {} requests, {} errors since the change",
+            tests.join(", "),
+            guard.watch_requests,
+            guard.watch_errors
+        );
+    }
+    if let Some(last) = &guard.last_decision {
+        let _ = writeln!(
+            out,
+            "  last {} at {}: {}",
+            last.action, last.time, last.reason
+        );
+    }
     match &control.canary {
         Some(canary) => {
             let _ = writeln!(
@@ -286,6 +306,9 @@ fn guard_lines(control: Option<&ControlStatus>) -> String {
                 canary.hold_remaining_s.round(),
                 if canary.paused { " (paused)" } else { "" }
             );
+            if let Some(waiting) = &canary.waiting_for {
+                let _ = writeln!(out, "  waiting for {waiting}");
+            }
         }
         None => out.push_str("canary: none\n"),
     }
