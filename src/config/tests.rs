@@ -375,7 +375,7 @@ fn golden_canary_sticky_route_notify() {
             "{MINIMAL}[sticky]\nkey = \"session\"\n[[route]]\nheader = \"x-canary\"\ncookie = \"c\"\nequals = \"1\"\npool = \"blue\"\n\
              [[route]]\nheader = \"x-a\"\nequals = \"1\"\npool = \"red\"\n\
              [canary]\nsteps = [{{ weight = 50, hold = \"1m\" }}, {{ weight = 20 }}, {{ weight = 90 }}]\n\
-             [notify]\nwebhooks = [\"https://hooks.example/x\"]\n"
+             [notify]\nwebhooks = [\"ftp://hooks.example/x\"]\n"
         )),
         "sticky.key: invalid sticky key \"session\" (expected \"cookie:NAME\", \"header:NAME\" or \"ip\")\n\
          route[0]: give either header or cookie, not both\n\
@@ -383,7 +383,52 @@ fn golden_canary_sticky_route_notify() {
          canary.steps[1].hold: missing (every step but the last holds for a while)\n\
          canary.steps[1].weight: 20 must be above the previous step's 50\n\
          canary.steps: the last step must be weight = 100\n\
-         notify.webhooks[0]: only http:// URLs are supported\n"
+         notify.webhooks[0]: only http:// and https:// URLs are supported\n"
+    );
+}
+
+#[test]
+fn https_webhooks_with_headers_and_the_slack_format_are_read() {
+    let config = ok(&format!(
+        "{MINIMAL}[notify]\nwebhooks = [\"https://hooks.example/x\", \"http://127.0.0.1:9999/y\"]\n\
+         headers = {{ authorization = \"Bearer s3cret\", x-team = \"edge\" }}\nformat = \"slack\"\n"
+    ));
+    let notify = &config.notify;
+    assert_eq!(notify.webhooks.len(), 2);
+    assert_eq!(notify.format, NotifyFormat::Slack);
+    assert!(notify.ca.is_empty(), "no ca_file: the system's roots");
+    let names: Vec<&str> = notify.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["authorization", "x-team"]);
+    assert_eq!(notify.headers[0].1, "Bearer s3cret");
+    // The values are secrets: a printed config never shows them.
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert_eq!(ok(MINIMAL).notify.format, NotifyFormat::Json);
+}
+
+#[test]
+fn golden_notify_tls_headers_and_format() {
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[notify]\nwebhooks = [\"https://\", \"https://hooks.example/x\", 7]\n\
+             ca_file = \"missing.pem\"\nformat = \"xml\"\n\
+             headers = {{ authorization = \"Bearer s3cret\\n\", \"bad name\" = \"x\", host = \"h\", x-n = 1 }}\n"
+        )),
+        "notify.webhooks[0]: invalid URL (expected http://host[:port]/path or https://host[:port]/path)\n\
+         notify.webhooks[2]: expected a URL string, found an integer\n\
+         notify.ca_file: cannot read \"/etc/switchyard/missing.pem\": No such file or directory (os error 2)\n\
+         notify.format: \"xml\": expected \"json\" or \"slack\"\n\
+         notify.headers.authorization: not a valid header value (printable ASCII and spaces only)\n\
+         notify.headers.bad name: \"bad name\" is not a valid header name\n\
+         notify.headers.host: is set by switchyard and cannot be configured\n\
+         notify.headers.x-n: expected a string, found an integer\n"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[notify]\nwebhooks = [\"http://127.0.0.1:9/x\"]\nca_file = \"ca.pem\"\nheaders = \"x\"\n"
+        )),
+        "notify.ca_file: applies only to https:// webhooks\n\
+         notify.headers: expected a table of header = \"value\", found a string\n"
     );
 }
 

@@ -284,9 +284,27 @@ pub struct CanaryStep {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyConfig {
+    /// `http://` or `https://` URLs.
     pub webhooks: Vec<String>,
     /// Per-attempt timeout of a webhook POST.
     pub timeout: Duration,
     /// Give up retrying one event after this long.
     pub retry_for: Duration,
+    /// Trust anchors for `https://` webhooks from `ca_file`, DER; empty =
+    /// the system's.
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Sent with every POST (an authorization token, say). The values are
+    /// marked sensitive: their `Debug` prints `Sensitive`, never the value.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub format: NotifyFormat,
+}
+
+/// The body of a webhook POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyFormat {
+    /// The event itself (SPEC §8).
+    #[default]
+    Json,
+    /// Slack's incoming-webhook body, `{"text": "…"}`: the event's one line.
+    Slack,
 }

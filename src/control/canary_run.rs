@@ -71,7 +71,12 @@ pub fn command(
             run.step_started_ms = ctx.now.mono.0;
             let word = if pause { "paused" } else { "resumed" };
             let reason = format!("canary of {} {word}", run.pool);
-            Ok(Plan::new(state, reason, "canary_step"))
+            let event = if pause {
+                "canary_paused"
+            } else {
+                "canary_resumed"
+            };
+            Ok(Plan::new(state, reason, event))
         }
         CanaryCommand::Promote => {
             let run = canary.take().ok_or(Refusal::NoCanary)?;

@@ -42,7 +42,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let health = policy::read_health(errors, root);
         let guard = policy::read_guard(errors, root);
         let canary = policy::read_canary(errors, root);
-        let notify = policy::read_notify(errors, root);
+        let notify = policy::read_notify(errors, root, base_dir);
         Config {
             server,
             admin,

@@ -2,12 +2,15 @@
 //! ejection), `[guard]` (automatic rollback), `[canary]` (the steps of a
 //! canary run) and `[notify]` (webhooks).
 
-use super::secs;
+use std::path::Path;
+
+use super::{header_name, resolve_path, secs, tls};
 use crate::config::parse_share;
 use crate::config::types::{
-    CanaryConfig, CanaryStep, GuardConfig, GuardMode, HealthConfig, NotifyConfig, Share,
+    CanaryConfig, CanaryStep, GuardConfig, GuardMode, HealthConfig, NotifyConfig, NotifyFormat,
+    Share,
 };
-use crate::config::walk::{expected, Errors, Section};
+use crate::config::walk::{expected, join, Errors, Section};
 
 pub(super) fn read_health(errors: &mut Errors, root: &Section) -> HealthConfig {
     root.section(errors, "health", |h, errors| {
@@ -222,7 +225,7 @@ fn read_step(
     Some(CanaryStep { weight, hold })
 }
 
-pub(super) fn read_notify(errors: &mut Errors, root: &Section) -> NotifyConfig {
+pub(super) fn read_notify(errors: &mut Errors, root: &Section, base_dir: &Path) -> NotifyConfig {
     root.section(errors, "notify", |n, errors| {
         let mut webhooks = Vec::new();
         for (i, item) in n
@@ -233,25 +236,107 @@ pub(super) fn read_notify(errors: &mut Errors, root: &Section) -> NotifyConfig {
         {
             let path = format!("{}[{i}]", n.key("webhooks"));
             match item.as_str() {
-                Some(url) if valid_http_url(url) => webhooks.push(url.to_string()),
-                Some(url) if url.starts_with("http://") => errors.add(
+                Some(url) if valid_webhook_url(url) => webhooks.push(url.to_string()),
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => errors
+                    .add(
                     &path,
-                    format!("invalid URL \"{url}\" (expected http://host:port/path)"),
+                    "invalid URL (expected http://host[:port]/path or https://host[:port]/path)",
                 ),
-                Some(_) => errors.add(&path, "only http:// URLs are supported"),
+                Some(_) => errors.add(&path, "only http:// and https:// URLs are supported"),
                 None => expected(errors, &path, "a URL string", item),
             }
         }
+        let ca = match n.str(errors, "ca_file") {
+            Some(_) if !webhooks.iter().any(|url| url.starts_with("https://")) => {
+                errors.add(n.key("ca_file"), "applies only to https:// webhooks");
+                Vec::new()
+            }
+            Some(text) => match tls::load_ca_bundle(&resolve_path(base_dir, text)) {
+                Ok(certs) => certs,
+                Err(e) => {
+                    errors.add(n.key("ca_file"), e.to_string());
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let format = match n.str(errors, "format") {
+            None | Some("json") => NotifyFormat::Json,
+            Some("slack") => NotifyFormat::Slack,
+            Some(other) => {
+                errors.add(
+                    n.key("format"),
+                    format!("\"{other}\": expected \"json\" or \"slack\""),
+                );
+                NotifyFormat::Json
+            }
+        };
         NotifyConfig {
             webhooks,
             timeout: n.positive_duration(errors, "timeout", secs(5)),
             retry_for: n.positive_duration(errors, "retry_for", secs(60)),
+            ca,
+            headers: read_webhook_headers(errors, n),
+            format,
         }
     })
 }
 
-fn valid_http_url(url: &str) -> bool {
-    url.starts_with("http://")
+/// Headers a webhook POST sets itself, which `[notify].headers` may not.
+const OWN_HEADERS: [&str; 5] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-type",
+];
+
+/// `[notify].headers`: a table of header name = value. A value may be a
+/// secret, so no message quotes it.
+fn read_webhook_headers(
+    errors: &mut Errors,
+    n: &Section,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let path = n.key("headers");
+    let table = match n.raw("headers") {
+        None => return Vec::new(),
+        Some(toml::Value::Table(table)) => table,
+        Some(other) => {
+            expected(errors, &path, "a table of header = \"value\"", other);
+            return Vec::new();
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in table {
+        let key = join(&path, name);
+        let Some(header) = header_name(errors, &key, name) else {
+            continue;
+        };
+        if OWN_HEADERS.contains(&header.as_str()) {
+            errors.add(&key, "is set by switchyard and cannot be configured");
+            continue;
+        }
+        let Some(text) = value.as_str() else {
+            expected(errors, &key, "a string", value);
+            continue;
+        };
+        match http::HeaderValue::from_str(text) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                headers.push((header, value));
+            }
+            Err(_) => errors.add(
+                &key,
+                "not a valid header value (printable ASCII and spaces only)",
+            ),
+        }
+    }
+    headers
+}
+
+/// An `http://` or `https://` URL with a host.
+fn valid_webhook_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
         && url
             .parse::<http::Uri>()
             .is_ok_and(|uri| uri.host().is_some_and(|h| !h.is_empty()))
