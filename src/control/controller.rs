@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
 use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
-use crate::protocol::Command;
+use crate::protocol::{CanaryCommand, Command};
 use crate::routing::{RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
 
@@ -248,6 +248,12 @@ impl Controller {
             origin,
             now,
         };
+        // Canary events name their pool (the run may be gone after the plan).
+        let canary_pool = match &command {
+            Command::Canary(CanaryCommand::Start(pool, _)) => Some(pool.clone()),
+            Command::Canary(_) => inner.canary.as_ref().map(|r| r.pool.clone()),
+            _ => None,
+        };
         let mut plan = match &command {
             Command::Split(named, force) => change::split(&ctx, named, *force),
             Command::Cutover(pool, force) => change::cutover(&ctx, pool, *force),
@@ -288,7 +294,10 @@ impl Controller {
             inner,
             config,
             plan.state,
-            Commit::new(&text, origin, &plan.reason, plan.event),
+            Commit {
+                pool: canary_pool.as_deref(),
+                ..Commit::new(&text, origin, &plan.reason, plan.event)
+            },
             now,
         )?;
         if let (Some(run), Some(why)) = (ended, overridden) {
