@@ -258,7 +258,10 @@ async fn answer(
     if control.commands.load(Ordering::Relaxed) && req.uri().path().starts_with("/_demo") {
         return match demo_command(&req, &control) {
             Ok(()) => reply(StatusCode::OK, format!("{name}: {}\n", control.describe())),
-            Err(message) => reply(StatusCode::BAD_REQUEST, format!("{message}\n{DEMO_COMMANDS}")),
+            Err(message) => reply(
+                StatusCode::BAD_REQUEST,
+                format!("{message}\n{DEMO_COMMANDS}"),
+            ),
         };
     }
     if req.uri().path() == "/health" {

@@ -199,8 +199,9 @@ async fn demo(options: Options) -> Result<(), String> {
         rate: options.rate,
     };
 
-    // Quiet proxy logs while a scenario narrates (errors still show).
-    let log_filter = options.scenario.map(|_| "error").unwrap_or("info");
+    // The demo narrates what the log would say: the proxy logs only what
+    // goes wrong (warnings; errors only in a scenario) unless RUST_LOG says.
+    let log_filter = options.scenario.map(|_| "error").unwrap_or("warn");
     let mut child = ProxyChild::spawn(&exe, &setup.config, log_filter)?;
     let outcome = tokio::select! {
         outcome = async {
@@ -251,7 +252,9 @@ fn print_banner(setup: &Setup) {
         ..
     } = setup;
     let traffic = match setup.rate {
-        Some(rate) => format!("{rate} requests/s of its own through the proxy (--no-traffic: none)"),
+        Some(rate) => {
+            format!("{rate} requests/s of its own through the proxy (--no-traffic: none)")
+        }
         None => "none (--no-traffic); send your own with curl".to_string(),
     };
     let exe = ctl.split(" ctl ").next().unwrap_or("switchyard");
@@ -288,7 +291,8 @@ Or let the demo tell the story:
   {exe} demo --scenario canary-rollback
   {exe} demo --scenario canary-success
 
-What happens is printed below. Ctrl-C stops everything and removes the temp dir.
+What happens is printed below (the proxy's own log: RUST_LOG=info).
+Ctrl-C stops everything and removes the temp dir.
 "#,
         config = setup.config.display(),
     );

@@ -32,10 +32,11 @@ pub fn say(line: impl Display) {
 /// One admin command; a refusal is an error.
 async fn admin(socket: &Path, command: &str) -> Result<Value, String> {
     let (socket, line) = (socket.to_path_buf(), command.to_string());
-    let answer = tokio::task::spawn_blocking(move || crate::protocol::wire::request(&socket, &line))
-        .await
-        .map_err(|e| format!("admin socket: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let answer =
+        tokio::task::spawn_blocking(move || crate::protocol::wire::request(&socket, &line))
+            .await
+            .map_err(|e| format!("admin socket: {e}"))?
+            .map_err(|e| e.to_string())?;
     if answer["ok"] == Value::Bool(false) {
         return Err(format!(
             "{command}: refused: {}",
@@ -104,15 +105,21 @@ impl<'a> Watch<'a> {
             .collect();
         records.sort_by_key(|r| r.revision);
         self.revision = status.revision;
+        if !records.is_empty() {
+            // The traffic up to the change, so each line covers one split.
+            if let Some(line) = self.traffic_since_last() {
+                say(line);
+            }
+        }
         for record in &records {
             say(format_args!(
-                "revision {} by {}: {} -> split {}",
+                "revision {} by {}: {} -> {}",
                 record.revision,
                 record.origin,
                 record.command,
                 split_text(&record.split)
             ));
-            say(format_args!("    {}", record.reason));
+            say(format_args!("    reason: {}", record.reason));
             if record.origin == "guard" {
                 self.print_evidence(&status);
             }
@@ -163,12 +170,16 @@ fn evidence_lines(e: &GuardEvidence) -> Vec<String> {
     } else {
         "were slower than the limit"
     };
-    let limit = if relative {
-        format!("{:.2}x the baseline", e.limit)
-    } else {
-        pct(e.limit)
+    let limit = match e.test.as_str() {
+        _ if relative => format!("at most {:.2}x the baseline", e.limit),
+        "p95" | "p99" => format!(
+            "at most {} of requests slower than max_{}",
+            pct(e.limit),
+            e.test
+        ),
+        _ => format!("at most {}", pct(e.limit)),
     };
-    let mut lines = vec![format!("test      {} (limit {limit})", e.test)];
+    let mut lines = vec![format!("test      {}: {limit}", e.test)];
     let estimate = match (e.estimate, e.estimate_low, e.estimate_high) {
         (Some(x), Some(lo), Some(hi)) => format!(": {} (95% CI {}-{})", pct(x), pct(lo), pct(hi)),
         (Some(x), _, _) => format!(": {}", pct(x)),
@@ -234,7 +245,11 @@ fn canary_line(status: &Status) -> String {
 }
 
 /// Plays a scenario to its end: `Ok` once it ended as it should.
-pub async fn play(scenario: Scenario, setup: &Setup, traffic: Option<&Traffic>) -> Result<(), String> {
+pub async fn play(
+    scenario: Scenario,
+    setup: &Setup,
+    traffic: Option<&Traffic>,
+) -> Result<(), String> {
     let Some(traffic) = traffic else {
         return Err("a scenario needs the demo's own traffic: leave out --no-traffic".into());
     };
@@ -254,7 +269,10 @@ pub async fn play(scenario: Scenario, setup: &Setup, traffic: Option<&Traffic>) 
     let mut watch = Watch::new(setup, Some(traffic)).await?;
     wait_for_traffic(traffic).await?;
     if let Some(line) = watch.traffic_since_last() {
-        say(format_args!("{} requests/s of the demo's own; {line}", traffic.rate));
+        say(format_args!(
+            "{} requests/s of the demo's own; {line}",
+            traffic.rate
+        ));
     }
     say(format_args!("$ {} canary start green", setup.ctl));
     let answer = admin(&setup.socket, "canary start green").await?;
@@ -308,10 +326,7 @@ async fn rollback_story(setup: &Setup, watch: &mut Watch<'_>) -> Result<(), Stri
     let mut last = Instant::now();
     let rollback = loop {
         if Instant::now() >= deadline {
-            return Err(format!(
-                "no rollback within {} s",
-                SCENARIO_LIMIT.as_secs()
-            ));
+            return Err(format!("no rollback within {} s", SCENARIO_LIMIT.as_secs()));
         }
         tokio::time::sleep(LOOK_EVERY).await;
         let (status, records) = watch.look().await?;
@@ -344,9 +359,6 @@ async fn rollback_story(setup: &Setup, watch: &mut Watch<'_>) -> Result<(), Stri
         progress(watch, &status, &mut last);
     };
     let (record, status) = rollback;
-    if let Some(line) = watch.traffic_since_last() {
-        say(line);
-    }
     let green = share_of(&record.split, "green");
     if green != 0.0 {
         return Err(format!("the guard left green at {green}%"));
@@ -370,10 +382,19 @@ async fn rollback_story(setup: &Setup, watch: &mut Watch<'_>) -> Result<(), Stri
     ));
     let reply = traffic::request(setup.green, "POST", "/_demo/heal").await?;
     say(format_args!("  -> {}", reply.body.trim_end()));
-    say(format_args!(
-        "the audit trail: {} history; the evidence: {} status",
-        setup.ctl, setup.ctl
-    ));
+    say(format_args!("$ {} history 4", setup.ctl));
+    let answer = admin(&setup.socket, "history 4").await?;
+    let history: History =
+        serde_json::from_value(answer).map_err(|e| format!("history: unreadable: {e}"))?;
+    for r in history.history {
+        say(format_args!(
+            "  {:>3}  {:<7} {:<30} {}",
+            r.revision,
+            r.origin,
+            r.command,
+            split_text(&r.split)
+        ));
+    }
     Ok(())
 }
 
