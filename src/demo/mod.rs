@@ -143,6 +143,8 @@ pub(crate) struct Setup {
     pub config: PathBuf,
     pub blue: SocketAddr,
     pub green: SocketAddr,
+    /// This binary's path, as a shell word.
+    pub exe: String,
     /// `switchyard ctl -s SOCKET`, with the path of this binary.
     pub ctl: String,
     pub rate: Option<u32>,
@@ -191,6 +193,7 @@ async fn demo(options: Options) -> Result<(), String> {
     let setup = Setup {
         listen: options.listen,
         admin_http: options.admin_http,
+        exe: shell_word(&exe),
         ctl: format!("{} ctl -s {}", shell_word(&exe), shell_word(&socket)),
         socket,
         config,
@@ -249,6 +252,7 @@ fn print_banner(setup: &Setup) {
         blue,
         green,
         ctl,
+        exe,
         ..
     } = setup;
     let traffic = match setup.rate {
@@ -257,7 +261,6 @@ fn print_banner(setup: &Setup) {
         }
         None => "none (--no-traffic); send your own with curl".to_string(),
     };
-    let exe = ctl.split(" ctl ").next().unwrap_or("switchyard");
     let commands = DEMO_COMMANDS.replace('\n', "\n    ");
     println!(
         r#"
