@@ -70,6 +70,15 @@ pub enum Command {
         /// Where the demo's admin HTTP endpoints listen.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_http: SocketAddr,
+        /// Send no traffic of its own through the proxy.
+        #[arg(long)]
+        no_traffic: bool,
+        /// Requests per second of the demo's own traffic.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::demo::MAX_RATE)))]
+        rate: u32,
+        /// Play a story to its end and exit 0 (1 if it did not end as it should).
+        #[arg(long, value_enum)]
+        scenario: Option<crate::demo::Scenario>,
     },
 }
 
@@ -106,9 +115,20 @@ pub fn main() -> ExitCode {
             };
             crate::ctl::run(socket, &config, json, &command)
         }
-        Command::Demo { listen, admin_http } => {
+        Command::Demo {
+            listen,
+            admin_http,
+            no_traffic,
+            rate,
+            scenario,
+        } => {
             init_logging();
-            exit_on_error(crate::demo::run(listen, admin_http))
+            exit_on_error(crate::demo::run(crate::demo::Options {
+                listen,
+                admin_http,
+                rate: (!no_traffic).then_some(rate),
+                scenario,
+            }))
         }
     }
 }
