@@ -227,7 +227,9 @@ async fn a_refused_connect_is_a_502_and_a_drained_pool_a_503_naming_it() {
     )
     .await;
 
-    proxy.ctl(&format!("drain green {dead}")).await;
+    // green has a share and no other backend: the drain needs --force.
+    let drained = proxy.ctl(&format!("drain --force green {dead}")).await;
+    assert_eq!(drained["ok"], true, "{drained}");
     let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
     let (status, body) = exchange(&mut client, &request).await;
     assert_eq!(status, 503);
