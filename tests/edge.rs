@@ -751,8 +751,20 @@ async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
         RETRIES.load(Ordering::Relaxed)
     );
     let after = proxy.ctl("status").await;
+    // The admin HTTP port went over too: the old process let go of it at
+    // the hand-over and the successor bound it (it is exclusive).
+    let admin_pid = proxy.admin_get("/status").await;
     let log = proxy.log();
     terminate(new_pid).await;
+    assert_eq!(
+        admin_pid.status, 200,
+        "admin http after the upgrade:\n{log}"
+    );
+    let admin_pid: serde_json::Value = serde_json::from_str(&admin_pid.body).unwrap();
+    assert_eq!(
+        admin_pid["pid"], new_pid,
+        "the successor answers on admin http"
+    );
 
     assert_eq!(
         exited.and_then(|s| s.code()),

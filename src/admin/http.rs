@@ -3,8 +3,9 @@
 //! small runtime, so a slow scraper never competes with proxy workers.
 
 use std::convert::Infallible;
-use std::net::TcpListener as StdTcpListener;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,16 +27,41 @@ use crate::shared::Shared;
 
 pub struct AdminHttp {
     shared: Arc<Shared>,
-    /// Bound before the server starts so a busy port is a startup error;
-    /// taken (once) when the service starts.
-    listener: Mutex<Option<StdTcpListener>>,
+    /// Where to listen: bound before the server starts (a busy port is a
+    /// start-up error), or, for a successor in a binary upgrade, bound once
+    /// the old process lets go of it at the hand-over.
+    listener: Mutex<Option<Listen>>,
 }
 
+pub enum Listen {
+    Bound(StdTcpListener),
+    AfterHandover(SocketAddr),
+}
+
+/// How long a successor waits for the old process to release the port.
+const HANDOVER_BIND_FOR: Duration = Duration::from_secs(10);
+
 impl AdminHttp {
-    pub fn new(shared: Arc<Shared>, listener: StdTcpListener) -> Self {
+    pub fn new(shared: Arc<Shared>, listen: Listen) -> Self {
         AdminHttp {
             shared,
-            listener: Mutex::new(Some(listener)),
+            listener: Mutex::new(Some(listen)),
+        }
+    }
+}
+
+/// The successor's bind: the old process closes its admin listener when
+/// the hand-over begins; retry until then (bounded).
+async fn bind_after_handover(addr: SocketAddr) -> Option<StdTcpListener> {
+    let deadline = tokio::time::Instant::now() + HANDOVER_BIND_FOR;
+    loop {
+        match bind(addr) {
+            Ok(listener) => return Some(listener),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                log::error!("admin.http: cannot listen on {addr} after the hand-over: {e}");
+                return None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
@@ -43,8 +69,14 @@ impl AdminHttp {
 #[async_trait]
 impl BackgroundService for AdminHttp {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let Some(std_listener) = self.listener.lock().take() else {
-            return;
+        let listen = self.listener.lock().take();
+        let std_listener = match listen {
+            Some(Listen::Bound(listener)) => listener,
+            Some(Listen::AfterHandover(addr)) => match bind_after_handover(addr).await {
+                Some(listener) => listener,
+                None => return,
+            },
+            None => return,
         };
         let listener = match std_listener
             .set_nonblocking(true)
@@ -65,8 +97,8 @@ impl BackgroundService for AdminHttp {
         tokio::pin!(handover);
         loop {
             tokio::select! {
-                // A successor has bound the same port (SO_REUSEPORT): stop
-                // accepting so every new admin request reaches it.
+                // A successor is taking over: let go of the port so it can
+                // bind it (within milliseconds) and answer from then on.
                 _ = &mut handover => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
@@ -87,13 +119,15 @@ impl BackgroundService for AdminHttp {
     }
 }
 
-/// Binds the admin HTTP address with `SO_REUSEPORT`, so that during a binary
-/// upgrade the successor can bind it while this process still answers.
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<StdTcpListener> {
+/// Binds the admin HTTP address, exclusively: a second process given the
+/// same address fails at start instead of sharing the port (with
+/// `SO_REUSEPORT` the kernel would spread `/status` and `/metrics` between
+/// two processes). `SO_REUSEADDR` only lets a restart bind past old
+/// connections in TIME_WAIT.
+pub fn bind(addr: SocketAddr) -> std::io::Result<StdTcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;
     Ok(socket.into())

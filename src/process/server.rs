@@ -16,7 +16,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::lifecycle::{Lifecycle, Signals, Successor};
-use crate::admin::http::AdminHttp;
+use crate::admin::http::{AdminHttp, Listen};
 use crate::admin::socket::AdminSocket;
 use crate::config::{self, Config};
 use crate::control::judge::GuardService;
@@ -39,6 +39,11 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         )
     })?;
     let config = Arc::new(config);
+    // A second instance started by mistake with the same addresses stops
+    // here, with one line, before it touches the state dir or the socket.
+    if !upgrade {
+        ensure_addresses_free(&config)?;
+    }
     // Start (and calibrate) the request-path clock before any request.
     let _ = crate::stats::now_ms();
     // Certificates were checked by `config::load`; loading them again here
@@ -64,10 +69,15 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let shared = Arc::clone(controller.shared());
 
     let admin_listener = match config.admin.http {
-        Some(addr) => Some(
-            crate::admin::http::bind(addr)
-                .map_err(|e| format!("admin.http: cannot listen on {addr}: {e}"))?,
-        ),
+        Some(addr) if upgrade => Some(Listen::AfterHandover(addr)),
+        Some(addr) => Some(Listen::Bound(crate::admin::http::bind(addr).map_err(
+            |e| {
+                format!(
+                    "admin.http: cannot listen on {addr}: {e}{}",
+                    in_use_hint(&e)
+                )
+            },
+        )?)),
         None => None,
     };
 
@@ -200,5 +210,32 @@ fn server_conf(config: &Config) -> ServerConf {
             .to_string_lossy()
             .into_owned(),
         ..ServerConf::default()
+    }
+}
+
+/// Binds (and releases) every proxy and admin HTTP address once, so that
+/// one held by another process is a clear start-up error before anything
+/// else starts. pingora would otherwise retry its bind for a while and then
+/// abort the process.
+fn ensure_addresses_free(config: &Config) -> Result<(), String> {
+    let plain = config.server.listen.iter().map(|a| (*a, "server.listen"));
+    let tls = config.server.tls.iter().map(|t| (t.listen, "server.tls"));
+    let admin = config.admin.http.map(|a| (a, "admin.http"));
+    for (addr, key) in plain.chain(tls).chain(admin) {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(format!(
+                "{key}: cannot listen on {addr}: {e}{}",
+                in_use_hint(&e)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn in_use_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        " (another process holds it: is another switchyard running with this config?)"
+    } else {
+        ""
     }
 }
