@@ -109,3 +109,36 @@ async fn a_second_instance_on_the_same_addresses_exits_at_once() {
     }
     assert_eq!(get(first.listen, "/", &[]).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_port_held_by_any_other_process_is_a_start_up_error() {
+    // Not a switchyard: any process. Before, the proxy retried pingora's
+    // bind for ~30 s (and `/ready` had to tell its own listener from the
+    // other process's); now it says so and stops at once.
+    let holder = std::net::TcpListener::bind(loopback(free_port())).expect("hold a port");
+    let listen = holder.local_addr().expect("held address");
+    let dir = TestDir::new("held");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"{listen}\"]\n[admin]\nsocket = \"{d}/admin.sock\"\nhttp = \"{admin}\"\nstate_dir = \"{d}/state\"\n\
+             [pools.blue]\nbackends = [\"127.0.0.1:9\"]\n[split]\nblue = 100\n",
+            d = dir.path().display(),
+            admin = loopback(free_port()),
+        ),
+    )
+    .unwrap();
+    let (code, stderr, elapsed) = tokio::task::block_in_place(|| run_second(&config));
+    assert_one_clear_line(
+        code,
+        &stderr,
+        elapsed,
+        &format!("server.listen: cannot listen on {listen}"),
+    );
+    assert!(
+        !dir.path().join("state").join("state.json").exists(),
+        "nothing was written before the check"
+    );
+    drop(holder);
+}

@@ -298,38 +298,3 @@ async fn ready_turns_503_as_soon_as_shutdown_begins() {
         .await
         .is_some_and(|s| s.success()));
 }
-
-/// A port held by another process answers connects, yet the proxy cannot
-/// bind it (pingora keeps retrying). `/ready` must not call that ready.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_waits_until_the_proxy_itself_listens() {
-    let (blue, green) = (origin("blue").await, origin("green").await);
-    let holder = std::net::TcpListener::bind(loopback(free_port())).expect("hold a port");
-    let listen = holder.local_addr().expect("held address");
-    let mut proxy = Proxy::start_unready(
-        listen,
-        &format!("{}[split]\nblue = 100\n", pools(&blue, &green)),
-    )
-    .await;
-    let bind_refused = eventually(std::time::Duration::from_secs(10), || async {
-        proxy.log().contains("is in use, will try again")
-    })
-    .await;
-    assert!(
-        bind_refused,
-        "pingora's bind was not refused:\n{}",
-        proxy.log()
-    );
-    for _ in 0..5 {
-        assert_eq!(
-            proxy.admin_get("/ready").await.status,
-            503,
-            "ready while another process holds {listen}"
-        );
-    }
-
-    drop(holder);
-    proxy.wait_ready().await;
-    let reply = get(listen, "/", &[]).await.expect("request once listening");
-    assert_eq!(reply.body, "blue\n");
-}

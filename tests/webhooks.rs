@@ -247,10 +247,10 @@ async fn the_slack_format_posts_each_events_one_line_as_text() {
     assert_eq!(
         &texts[1..],
         [
-            "canary_step (revision 2): canary of green: step 1/2 at 10%",
-            "canary_paused (revision 3): canary of green paused",
-            "canary_resumed (revision 4): canary of green resumed",
-            "canary_aborted (revision 5): canary of green aborted; split before it restored",
+            "canary_step (pool green, revision 2): canary of green: step 1/2 at 10%",
+            "canary_paused (pool green, revision 3): canary of green paused",
+            "canary_resumed (pool green, revision 4): canary of green resumed",
+            "canary_aborted (pool green, revision 5): canary of green aborted; split before it restored",
         ]
     );
     let log = proxy.log();
