@@ -751,8 +751,8 @@ async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
         RETRIES.load(Ordering::Relaxed)
     );
     let after = proxy.ctl("status").await;
-    // The admin HTTP port went over too: the old process let go of it at
-    // the hand-over and the successor bound it (it is exclusive).
+    // The admin HTTP listener went over too, as a file descriptor (the
+    // port is exclusive, so it is never shared with a stranger).
     let admin_pid = proxy.admin_get("/status").await;
     let log = proxy.log();
     terminate(new_pid).await;
@@ -764,6 +764,11 @@ async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
     assert_eq!(
         admin_pid["pid"], new_pid,
         "the successor answers on admin http"
+    );
+    assert!(
+        log.contains("admin http: listener handed to the successor")
+            && log.contains("admin http: took over"),
+        "the admin listener went over as a file descriptor:\n{log}"
     );
 
     assert_eq!(

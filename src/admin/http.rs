@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use pingora::services::background::BackgroundService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::handover;
 use crate::clock::Now;
 use crate::control::status::table_status;
 use crate::protocol::wire::answer_line;
@@ -27,6 +29,9 @@ use crate::shared::Shared;
 
 pub struct AdminHttp {
     shared: Arc<Shared>,
+    /// Where this process offers its listener to a successor, and where a
+    /// successor takes it from (`admin::handover`).
+    handover: PathBuf,
     /// Where to listen: bound before the server starts (a busy port is a
     /// start-up error), or, for a successor in a binary upgrade, bound once
     /// the old process lets go of it at the hand-over.
@@ -35,23 +40,42 @@ pub struct AdminHttp {
 
 pub enum Listen {
     Bound(StdTcpListener),
-    AfterHandover(SocketAddr),
+    /// A successor in a binary upgrade: take the old process's listener.
+    FromPredecessor(SocketAddr),
 }
 
 /// How long a successor waits for the old process to release the port.
 const HANDOVER_BIND_FOR: Duration = Duration::from_secs(10);
 
 impl AdminHttp {
-    pub fn new(shared: Arc<Shared>, listen: Listen) -> Self {
+    pub fn new(shared: Arc<Shared>, listen: Listen, state_dir: &Path) -> Self {
         AdminHttp {
             shared,
+            handover: handover::socket_path(state_dir),
             listener: Mutex::new(Some(listen)),
         }
     }
 }
 
-/// The successor's bind: the old process closes its admin listener when
-/// the hand-over begins; retry until then (bounded).
+/// The successor's listener: the old process's own, handed over; if that
+/// fails (an old process of a version without it), the port itself once
+/// the old process has let go of it.
+async fn take_over(addr: SocketAddr, path: PathBuf) -> Option<StdTcpListener> {
+    let taken = tokio::task::spawn_blocking(move || handover::take(&path, HANDOVER_BIND_FOR)).await;
+    match taken {
+        Ok(Ok(listener)) => {
+            log::info!("admin http: took over {addr} from the old process");
+            return Some(listener);
+        }
+        Ok(Err(e)) => {
+            log::warn!("admin http: no listener from the old process ({e}); binding {addr}")
+        }
+        Err(e) => log::warn!("admin http: hand-over task failed ({e}); binding {addr}"),
+    }
+    bind_after_handover(addr).await
+}
+
+/// Binds the port once the old process closed it (bounded).
 async fn bind_after_handover(addr: SocketAddr) -> Option<StdTcpListener> {
     let deadline = tokio::time::Instant::now() + HANDOVER_BIND_FOR;
     loop {
@@ -72,10 +96,12 @@ impl BackgroundService for AdminHttp {
         let listen = self.listener.lock().take();
         let std_listener = match listen {
             Some(Listen::Bound(listener)) => listener,
-            Some(Listen::AfterHandover(addr)) => match bind_after_handover(addr).await {
-                Some(listener) => listener,
-                None => return,
-            },
+            Some(Listen::FromPredecessor(addr)) => {
+                match take_over(addr, self.handover.clone()).await {
+                    Some(listener) => listener,
+                    None => return,
+                }
+            }
             None => return,
         };
         let listener = match std_listener
@@ -113,8 +139,23 @@ impl BackgroundService for AdminHttp {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        drop(listener);
-        log::info!("admin http: handed over to the successor process");
+        // The same listening socket goes to the successor: its backlog
+        // carries over and the port is never closed.
+        match listener.into_std() {
+            Ok(std_listener) => {
+                let path = self.handover.clone();
+                let offered = tokio::task::spawn_blocking(move || {
+                    handover::offer(&path, &std_listener, HANDOVER_BIND_FOR)
+                })
+                .await;
+                match offered {
+                    Ok(Ok(())) => log::info!("admin http: listener handed to the successor"),
+                    Ok(Err(e)) => log::warn!("admin http: listener not handed over: {e}"),
+                    Err(e) => log::warn!("admin http: hand-over task failed: {e}"),
+                }
+            }
+            Err(e) => log::warn!("admin http: listener not handed over: {e}"),
+        }
         while connections.join_next().await.is_some() {}
     }
 }

@@ -2,6 +2,7 @@
 //! status, metrics) and the admin Unix socket. The socket's line protocol
 //! is `crate::protocol`, shared with `ctl`.
 
+pub mod handover;
 pub mod http;
 pub mod metrics;
 mod process_metrics;

@@ -69,7 +69,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let shared = Arc::clone(controller.shared());
 
     let admin_listener = match config.admin.http {
-        Some(addr) if upgrade => Some(Listen::AfterHandover(addr)),
+        Some(addr) if upgrade => Some(Listen::FromPredecessor(addr)),
         Some(addr) => Some(Listen::Bound(crate::admin::http::bind(addr).map_err(
             |e| {
                 format!(
@@ -127,7 +127,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     if let Some(listener) = admin_listener {
         server.add_service(background_service(
             "admin http",
-            AdminHttp::new(Arc::clone(&shared), listener),
+            AdminHttp::new(Arc::clone(&shared), listener, &config.admin.state_dir),
         ));
     }
     server.add_service(background_service(
