@@ -260,3 +260,36 @@ async fn sighup_reloads_and_an_invalid_file_keeps_the_running_config() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_what_changed_in_its_answer_and_the_audit_log() {
+    let (proxy, blue, green) = setup().await;
+    let extra = origin("green-2").await;
+    // Written in place (the watcher may reload it first; either way the
+    // audit record of that reload says what changed).
+    proxy.write_config(&format!(
+        "[pools.blue]\nbackends = [{{ addr = \"{}\", weight = 3 }}]\n[pools.green]\nbackends = [\"{}\", \"{}\"]\n\
+         [split]\nblue = 100\n[guard]\nmax_error_rate = 2.0\n",
+        blue.addr(),
+        green.addr(),
+        extra.addr()
+    ));
+    let recorded = eventually(Duration::from_secs(10), || async {
+        proxy.ctl("history 1").await["history"][0]["command"] == "reload"
+    })
+    .await;
+    assert!(recorded, "{}", proxy.log());
+    let record = &proxy.ctl("history 1").await["history"][0];
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("config reloaded (")
+            && reason.contains(&format!("green: backends added: {}", extra.addr()))
+            && reason.contains(&format!("blue: weight of {} 1 -> 3", blue.addr()))
+            && reason.contains("[guard] changed"),
+        "{reason}"
+    );
+    // Nothing left to apply: the answer says so, and not "changed".
+    let answer = proxy.ctl("reload").await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["message"], "config unchanged");
+}
