@@ -26,6 +26,24 @@ pub struct Ctx<'a> {
     pub now: Now,
 }
 
+impl<'a> Ctx<'a> {
+    pub fn new(
+        config: &'a Config,
+        state: &'a RuntimeState,
+        table: &'a RoutingTable,
+        origin: ChangeOrigin,
+        now: Now,
+    ) -> Ctx<'a> {
+        Ctx {
+            config,
+            state,
+            table,
+            origin,
+            now,
+        }
+    }
+}
+
 /// A change ready to commit.
 #[derive(Debug)]
 pub struct Plan {

@@ -239,15 +239,8 @@ impl Controller {
         origin: ChangeOrigin,
         now: Now,
     ) -> Result<Applied, Refusal> {
-        let config = Arc::clone(&inner.config);
-        let table = self.shared.table_arc();
-        let ctx = Ctx {
-            config: &config,
-            state: &inner.state,
-            table: &table,
-            origin,
-            now,
-        };
+        let (config, table) = (Arc::clone(&inner.config), self.shared.table_arc());
+        let ctx = Ctx::new(&config, &inner.state, &table, origin, now);
         // Canary events name their pool (the run may be gone after the plan).
         let canary_pool = match &command {
             Command::Canary(CanaryCommand::Start(pool, _)) => Some(pool.clone()),

@@ -243,15 +243,8 @@ impl Controller {
             }
             return;
         }
-        let config = Arc::clone(&inner.config);
-        let table = self.shared.table_arc();
-        let ctx = Ctx {
-            config: &config,
-            state: &inner.state,
-            table: &table,
-            origin: ChangeOrigin::Guard,
-            now,
-        };
+        let (config, table) = (Arc::clone(&inner.config), self.shared.table_arc());
+        let ctx = Ctx::new(&config, &inner.state, &table, ChangeOrigin::Guard, now);
         let plan = match change::guard_rollback(
             &ctx,
             &watch.pool,
@@ -394,15 +387,8 @@ impl Controller {
     }
 
     fn advance_canary(&self, inner: &mut Inner, run: &CanaryRun, verdict: &Verdict, now: Now) {
-        let config = Arc::clone(&inner.config);
-        let table = self.shared.table_arc();
-        let ctx = Ctx {
-            config: &config,
-            state: &inner.state,
-            table: &table,
-            origin: ChangeOrigin::Canary,
-            now,
-        };
+        let (config, table) = (Arc::clone(&inner.config), self.shared.table_arc());
+        let ctx = Ctx::new(&config, &inner.state, &table, ChangeOrigin::Canary, now);
         let Some(step) = canary_run::advance(&ctx, run, verdict) else {
             return;
         };
