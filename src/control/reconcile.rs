@@ -108,37 +108,33 @@ pub fn reconcile(
 /// ones the file changed are returned for a warning.
 pub fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if new.admin != running.admin {
-        changed.push("[admin] (socket, http, state_dir)");
-        new.admin = running.admin.clone();
+    // Keeps the running value of one field, noting its name if it differed.
+    macro_rules! keep {
+        ($new:expr, $old:expr, $name:expr) => {
+            if $new != $old {
+                changed.push($name);
+                $new = $old.clone();
+            }
+        };
     }
+    keep!(
+        new.admin,
+        running.admin,
+        "[admin] (socket, http, state_dir)"
+    );
     let (old, server) = (&running.server, &mut new.server);
-    if server.listen != old.listen {
-        changed.push("server.listen");
-        server.listen = old.listen.clone();
-    }
-    if server.h2c != old.h2c {
-        changed.push("server.h2c");
-        server.h2c = old.h2c;
-    }
-    if server.threads != old.threads {
-        changed.push("server.threads");
-        server.threads = old.threads;
-    }
-    if server.upstream_keepalive_pool != old.upstream_keepalive_pool {
-        changed.push("server.upstream_keepalive_pool");
-        server.upstream_keepalive_pool = old.upstream_keepalive_pool;
-    }
-    if server.grace_period != old.grace_period {
-        changed.push("server.grace_period");
-        server.grace_period = old.grace_period;
-    }
+    keep!(server.listen, old.listen, "server.listen");
+    keep!(server.h2c, old.h2c, "server.h2c");
+    keep!(server.threads, old.threads, "server.threads");
+    keep!(
+        server.upstream_keepalive_pool,
+        old.upstream_keepalive_pool,
+        "server.upstream_keepalive_pool"
+    );
+    keep!(server.grace_period, old.grace_period, "server.grace_period");
     // Listeners and their certificate files are fixed at start; the files'
     // contents are re-read whenever they change.
-    if server.tls != old.tls {
-        changed.push("[[server.tls]]");
-        server.tls = old.tls.clone();
-    }
+    keep!(server.tls, old.tls, "[[server.tls]]");
     changed
 }
 
