@@ -202,3 +202,147 @@ async fn webhook_events_queued_at_sigterm_are_delivered_before_exit() {
         "{log}"
     );
 }
+
+/// Blue and green whose health checks take 300 ms to answer.
+async fn slow_health_pools() -> (Origin, Origin, String) {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    for o in [&blue, &green] {
+        o.control().set_health_delay(Duration::from_millis(300));
+    }
+    let text = format!(
+        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n[split]\nblue = 50\ngreen = 50\n\
+         [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+        blue.addr(),
+        green.addr()
+    );
+    (blue, green, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_after_the_port_opens_is_served_even_when_checks_are_slow() {
+    let (_blue, _green, config) = slow_health_pools().await;
+    for attempt in 1..=3 {
+        let listen = loopback(free_port());
+        let proxy = Proxy::start_unready(listen, &config).await;
+        // The first moment the port accepts, one request.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let reply = loop {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                break get(listen, "/", &[]).await;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the port never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let reply = reply.unwrap_or_else(|e| panic!("attempt {attempt}: {e}\n{}", proxy.log()));
+        assert_eq!(
+            reply.status,
+            200,
+            "attempt {attempt}: {}\n{}",
+            reply.body,
+            proxy.log()
+        );
+        assert!(proxy.log().contains("first health round done"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_with_slow_checks_answers_no_503() {
+    let (_blue, _green, config) = slow_health_pools().await;
+    let mut proxy = Proxy::start(&config).await;
+    // A new connection per request, so the successor's accepts are tried
+    // from the moment it has the listeners.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (stop, listen) = (stop.clone(), proxy.listen);
+        clients.spawn(async move {
+            let mut results = Vec::new();
+            while !stop.load(Ordering::Relaxed) && results.len() < 50_000 {
+                results.push(get(listen, "/", &[]).await);
+            }
+            results
+        });
+    }
+    let old_pid = proxy.pid();
+    proxy.signal("USR2");
+    let new_pid = successor_pid(&proxy.socket(), old_pid).await;
+    let exited = proxy.wait_exit(Duration::from_secs(30)).await;
+    // The successor alone serves for a moment after the old one is gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        results.extend(done.expect("client"));
+    }
+    let log = proxy.log();
+    terminate(new_pid).await;
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "{log}");
+    let unavailable = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|reply| reply.status == 503))
+        .count();
+    assert!(results.len() > 100, "only {} requests", results.len());
+    assert_eq!(
+        unavailable,
+        0,
+        "{unavailable} of {} requests answered 503 during the upgrade\n{log}",
+        results.len()
+    );
+}
+
+/// The `health` of backend `addr` in the first pool of `status`.
+fn backend_state(status: &serde_json::Value, addr: std::net::SocketAddr) -> String {
+    status["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["backends"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["addr"] == addr.to_string())
+        .and_then(|b| b["health"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_hands_the_health_verdicts_to_the_successor() {
+    let (good, bad) = (origin("blue").await, origin("blue-bad").await);
+    // Its health check passes, its requests fail: only passive ejection
+    // keeps it out, and a successor checking afresh would let it back in.
+    bad.control().set_fail_percent(100);
+    let mut proxy = Proxy::start(&format!(
+        "[pools.blue]\nbackends = [\"{}\", \"{}\"]\n[split]\nblue = 100\n\
+         [health]\ninterval = \"500ms\"\ntimeout = \"200ms\"\neject_consecutive_failures = 3\neject_base_time = \"5m\"\n",
+        good.addr(),
+        bad.addr()
+    ))
+    .await;
+    let ejected = eventually(Duration::from_secs(10), || async {
+        let _ = get(proxy.listen, "/", &[]).await;
+        backend_state(&proxy.ctl("status").await, bad.addr()) == "ejected"
+    })
+    .await;
+    assert!(
+        ejected,
+        "the failing backend was never ejected:\n{}",
+        proxy.log()
+    );
+    let old_pid = proxy.pid();
+    proxy.signal("USR2");
+    let new_pid = successor_pid(&proxy.socket(), old_pid).await;
+    let status = proxy.ctl("status").await;
+    let first = get(proxy.listen, "/", &[]).await;
+    let log = proxy.log();
+    let exited = proxy.wait_exit(Duration::from_secs(30)).await;
+    terminate(new_pid).await;
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "{log}");
+    assert_eq!(status["pid"], new_pid);
+    assert_eq!(backend_state(&status, bad.addr()), "ejected", "{status}");
+    assert_eq!(backend_state(&status, good.addr()), "up", "{status}");
+    assert!(
+        log.contains("took over the health verdicts of 2 backend(s)"),
+        "{log}"
+    );
+    assert_eq!(first.map(|r| r.status).ok(), Some(200));
+}

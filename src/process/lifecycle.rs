@@ -28,6 +28,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::Now;
+use crate::control::state::write_atomically;
 use crate::control::Controller;
 use crate::shared::Shared;
 use crate::stats::REQUESTS;
@@ -143,7 +144,14 @@ pub struct Signals {
 
 impl Signals {
     fn hand_over(&self) -> ShutdownSignal {
-        self.controller.hand_over(Now::read());
+        let now = Now::read();
+        self.controller.hand_over(now);
+        let shared = self.controller.shared();
+        let dir = &shared.table().config.admin.state_dir;
+        let verdicts = crate::health::carry::snapshot(&shared.table(), now.mono);
+        if let Err(e) = write_atomically(&crate::health::carry::path(dir), verdicts.as_bytes()) {
+            log::warn!("health verdicts not handed over ({e}): the new process checks afresh");
+        }
         self.controller.shared().begin_handover();
         log::info!("binary upgrade: runtime state frozen; handing listeners to the new process");
         ShutdownSignal::GracefulUpgrade
