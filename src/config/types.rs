@@ -57,6 +57,9 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     pub split: Split,
     pub sticky: Option<StickyKey>,
+    /// `[sticky] issue_cookie = true` (with a `cookie:NAME` key): a client
+    /// without the cookie gets one, and its bucket from then on.
+    pub sticky_cookie: Option<IssueCookie>,
     pub routes: Vec<RouteRule>,
     pub health: HealthConfig,
     pub guard: GuardConfig,
@@ -230,6 +233,14 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// Relative weight inside the pool, >= 1.
     pub weight: u32,
+}
+
+/// How an issued sticky cookie is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueCookie {
+    pub name: String,
+    /// `Max-Age` (`[sticky] cookie_max_age`, default 24 h).
+    pub max_age: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use super::answers::Answer;
 use super::exchange::{client_ip, Attempt, Outcome};
-use crate::routing::{fast_random, PoolId, RoutingTable};
+use crate::routing::{fast_random, PoolId, RoutingTable, StickyId};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, InFlightToken, Instant, REQUESTS};
 
@@ -47,6 +47,8 @@ pub struct RequestCtx {
     /// The upstream's `grpc-status` (header or trailer) is one of the
     /// pool's error codes.
     grpc_failed: bool,
+    /// A sticky id issued to this new client, set as a cookie on the answer.
+    issued: Option<StickyId>,
     /// Keeps the request counted as in flight until the context drops, so
     /// shutdown can exit as soon as the last one finishes.
     _in_flight: InFlightToken,
@@ -108,6 +110,7 @@ impl ProxyHttp for SwitchyardProxy {
             attempt: Attempt::new(),
             answer: None,
             grpc_failed: false,
+            issued: None,
             _in_flight: REQUESTS.start(),
         }
     }
@@ -134,6 +137,7 @@ impl ProxyHttp for SwitchyardProxy {
                     ));
                 };
                 ctx.pool = choice.pool();
+                ctx.issued = choice.issued();
                 ctx.table = Some(Arc::clone(&table));
                 table
             }
@@ -187,6 +191,13 @@ impl ProxyHttp for SwitchyardProxy {
         // A trailers-only gRPC answer carries its status in the head.
         note_grpc_status(ctx, &upstream_response.headers);
         if let Some(table) = &ctx.table {
+            if let (Some(issuer), Some(id)) = (&table.cookie_issuer, &ctx.issued) {
+                let mut value = Vec::with_capacity(96);
+                issuer.write_value(&mut value, id);
+                let value = http::HeaderValue::from_bytes(&value)
+                    .map_err(|e| Error::because(ErrorType::InternalError, "sticky cookie", e))?;
+                upstream_response.append_header(http::header::SET_COOKIE, value)?;
+            }
             if let Some(header) = &table.pool_header {
                 let value = table.pools[ctx.pool].name_header.clone();
                 upstream_response.insert_header(header.clone(), value)?;

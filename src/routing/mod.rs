@@ -15,5 +15,5 @@ mod table;
 
 pub use rng::fast_random;
 pub use select::{cookie_value, PoolChoice, RequestHeaders};
-pub use sticky::{bucket_of, sticky_bucket_map, BUCKETS};
+pub use sticky::{bucket_of, sticky_bucket_map, CookieIssuer, StickyId, BUCKETS};
 pub use table::{Backend, Pool, PoolId, RoutingTable, RuntimeView};

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName};
 
 use super::rng::below;
-use super::sticky::bucket_of;
+use super::sticky::{bucket_of, StickyId};
 use super::table::{CompiledMatch, CompiledSticky, PoolId, RoutingTable};
 
 /// Why a pool was chosen (kept small; useful in tests and debug logs).
@@ -14,13 +14,27 @@ use super::table::{CompiledMatch, CompiledSticky, PoolId, RoutingTable};
 pub enum PoolChoice {
     Route(PoolId),
     Sticky(PoolId),
+    /// A client without the sticky cookie was given `id` (`issue_cookie`):
+    /// its bucket chose the pool, and the response sets the cookie.
+    Issued(PoolId, StickyId),
     Split(PoolId),
 }
 
 impl PoolChoice {
     pub fn pool(self) -> PoolId {
         match self {
-            PoolChoice::Route(p) | PoolChoice::Sticky(p) | PoolChoice::Split(p) => p,
+            PoolChoice::Route(p)
+            | PoolChoice::Sticky(p)
+            | PoolChoice::Issued(p, _)
+            | PoolChoice::Split(p) => p,
+        }
+    }
+
+    /// The sticky id to set as a cookie on the response, if one was issued.
+    pub fn issued(self) -> Option<StickyId> {
+        match self {
+            PoolChoice::Issued(_, id) => Some(id),
+            _ => None,
         }
     }
 }
@@ -44,6 +58,13 @@ impl RoutingTable {
         if let Some(bucket) = self.sticky_bucket(headers, client_ip) {
             if let Some(pool) = self.sticky_map.get(usize::from(bucket)) {
                 return Some(PoolChoice::Sticky(usize::from(*pool)));
+            }
+        } else if self.cookie_issuer.is_some() {
+            // A new client: its own id from now on, so raising a pool's
+            // share only ever moves clients into it.
+            let id = StickyId::from_random(random);
+            if let Some(pool) = self.sticky_map.get(usize::from(id.bucket())) {
+                return Some(PoolChoice::Issued(usize::from(*pool), id));
             }
         }
         let point = below(10_000, random) as u16;

@@ -44,6 +44,59 @@ pub fn bucket_of(key: &[u8]) -> u16 {
     (mix(fnv1a(key, 0)) % u64::from(BUCKETS)) as u16
 }
 
+/// A sticky id issued to a new client: 16 lowercase hex digits, the
+/// cookie's value. Its bucket is [`bucket_of`] its text, as for any cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StickyId(pub [u8; 16]);
+
+impl StickyId {
+    /// The id made from a random value (no allocation).
+    pub fn from_random(random: u64) -> StickyId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = mix(random ^ 0x5713_c0de_5eed_0001);
+        let mut text = [0u8; 16];
+        for (i, digit) in text.iter_mut().enumerate() {
+            *digit = HEX[((bits >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        StickyId(text)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn bucket(&self) -> u16 {
+        bucket_of(&self.0)
+    }
+}
+
+/// `[sticky] issue_cookie`: the `Set-Cookie` value around an issued id,
+/// built once per table so a response only copies bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieIssuer {
+    /// `NAME=`
+    prefix: Vec<u8>,
+    /// `; Path=/; HttpOnly; SameSite=Lax; Max-Age=N`
+    suffix: Vec<u8>,
+}
+
+impl CookieIssuer {
+    pub fn new(name: &str, max_age_s: u64) -> CookieIssuer {
+        CookieIssuer {
+            prefix: format!("{name}=").into_bytes(),
+            suffix: format!("; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}").into_bytes(),
+        }
+    }
+
+    /// Appends the `Set-Cookie` field value for `id` to `out`.
+    #[inline]
+    pub fn write_value(&self, out: &mut Vec<u8>, id: &StickyId) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&self.suffix);
+    }
+}
+
 /// Bucket → index into `shares`. Pools with share 0 never own a bucket.
 /// Returns an empty vector when every share is 0 (no pool can take traffic).
 pub fn sticky_bucket_map(shares: &[(&str, u16)]) -> Vec<u16> {
@@ -79,6 +132,27 @@ pub fn sticky_bucket_map(shares: &[(&str, u16)]) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issued_ids_are_hex_spread_and_bucketed_like_their_cookie_text() {
+        let ids: Vec<StickyId> = (0..1_000u64).map(StickyId::from_random).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().map(|i| i.0).collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert!(id
+                .0
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(id.bucket(), bucket_of(id.as_bytes()));
+        }
+        let mut out = Vec::new();
+        CookieIssuer::new("sy", 60).write_value(&mut out, &ids[0]);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("sy=")
+                && text.ends_with("; Path=/; HttpOnly; SameSite=Lax; Max-Age=60")
+        );
+    }
 
     fn owned_by(map: &[u16], pool: u16) -> Vec<usize> {
         map.iter()

@@ -9,7 +9,7 @@ use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::rng::below;
-use super::sticky::sticky_bucket_map;
+use super::sticky::{sticky_bucket_map, CookieIssuer};
 use crate::config::{
     BackendConfig, Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey,
     UpstreamProtocol,
@@ -161,6 +161,8 @@ pub struct RoutingTable {
     pub(super) sticky: Option<CompiledSticky>,
     /// Bucket → pool, empty when there is no stickiness.
     pub(super) sticky_map: Vec<u16>,
+    /// `[sticky] issue_cookie`: new clients are given a sticky cookie.
+    pub cookie_issuer: Option<CookieIssuer>,
     /// Every pool speaks plain HTTP/1.1 upstream, so a plain HTTP/1.1 client
     /// request may take the fast path (`dataplane::fastpath`). Decided for the
     /// whole table so that falling back never skews the split.
@@ -257,6 +259,10 @@ impl RoutingTable {
             routes,
             sticky,
             sticky_map,
+            cookie_issuer: config
+                .sticky_cookie
+                .as_ref()
+                .map(|c| CookieIssuer::new(&c.name, c.max_age.as_secs())),
             config,
         }
     }

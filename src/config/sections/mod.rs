@@ -37,7 +37,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let admin = server::read_admin(errors, root, base_dir);
         let pools = pools::read_pools(errors, root, base_dir);
         let split = traffic::read_split(errors, root, &pools);
-        let sticky = traffic::read_sticky(errors, root);
+        let (sticky, sticky_cookie) = traffic::read_sticky(errors, root);
         let routes = traffic::read_routes(errors, root, &pools);
         let health = policy::read_health(errors, root);
         let guard = policy::read_guard(errors, root);
@@ -49,6 +49,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             pools,
             split,
             sticky,
+            sticky_cookie,
             routes,
             health,
             guard,

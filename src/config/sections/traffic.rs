@@ -5,13 +5,16 @@
 //! a rule.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use http::HeaderValue;
 use toml::Value;
 
 use super::header_name;
 use crate::config::parse_share;
-use crate::config::types::{PoolConfig, RouteMatch, RouteRule, Share, Split, StickyKey};
+use crate::config::types::{
+    IssueCookie, PoolConfig, RouteMatch, RouteRule, Share, Split, StickyKey,
+};
 use crate::config::walk::{expected, join, number, Errors, Section};
 
 pub(super) fn read_split(
@@ -88,8 +91,15 @@ pub(super) fn read_split(
     split
 }
 
-pub(super) fn read_sticky(errors: &mut Errors, root: &Section) -> Option<StickyKey> {
-    root.raw("sticky")?;
+/// `[sticky]`: the key, and for a `cookie:NAME` key whether clients
+/// without the cookie are given one (`issue_cookie`, `cookie_max_age`).
+pub(super) fn read_sticky(
+    errors: &mut Errors,
+    root: &Section,
+) -> (Option<StickyKey>, Option<IssueCookie>) {
+    if root.raw("sticky").is_none() {
+        return (None, None);
+    }
     root.section(errors, "sticky", |s, errors| {
         let text = match s.str(errors, "key") {
             Some(text) => text,
@@ -100,11 +110,11 @@ pub(super) fn read_sticky(errors: &mut Errors, root: &Section) -> Option<StickyK
                         "missing (\"cookie:NAME\", \"header:NAME\" or \"ip\")",
                     );
                 }
-                return None;
+                return (None, None);
             }
         };
         let key = match text.split_once(':') {
-            Some(("cookie", name)) if !name.is_empty() => {
+            Some(("cookie", name)) if valid_cookie_name(name) => {
                 Some(StickyKey::Cookie(name.to_string()))
             }
             Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
@@ -119,8 +129,37 @@ pub(super) fn read_sticky(errors: &mut Errors, root: &Section) -> Option<StickyK
                 format!("invalid sticky key \"{text}\" (expected \"cookie:NAME\", \"header:NAME\" or \"ip\")"),
             );
         }
-        key
+        let issue = s.boolean(errors, "issue_cookie").unwrap_or(false);
+        let max_age = s.positive_duration(errors, "cookie_max_age", Duration::from_secs(86_400));
+        let cookie = match &key {
+            Some(StickyKey::Cookie(name)) if issue => Some(IssueCookie {
+                name: name.clone(),
+                max_age,
+            }),
+            Some(_) if issue => {
+                errors.add(
+                    s.key("issue_cookie"),
+                    "needs key = \"cookie:NAME\" (the cookie it issues)",
+                );
+                None
+            }
+            _ => {
+                if s.has("cookie_max_age") {
+                    errors.add(s.key("cookie_max_age"), "applies only with issue_cookie = true");
+                }
+                None
+            }
+        };
+        (key, cookie)
     })
+}
+
+/// A cookie name is an RFC 6265 token: no separators, spaces or controls.
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 pub(super) fn read_routes(

@@ -84,6 +84,7 @@ impl Connection {
                 .pool_header
                 .as_ref()
                 .map(|name| (name, &pool.name_header)),
+            set_cookie: table.cookie_issuer.as_ref().zip(request.issued),
         };
         loop {
             let upstream = self

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::routing::{PoolId, RoutingTable};
+use crate::routing::{CookieIssuer, PoolId, RoutingTable, StickyId};
 
 /// Header lines read per request; a request with more takes pingora's path.
 pub const MAX_HEADERS: usize = 64;
@@ -74,6 +74,8 @@ pub struct Request {
     pub head_method: bool,
     /// The pool chosen for it; `None` when no pool has a share.
     pub pool: Option<PoolId>,
+    /// A sticky id issued to this new client (`[sticky] issue_cookie`).
+    pub issued: Option<StickyId>,
 }
 
 /// Parses a client's request head from `bytes`; on success chooses the pool
@@ -192,9 +194,7 @@ pub fn parse_request(
     }
     out.extend_from_slice(b"\r\n");
 
-    let pool = table
-        .choose_pool(headers, client.ip, random)
-        .map(|choice| choice.pool());
+    let choice = table.choose_pool(headers, client.ip, random);
     Parsed::Done(Request {
         head_len,
         body_len: body_len.unwrap_or(0),
@@ -204,7 +204,8 @@ pub fn parse_request(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         head_method: method == "HEAD",
-        pool,
+        pool: choice.map(|c| c.pool()),
+        issued: choice.and_then(|c| c.issued()),
     })
 }
 
@@ -280,6 +281,8 @@ pub struct ResponseContext<'a> {
     pub close_client: bool,
     /// The `pool_header` line to add, if configured.
     pub pool_header: Option<(&'a HeaderName, &'a HeaderValue)>,
+    /// The sticky cookie to set for a new client.
+    pub set_cookie: Option<(&'a CookieIssuer, StickyId)>,
 }
 
 /// Parses an upstream response head from `bytes`; on success writes the
@@ -388,6 +391,11 @@ pub fn parse_response(
     if !informational {
         if let Some((name, value)) = context.pool_header {
             write_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some((issuer, id)) = &context.set_cookie {
+            out.extend_from_slice(b"set-cookie: ");
+            issuer.write_value(out, id);
+            out.extend_from_slice(b"\r\n");
         }
         if client_close {
             out.extend_from_slice(b"connection: close\r\n");

@@ -88,6 +88,7 @@ fn response(bytes: &[u8], head_method: bool, close_client: bool) -> (Response, S
         head_method,
         close_client,
         pool_header: Some((&name, &value)),
+        set_cookie: None,
     };
     let mut out = Vec::new();
     match parse_response(bytes, &context, &mut out) {
@@ -160,6 +161,7 @@ const PLAIN: ResponseContext<'static> = ResponseContext {
     head_method: false,
     close_client: false,
     pool_header: None,
+    set_cookie: None,
 };
 
 fn assert_refused(raws: &[&[u8]]) {
@@ -245,6 +247,7 @@ fn mutated_heads_never_panic() {
         head_method: false,
         close_client: false,
         pool_header: Some((&name, &value)),
+        set_cookie: None,
     };
     let seeds: [&[u8]; 3] = [
         b"GET /a?b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Forwarded-For: 1.2.3.4\r\n\r\nhello",
