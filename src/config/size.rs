@@ -3,7 +3,12 @@
 //! units, spelled out: `"32K"` or `"32kb"` are rejected, so a value never
 //! means 32 000 to one reader and 32 768 to another.
 
-const UNITS: [(&str, u64); 4] = [("B", 1), ("KiB", 1024), ("MiB", 1024 * 1024), ("GiB", 1 << 30)];
+const UNITS: [(&str, u64); 4] = [
+    ("B", 1),
+    ("KiB", 1024),
+    ("MiB", 1024 * 1024),
+    ("GiB", 1 << 30),
+];
 
 /// A size string that is not one (the text as written, for the message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +60,16 @@ mod tests {
     #[test]
     fn rejects_the_unclear() {
         for bad in [
-            "", "32", "32K", "32kb", "32KB", "32kib", "1.5KiB", "-1KiB", "KiB", "99999999999GiB",
+            "",
+            "32",
+            "32K",
+            "32kb",
+            "32KB",
+            "32kib",
+            "1.5KiB",
+            "-1KiB",
+            "KiB",
+            "99999999999GiB",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -376,7 +376,10 @@ fn golden_durations_and_ranges() {
 fn request_head_limits_take_bytes_or_binary_units_within_bounds() {
     let server = |lines: &str| ok(&format!("{MINIMAL}[server]\n{lines}")).server;
     assert_eq!(server("max_request_head = 4096\n").max_request_head, 4096);
-    assert_eq!(server("max_request_head = \"64KiB\"\n").max_request_head, 65536);
+    assert_eq!(
+        server("max_request_head = \"64KiB\"\n").max_request_head,
+        65536
+    );
     assert_eq!(
         server("request_head_timeout = \"1500ms\"\n").request_head_timeout,
         Duration::from_millis(1500)

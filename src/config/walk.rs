@@ -211,7 +211,12 @@ impl<'a> Section<'a> {
                 }
             },
             other => {
-                expected(errors, &self.key(key), "a size like \"32KiB\" or bytes", other);
+                expected(
+                    errors,
+                    &self.key(key),
+                    "a size like \"32KiB\" or bytes",
+                    other,
+                );
                 return None;
             }
         };

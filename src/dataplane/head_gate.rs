@@ -36,7 +36,7 @@ const ANSWER_WRITE: Duration = Duration::from_secs(5);
 /// bytes resets the connection, and a reset can destroy the answer before
 /// the client reads it (the "lingering close" of HAProxy and nginx).
 const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 2 * 1024 * 1024;
+const LINGER_BYTES: usize = 256 * 1024;
 /// The buffer a head starts with; it doubles as the head grows, up to
 /// `max_request_head`.
 const FIRST_BUFFER: usize = 2048;
@@ -136,7 +136,7 @@ pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(stream: &mut S, 
     let until = tokio::time::Instant::now() + LINGER;
     // On the heap: only refused connections pay for it, and it stays out
     // of every connection's future.
-    let mut sink = vec![0u8; 8192];
+    let mut sink = vec![0u8; 4096];
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
         match tokio::time::timeout_at(until, stream.read(&mut sink)).await {

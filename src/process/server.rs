@@ -99,7 +99,13 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         // send (SETTINGS_MAX_HEADER_LIST_SIZE; h2 answers 431 past it).
         // Fixed here, so `max_request_head` is a restart-only setting.
         let mut h2 = default_h2_options();
-        h2.max_header_list_size(config.server.max_request_head.try_into().unwrap_or(u32::MAX));
+        h2.max_header_list_size(
+            config
+                .server
+                .max_request_head
+                .try_into()
+                .unwrap_or(u32::MAX),
+        );
         proxy.h2_options = Some(h2);
     }
     let idle_reaper = app.idle_reaper();

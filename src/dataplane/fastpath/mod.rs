@@ -43,8 +43,8 @@ use pingora::server::ShutdownWatch;
 
 use super::exchange::client_ip;
 use crate::shared::Shared;
-use connection::{Connection, Serving};
 pub use connection::Ending;
+use connection::{Connection, Serving};
 use deadline::Deadline;
 use head::ClientAddr;
 pub use upstream::{IdlePool, IdleReaper};
