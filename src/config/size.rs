@@ -37,7 +37,7 @@ pub fn format_size(bytes: u64) -> String {
     UNITS
         .iter()
         .rev()
-        .find(|(_, factor)| bytes != 0 && bytes % factor == 0)
+        .find(|(_, factor)| bytes != 0 && bytes.is_multiple_of(*factor))
         .map_or_else(
             || format!("{bytes}B"),
             |(name, factor)| format!("{}{name}", bytes / factor),
