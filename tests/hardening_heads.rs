@@ -577,3 +577,34 @@ async fn http2_announces_max_request_head_as_its_header_list_size() {
         );
     }
 }
+
+// HTTP/1.1 on an h2c listener (which pingora serves whole) passes the same
+// gate: over the limit, 431; a dripped head, 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_on_an_h2c_listener_is_bounded_too() {
+    let setup = Setup::start(Way::Pingora, "h2c = true\nrequest_head_timeout = \"1s\"\n").await;
+    let mut client = setup.connect().await;
+    client.send(&head_of(32 * KIB + 1, true)).await.ok();
+    assert_refused(&setup, &mut client, 431).await;
+
+    let mut client = setup.connect().await;
+    let started = Instant::now();
+    client
+        .send(b"GET /slow HTTP/1.1\r\nHost: heads.test\r\n")
+        .await
+        .expect("send");
+    let response = client
+        .response(Duration::from_secs(5))
+        .await
+        .expect("a 408");
+    assert_eq!(response.status, 408, "{}", response.head);
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut client = setup.connect().await;
+    client.send(&head_of(200, true)).await.expect("send");
+    assert_eq!(client.response(WITHIN).await.expect("served").status, 200);
+}

@@ -147,14 +147,15 @@ where
     }
 }
 
-/// Does this h2c listener's connection start with the HTTP/2 preface? Waits
-/// for its first bytes up to `idle`.
-async fn h2_preface(stream: &mut Stream, idle: std::time::Duration) -> bool {
+/// Does this h2c listener's connection start with the HTTP/2 preface?
+/// Waits for its first bytes up to `idle`; `None` if none came (or the
+/// stream can't be peeked).
+async fn h2_preface(stream: &mut Stream, idle: std::time::Duration) -> Option<bool> {
     let mut buf = [0u8; H2_PREFACE.len()];
-    matches!(
-        tokio::time::timeout(idle, stream.try_peek(&mut buf)).await,
-        Ok(Ok(true))
-    ) && buf == *H2_PREFACE
+    match tokio::time::timeout(idle, stream.try_peek(&mut buf)).await {
+        Ok(Ok(true)) => Some(buf == *H2_PREFACE),
+        _ => None,
+    }
 }
 
 /// RFC 9113 §3.4 (what pingora looks for on an h2c listener).
@@ -184,8 +185,14 @@ where
             return None;
         }
         let mut stream = stream;
-        if h2c && h2_preface(&mut stream, self.head_limits().idle).await {
-            return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
+        if h2c {
+            match h2_preface(&mut stream, self.head_limits().idle).await {
+                None => return None,
+                Some(true) => {
+                    return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await
+                }
+                Some(false) => {}
+            }
         }
         // A task of its own, and pingora's ends here: pingora's
         // per-connection task is sized for its TLS handshake (kilobytes),
