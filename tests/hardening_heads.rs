@@ -614,3 +614,53 @@ async fn http1_on_an_h2c_listener_is_bounded_too() {
     client.send(&head_of(200, true)).await.expect("send");
     assert_eq!(client.response(WITHIN).await.expect("served").status, 200);
 }
+
+// A reload applies a new request_head_timeout from the next head on, and
+// keeps max_request_head (HTTP/2 announced it at start) until a restart,
+// saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_request_head_timeout_and_keeps_max_request_head() {
+    let setup = Setup::start(Way::Fast, "request_head_timeout = \"30s\"\n").await;
+    let text = std::fs::read_to_string(setup.proxy.config_path()).expect("config");
+    let edited = text.replace(
+        "request_head_timeout = \"30s\"\n",
+        "request_head_timeout = \"1s\"\nmax_request_head = \"4KiB\"\n",
+    );
+    assert_ne!(text, edited);
+    let temp = setup.proxy.config_path().with_extension("tmp");
+    std::fs::write(&temp, edited).expect("write config");
+    std::fs::rename(&temp, setup.proxy.config_path()).expect("rename config");
+    // Revision 2 is the reload, in force once the status shows it.
+    assert!(
+        eventually(WITHIN, || async {
+            setup.proxy.ctl("status").await["revision"] == 2
+        })
+        .await,
+        "no reload seen:\n{}",
+        setup.proxy.log()
+    );
+    let warned = "a change of server.max_request_head takes effect at the next restart";
+    assert!(setup.proxy.log().contains(warned), "{}", setup.proxy.log());
+
+    let mut client = setup.connect().await;
+    client.send(&head_of(6 * KIB, true)).await.expect("send");
+    let kept = client.response(WITHIN).await.expect("a response");
+    assert_eq!(kept.status, 200, "max_request_head is still 32 KiB");
+
+    let mut client = setup.connect().await;
+    let started = Instant::now();
+    client
+        .send(b"GET /slow HTTP/1.1\r\nHost: heads.test\r\n")
+        .await
+        .expect("send");
+    let response = client
+        .response(Duration::from_secs(5))
+        .await
+        .expect("a 408");
+    assert_eq!(response.status, 408, "{}", response.head);
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
