@@ -11,57 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::tls::*;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pingora::tls::{ClientConfig, RootCertStore, ServerConfig, ServerName, TlsConnector};
+use pingora::tls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A self-signed certificate for `names`: (cert PEM, key PEM, cert DER).
-fn certificate(names: &[&str]) -> (String, String, Vec<u8>) {
-    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let generated = rcgen::generate_simple_self_signed(names).expect("generate certificate");
-    (
-        generated.cert.pem(),
-        generated.key_pair.serialize_pem(),
-        generated.cert.der().to_vec(),
-    )
-}
 
 /// Writes a file the way deployment tools replace one: temp file, rename.
 fn replace_file(path: &Path, contents: &str) {
     let temp = path.with_extension("tmp");
     std::fs::write(&temp, contents).expect("write temp file");
     std::fs::rename(&temp, path).expect("rename over");
-}
-
-fn client_config(trusted: &[&[u8]], alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for der in trusted {
-        roots
-            .add(der.to_vec().into())
-            .expect("trust the test certificate");
-    }
-    let mut config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-type TlsStream = pingora::tls::ClientTlsStream<TcpStream>;
-
-async fn tls_connect(addr: SocketAddr, sni: &str, config: Arc<ClientConfig>) -> TlsStream {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(sni.to_string()).expect("server name");
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("TLS handshake")
 }
 
 fn peer_certificate(stream: &TlsStream) -> Vec<u8> {

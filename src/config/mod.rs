@@ -8,10 +8,12 @@
 //! - `sections`: one reader per section, defaults and semantic rules
 //!   (`server`, `pools`, `traffic`, `policy`)
 //! - `duration`: `"250ms"` / `"5m"` / `"1h30m"`
+//! - `size`: `32768` / `"32KiB"` / `"1MiB"`
 //! - `types`: the validated types everyone else uses
 
 mod duration;
 mod sections;
+mod size;
 pub mod types;
 mod walk;
 
@@ -19,6 +21,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use duration::{format_duration, parse_duration, DurationError};
+pub use size::{format_size, parse_size, SizeError};
 pub use types::*;
 
 /// One problem in a config file, located by its key path.

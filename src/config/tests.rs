@@ -119,6 +119,8 @@ fn defaults_apply_to_a_minimal_file() {
     assert!(config.server.threads >= 1);
     assert_eq!(config.server.connect_timeout, Duration::from_secs(3));
     assert_eq!(config.server.grace_period, Duration::from_secs(30));
+    assert_eq!(config.server.max_request_head, 32 * 1024);
+    assert_eq!(config.server.request_head_timeout, Duration::from_secs(10));
     assert_eq!(config.admin.socket, Path::new("/run/switchyard/admin.sock"));
     assert_eq!(config.admin.http, Some("127.0.0.1:9901".parse().unwrap()));
     assert_eq!(
@@ -180,6 +182,8 @@ write_timeout = "60s"
 idle_timeout = "60s"
 grace_period = "30s"
 upstream_keepalive_pool = 1024
+max_request_head = "32KiB"
+request_head_timeout = "10s"
 [[server.tls]]
 listen = "127.0.0.1:8443"
 cert = "cert.pem"
@@ -365,6 +369,42 @@ fn golden_durations_and_ranges() {
          health.rise: 0 is out of range (1..=100)\n\
          guard.window: must be between 1s and 1h\n\
          guard.max_error_rate: 150 is not a percentage above 0 and at most 100\n"
+    );
+}
+
+#[test]
+fn request_head_limits_take_bytes_or_binary_units_within_bounds() {
+    let server = |lines: &str| ok(&format!("{MINIMAL}[server]\n{lines}")).server;
+    assert_eq!(server("max_request_head = 4096\n").max_request_head, 4096);
+    assert_eq!(
+        server("max_request_head = \"64KiB\"\n").max_request_head,
+        65536
+    );
+    assert_eq!(
+        server("request_head_timeout = \"1500ms\"\n").request_head_timeout,
+        Duration::from_millis(1500)
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[server]\nmax_request_head = \"32K\"\nrequest_head_timeout = \"0s\"\n"
+        )),
+        "server.max_request_head: invalid size \"32K\" (use a number of bytes or e.g. \"512B\", \"32KiB\", \"1MiB\")\n\
+         server.request_head_timeout: must be greater than 0\n"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{MINIMAL}[server]\nmax_request_head = 100\nrequest_head_timeout = \"10m\"\n"
+        )),
+        "server.max_request_head: 100 is out of range (1KiB..=512KiB)\n\
+         server.request_head_timeout: must be at most 5m (a whole request head, from its first byte)\n"
+    );
+    assert_eq!(
+        errors(&format!("{MINIMAL}[server]\nmax_request_head = \"1MiB\"\n")),
+        "server.max_request_head: \"1MiB\" is out of range (1KiB..=512KiB)\n"
+    );
+    assert_eq!(
+        errors(&format!("{MINIMAL}[server]\nmax_request_head = true\n")),
+        "server.max_request_head: expected a size like \"32KiB\" or bytes, found a boolean\n"
     );
 }
 

@@ -87,8 +87,16 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Upstream write timeout.
     pub write_timeout: Duration,
-    /// How long an idle upstream keep-alive connection is kept in the pool.
+    /// How long an idle keep-alive connection is kept open: an upstream one
+    /// in the pool, and a client one waiting for its next request head.
     pub idle_timeout: Duration,
+    /// The largest request head accepted (request line + header fields +
+    /// the blank line), on every path: over it, 431 (400 when the request
+    /// line alone is longer) and the connection is closed.
+    pub max_request_head: usize,
+    /// A deadline for a whole request head, from its first byte: past it,
+    /// 408 and the connection is closed.
+    pub request_head_timeout: Duration,
     /// On SIGTERM: how long in-flight requests get to finish.
     pub grace_period: Duration,
     /// Idle upstream connections kept for reuse (across all backends).

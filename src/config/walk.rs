@@ -15,6 +15,7 @@ use std::time::Duration;
 use toml::Value;
 
 use super::duration::parse_duration;
+use super::size::{format_size, parse_size};
 use super::ConfigError;
 
 /// Collects errors while the document is read.
@@ -187,6 +188,50 @@ impl<'a> Section<'a> {
             Ok(d) => Some(d),
             Err(e) => {
                 errors.add(self.key(key), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a TOML integer, or a string like `"32KiB"`
+    /// (`super::size`); within `range`, else an error naming the range.
+    pub fn size(
+        &self,
+        errors: &mut Errors,
+        key: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let bytes = match self.raw(key)? {
+            Value::Integer(n) => u64::try_from(*n).ok(),
+            Value::String(text) => match parse_size(text) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    errors.add(self.key(key), e.to_string());
+                    return None;
+                }
+            },
+            other => {
+                expected(
+                    errors,
+                    &self.key(key),
+                    "a size like \"32KiB\" or bytes",
+                    other,
+                );
+                return None;
+            }
+        };
+        match bytes {
+            Some(bytes) if range.contains(&bytes) => Some(bytes),
+            _ => {
+                errors.add(
+                    self.key(key),
+                    format!(
+                        "{} is out of range ({}..={})",
+                        self.raw(key).map_or_else(String::new, |v| v.to_string()),
+                        format_size(*range.start()),
+                        format_size(*range.end())
+                    ),
+                );
                 None
             }
         }

@@ -134,6 +134,13 @@ pub fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'s
         "server.upstream_keepalive_pool"
     );
     keep!(server.grace_period, old.grace_period, "server.grace_period");
+    // HTTP/2 announces it in its SETTINGS, fixed when the proxy service
+    // is built; one value for every path, so HTTP/1.1 keeps it too.
+    keep!(
+        server.max_request_head,
+        old.max_request_head,
+        "server.max_request_head"
+    );
     // Listeners and their certificate files are fixed at start; the files'
     // contents are re-read whenever they change.
     keep!(server.tls, old.tls, "[[server.tls]]");

@@ -1,7 +1,8 @@
 //! The front door: every client connection of the proxy service starts
-//! here. TLS and h2c connections take pingora's own path; plain ones get a
-//! task of their own, the fast path first, and HTTP/1.1 connections that
-//! wait cheaply between requests.
+//! here. HTTP/2 (TLS with ALPN h2, h2c by its preface) takes pingora's own
+//! path; plain HTTP/1.1 connections get a task of their own, the fast path
+//! first; HTTP/1.1 on TLS is served by pingora's proxy from this app's own
+//! keep-alive loop.
 //!
 //! [`LeanKeepalive`] is the pingora app of the proxy service. A plain
 //! (cleartext) connection moves to a task of its own, sized for what a
@@ -11,27 +12,33 @@
 //! proxy serves it one request at a time: an idle keep-alive connection
 //! waits for the next request's first byte with a future of a few hundred
 //! bytes, not inside the proxy's request future (about 13 KB, plus a 4 KB
-//! header buffer). TLS and h2c connections take pingora's own path,
-//! unchanged. With 10 000 idle clients this is the difference between
+//! header buffer). With 10 000 idle clients this is the difference between
 //! megabytes and hundreds of megabytes.
+//!
+//! Every HTTP/1.x request pingora serves, plain or TLS, first passes
+//! [`super::head_gate`]: its head is read whole within `max_request_head`
+//! and `request_head_timeout`, which pingora itself cannot bound.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 
-use super::fastpath::{self, IdlePool, IdleReaper, CLIENT_KEEPALIVE};
+use super::fastpath::{self, IdlePool, IdleReaper};
+use super::head_gate::{self, Arrival, Gate, Replay};
+use super::head_limit::HeadLimits;
 use crate::shared::Shared;
 
 /// A pingora HTTP proxy whose idle HTTP/1.1 connections wait outside it.
 pub struct LeanKeepalive<SV: ProxyHttp> {
     proxy: Arc<HttpProxy<SV>>,
-    /// Set: plain HTTP/1.1 requests take [`super::fastpath`] first.
-    fast_path: Option<Arc<Shared>>,
+    /// The routing table (and config) of every request: plain HTTP/1.1
+    /// requests take [`super::fastpath`] first, unless it says otherwise.
+    shared: Arc<Shared>,
     /// The fast path's idle upstream connections (this app's, not global:
     /// its reaper is [`LeanKeepalive::idle_reaper`], a service that stops
     /// with the server).
@@ -39,18 +46,12 @@ pub struct LeanKeepalive<SV: ProxyHttp> {
 }
 
 impl<SV: ProxyHttp> LeanKeepalive<SV> {
-    pub fn new(proxy: HttpProxy<SV>) -> Self {
+    pub fn new(proxy: HttpProxy<SV>, shared: Arc<Shared>) -> Self {
         LeanKeepalive {
             proxy: Arc::new(proxy),
-            fast_path: None,
+            shared,
             idle: Arc::new(IdlePool::new()),
         }
-    }
-
-    /// Serves plain HTTP/1.1 connections on [`super::fastpath`] first.
-    pub fn with_fast_path(mut self, shared: Arc<Shared>) -> Self {
-        self.fast_path = Some(shared);
-        self
     }
 
     /// The background service that closes this app's stale idle upstream
@@ -64,63 +65,66 @@ impl<SV: ProxyHttp> LeanKeepalive<SV> {
     }
 }
 
-/// Waits until the client sends a byte (true), or closes, idles out or the
-/// server shuts down (false). The byte stays in the stream for the parser.
-async fn next_request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
-    let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return false;
-    }
-    let mut first = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(CLIENT_KEEPALIVE, stream.try_peek(&mut first)) => {
-            matches!(peeked, Ok(Ok(true)))
-        }
-        _ = shutdown.changed() => false,
-    }
-}
-
 impl<SV> LeanKeepalive<SV>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     SV::CTX: Send + Sync,
 {
+    /// The head limits in force now (a reload applies from the next head).
+    fn head_limits(&self) -> HeadLimits {
+        HeadLimits::of(&self.shared.table_arc().config.server)
+    }
+
     /// One plain (cleartext HTTP/1.1) client connection, to its end.
-    async fn serve_plain(self: Arc<Self>, mut stream: Stream, shutdown: ShutdownWatch) {
+    async fn serve_plain(self: Arc<Self>, mut stream: Stream, shutdown: ShutdownWatch, fast: bool) {
         let shutdown = &shutdown;
         // The fast path serves plain connections until one of their
         // requests needs pingora; that request's bytes are put back, so
         // pingora reads it as if it had just arrived.
-        let mut arrived = false;
-        if let Some(shared) = &self.fast_path {
-            if fastpath::takes(&stream) {
-                let Some(plain) = fastpath::plain(stream) else {
-                    return;
-                };
-                match fastpath::serve(plain, shared, &self.idle, shutdown).await {
-                    fastpath::Ending::Closed => return,
-                    fastpath::Ending::Pingora(handed) => {
-                        stream = handed;
-                        arrived = true;
-                    }
+        let mut arrival = Arrival::Idle;
+        if fast && fastpath::takes(&stream) {
+            let Some(plain) = fastpath::plain(stream) else {
+                return;
+            };
+            match fastpath::serve(plain, &self.shared, &self.idle, shutdown).await {
+                fastpath::Ending::Closed => return,
+                fastpath::Ending::Pingora(handed, deadline) => {
+                    stream = handed;
+                    arrival = Arrival::Here(deadline);
                 }
             }
         }
+        self.serve_h1(stream, shutdown, arrival).await;
+    }
+
+    /// An HTTP/1.x connection on pingora's proxy, request by request, each
+    /// head read whole through [`head_gate`] first; plain or TLS.
+    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch, mut arrival: Arrival) {
         let limit = self
             .proxy
             .server_options()
             .and_then(|o| o.keepalive_request_limit);
+        let mut stream = Box::new(Replay::new(stream));
         let mut persisted = None;
         let mut first = true;
         loop {
-            if !std::mem::take(&mut arrived) && !next_request_arrives(&mut stream, shutdown).await {
-                return;
+            let limits = self.head_limits();
+            let arrived = std::mem::replace(&mut arrival, Arrival::Idle);
+            match head_gate::next_head(&mut stream, &limits, arrived, shutdown).await {
+                Gate::Ready => {}
+                Gate::Closed => return,
+                Gate::Refused(answer) => {
+                    head_gate::refuse(&mut *stream, answer).await;
+                    return;
+                }
             }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             } else {
-                session.set_keepalive(Some(CLIENT_KEEPALIVE.as_secs()));
+                // pingora times the reads of a head with it; the head is
+                // all here, so it never waits on one.
+                session.set_keepalive(Some(limits.idle.as_secs().max(1)));
             }
             if let Some(settings) = persisted.take() {
                 HttpPersistentSettings::apply_to_session(settings, &mut session);
@@ -132,10 +136,30 @@ where
             let Some(done) = Box::pin(self.proxy.process_new_http(session, shutdown)).await else {
                 return;
             };
-            (stream, persisted) = done.consume();
+            let (back, settings) = done.consume();
+            persisted = settings;
+            // The stream comes back as the `Replay` it went in as.
+            let Ok(replay) = back.into_any().downcast::<Replay>() else {
+                return;
+            };
+            stream = replay;
         }
     }
 }
+
+/// Does this h2c listener's connection start with the HTTP/2 preface?
+/// Waits for its first bytes up to `idle`; `None` if none came (or the
+/// stream can't be peeked).
+async fn h2_preface(stream: &mut Stream, idle: std::time::Duration) -> Option<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout(idle, stream.try_peek(&mut buf)).await {
+        Ok(Ok(true)) => Some(buf == *H2_PREFACE),
+        _ => None,
+    }
+}
+
+/// RFC 9113 §3.4 (what pingora looks for on an h2c listener).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[async_trait]
 impl<SV> ServerApp for LeanKeepalive<SV>
@@ -149,18 +173,33 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let h2c = self.proxy.server_options().is_some_and(|o| o.h2c);
-        // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
-        // take pingora's own path.
-        if stream.get_ssl_digest().is_some() || h2c {
-            // Boxed: inline, pingora's (large) future would size every
-            // connection's task, idle plain ones included.
-            return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
+        // HTTP/2 (by ALPN on TLS, by its preface with h2c) is pingora's own,
+        // its header list bounded by the H2 options (process::server).
+        // Boxed: inline, pingora's (large) future would size every
+        // connection's task, idle plain ones included.
+        if stream.get_ssl_digest().is_some() {
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
+            }
+            Box::pin(self.serve_h1(stream, shutdown, Arrival::Idle)).await;
+            return None;
+        }
+        let mut stream = stream;
+        if h2c {
+            match h2_preface(&mut stream, self.head_limits().idle).await {
+                None => return None,
+                Some(true) => {
+                    return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await
+                }
+                Some(false) => {}
+            }
         }
         // A task of its own, and pingora's ends here: pingora's
         // per-connection task is sized for its TLS handshake (kilobytes),
         // which a plain connection never needs but would carry for its
         // whole life — 10 000 idle clients made that tens of megabytes.
-        tokio::spawn(Arc::clone(self).serve_plain(stream, shutdown.clone()));
+        // HTTP/1.1 on an h2c listener stays off the fast path.
+        tokio::spawn(Arc::clone(self).serve_plain(stream, shutdown.clone(), !h2c));
         None
     }
 

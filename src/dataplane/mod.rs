@@ -10,6 +10,9 @@
 //!   fallback, the connect-retry decision, passive health from the outcome,
 //!   recording the outcome in the pool's statistics.
 //! - [`answers`]: the 502/503 answers of both paths.
+//! - [`head_limit`]: the request-head limits (size, deadline) and their
+//!   400/408/431 answers, the same on both paths; [`head_gate`] enforces
+//!   them in front of pingora's HTTP/1 session, plain and TLS.
 //!
 //! Nothing here writes shared state other than the pool statistics and
 //! the backends' passive health; the table is read with one `ArcSwap` load
@@ -19,4 +22,6 @@ pub mod accept;
 pub mod answers;
 pub mod exchange;
 pub mod fastpath;
+pub mod head_gate;
+pub mod head_limit;
 pub mod pingora;

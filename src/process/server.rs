@@ -8,6 +8,7 @@ use std::sync::Arc;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -83,17 +84,31 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         None => None,
     };
 
-    let mut app = LeanKeepalive::new(http_proxy(
-        &server.configuration,
-        SwitchyardProxy::new(Arc::clone(&shared)),
-    ))
-    .with_fast_path(Arc::clone(&shared));
-    if config.server.h2c {
-        if let Some(proxy) = app.proxy_mut() {
+    let mut app = LeanKeepalive::new(
+        http_proxy(
+            &server.configuration,
+            SwitchyardProxy::new(Arc::clone(&shared)),
+        ),
+        Arc::clone(&shared),
+    );
+    if let Some(proxy) = app.proxy_mut() {
+        if config.server.h2c {
             let mut options = HttpServerOptions::default();
             options.h2c = true;
             proxy.server_options = Some(options);
         }
+        // HTTP/2's bound on a request head: the header list a client may
+        // send (SETTINGS_MAX_HEADER_LIST_SIZE; h2 answers 431 past it).
+        // Fixed here, so `max_request_head` is a restart-only setting.
+        let mut h2 = default_h2_options();
+        h2.max_header_list_size(
+            config
+                .server
+                .max_request_head
+                .try_into()
+                .unwrap_or(u32::MAX),
+        );
+        proxy.h2_options = Some(h2);
     }
     let idle_reaper = app.idle_reaper();
     let mut proxy = Service::new("switchyard proxy".to_string(), app);

@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 
 pub use switchyard::origin::Origin;
 
+pub mod tls;
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TestDir(PathBuf);
 

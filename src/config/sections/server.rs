@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Value;
 
@@ -67,12 +68,37 @@ pub(super) fn read_server(errors: &mut Errors, root: &Section, base_dir: &Path) 
             read_timeout: s.positive_duration(errors, "read_timeout", secs(60)),
             write_timeout: s.positive_duration(errors, "write_timeout", secs(60)),
             idle_timeout: s.positive_duration(errors, "idle_timeout", secs(60)),
+            max_request_head: s
+                .size(errors, "max_request_head", MIN_HEAD..=MAX_HEAD)
+                .map_or(32 * 1024, |n| n as usize),
+            request_head_timeout: head_timeout(errors, s),
             grace_period: s.positive_duration(errors, "grace_period", secs(30)),
             upstream_keepalive_pool: s
                 .int(errors, "upstream_keepalive_pool", 1..=1_000_000)
                 .map_or(1024, |n| n as usize),
         }
     })
+}
+
+/// Bounds of `server.max_request_head`: below 1 KiB, ordinary browser
+/// requests (cookies, user agent) would be refused; pingora's HTTP/1 parser
+/// refuses heads from 1 MiB on, so 512 KiB leaves it never the one to decide.
+const MIN_HEAD: u64 = 1024;
+const MAX_HEAD: u64 = 512 * 1024;
+/// `server.request_head_timeout` above this would give a slow-loris client
+/// a connection for longer than any real client needs to send a head.
+const MAX_HEAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn head_timeout(errors: &mut Errors, s: &Section) -> Duration {
+    let timeout = s.positive_duration(errors, "request_head_timeout", secs(10));
+    if timeout > MAX_HEAD_TIMEOUT {
+        errors.add(
+            s.key("request_head_timeout"),
+            "must be at most 5m (a whole request head, from its first byte)",
+        );
+        return secs(10);
+    }
+    timeout
 }
 
 /// Several `[[server.tls]]` entries may share one address, told apart by

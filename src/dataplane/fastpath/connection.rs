@@ -19,14 +19,14 @@ use super::scratch::Scratch;
 use super::upstream::IdlePool;
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
 use crate::dataplane::exchange::{Attempt, Outcome};
+use crate::dataplane::head_gate::refuse;
+use crate::dataplane::head_limit::{refusal, HeadDeadline, HeadLimits, TIMED_OUT};
 use crate::routing::{fast_random, Pool};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, Instant, REQUESTS};
 
-/// How long an idle keep-alive client connection is kept open (pingora's
-/// own default for HTTP/1.1 downstreams; the accept app uses it too).
-pub const CLIENT_KEEPALIVE: Duration = Duration::from_secs(60);
-/// How long a started request may pause before the client is given up on.
+/// How long a started request may pause before the client is given up on
+/// (once its head is in: the head has `request_head_timeout` in all).
 pub(super) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection accepted just before shutdown has to send its
 /// first request (it is counted in flight meanwhile, so the process waits
@@ -38,8 +38,10 @@ pub enum Ending {
     /// Closed (or idle timeout, or shutdown): nothing more to do.
     Closed,
     /// A request the fast path doesn't carry: its bytes were put back in the
-    /// stream, and pingora serves the connection from here on.
-    Pingora(Stream),
+    /// stream, and pingora serves the connection from here on. The head's
+    /// deadline goes along when it has started one (a head that did not
+    /// come in one read), so the head has one deadline, whoever reads it.
+    Pingora(Stream, Option<HeadDeadline>),
 }
 
 /// What a connection's requests need besides the connection itself.
@@ -97,7 +99,15 @@ pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>)
                 let _ = connection.client.shutdown().await;
                 return Ending::Closed;
             }
-            Next::Pingora(filled) => {
+            Next::Refuse(answer) => {
+                if let Some(spare) = scratch.take() {
+                    spare.give_back();
+                }
+                // Boxed: only refused connections carry its state.
+                Box::pin(refuse(&mut *connection.client, answer)).await;
+                return Ending::Closed;
+            }
+            Next::Pingora(filled, deadline) => {
                 serving
                     .shared
                     .pingora_handoffs
@@ -107,7 +117,7 @@ pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>)
                 if let Some(spare) = scratch.take() {
                     spare.give_back();
                 }
-                return Ending::Pingora(client);
+                return Ending::Pingora(client, deadline);
             }
         }
     }
@@ -130,7 +140,9 @@ pub(super) enum Next {
     KeepAlive,
     Close,
     /// Hand the connection to pingora with this many bytes put back.
-    Pingora(usize),
+    Pingora(usize, Option<HeadDeadline>),
+    /// A head over a limit: answer this, close.
+    Refuse(&'static [u8]),
 }
 
 pub(super) struct Connection {
@@ -140,6 +152,9 @@ pub(super) struct Connection {
     pub buffered: usize,
     /// The timeout of whatever the connection waits on.
     pub deadline: Deadline,
+    /// How long it may idle between requests (`server.idle_timeout`, as of
+    /// its last request).
+    pub idle: Duration,
 }
 
 /// How one request ended, for the statistics and the client.
@@ -236,7 +251,7 @@ impl Connection {
                 _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
             }
         };
-        self.deadline.bound(CLIENT_KEEPALIVE, read).await
+        self.deadline.bound(self.idle, read).await
     }
 
     /// A new connection's first request while the server shuts down, up to
@@ -251,10 +266,16 @@ impl Connection {
 
     async fn one_request(&mut self, scratch: &mut Scratch, serving: &Serving<'_>) -> Next {
         let table = serving.shared.table_arc();
+        let limits = HeadLimits::of(&table.config.server);
+        self.idle = limits.idle;
         let mut filled = self.buffered;
         if !table.fast_path {
-            return Next::Pingora(filled);
+            return Next::Pingora(filled, None);
         }
+        // Started at the first read that doesn't complete the head: within
+        // a millisecond of its first byte, and never read for a head that
+        // came whole.
+        let mut deadline = None;
         let request = loop {
             let bytes = &scratch.client[..filled];
             match head::parse_request(
@@ -264,14 +285,27 @@ impl Connection {
                 fast_random(),
                 &mut scratch.out,
             ) {
+                Parsed::Done(request) if request.head_len > limits.max => {
+                    return Next::Refuse(refusal(bytes, limits.max));
+                }
                 Parsed::Done(request) => break request,
-                Parsed::Pingora => return Next::Pingora(filled),
-                Parsed::Partial if filled == scratch.client.len() => return Next::Pingora(filled),
+                Parsed::Pingora => return Next::Pingora(filled, deadline),
+                Parsed::Partial if filled >= limits.max => {
+                    return Next::Refuse(refusal(bytes, limits.max));
+                }
+                // Bigger than this path's buffer, within the limit: the
+                // gate in front of pingora reads the rest.
+                Parsed::Partial if filled == scratch.client.len() => {
+                    return Next::Pingora(filled, deadline)
+                }
                 Parsed::Partial => {
-                    match self
-                        .read_client(&mut scratch.client[filled..], CLIENT_TIMEOUT)
-                        .await
-                    {
+                    let left = deadline
+                        .get_or_insert_with(|| HeadDeadline::starting_now(&limits))
+                        .remaining();
+                    match self.read_client(&mut scratch.client[filled..], left).await {
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            return Next::Refuse(TIMED_OUT)
+                        }
                         Ok(0) | Err(_) => return Next::Close,
                         Ok(read) => filled += read,
                     }

@@ -43,8 +43,8 @@ use pingora::server::ShutdownWatch;
 
 use super::exchange::client_ip;
 use crate::shared::Shared;
+pub use connection::Ending;
 use connection::{Connection, Serving};
-pub use connection::{Ending, CLIENT_KEEPALIVE};
 use deadline::Deadline;
 use head::ClientAddr;
 pub use upstream::{IdlePool, IdleReaper};
@@ -74,6 +74,7 @@ pub async fn serve(
         client_addr: ClientAddr::new(client_ip),
         buffered: 0,
         deadline: Deadline::new(),
+        idle: shared.table_arc().config.server.idle_timeout,
     };
     let serving = Serving {
         shared,
