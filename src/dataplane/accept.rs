@@ -20,11 +20,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 
 use super::fastpath::{self, IdlePool, IdleReaper, CLIENT_KEEPALIVE};
+use super::framing::stream::StrictStream;
 use crate::shared::Shared;
 
 /// A pingora HTTP proxy whose idle HTTP/1.1 connections wait outside it.
@@ -110,6 +111,9 @@ where
             .proxy
             .server_options()
             .and_then(|o| o.keepalive_request_limit);
+        // The framing rules run on pingora's path too (and pipelined
+        // requests are served in order, as on the fast path).
+        let mut stream = StrictStream::wrap(stream);
         let mut persisted = None;
         let mut first = true;
         loop {
@@ -117,6 +121,7 @@ where
                 return;
             }
             let mut session = ServerSession::new_http1(stream);
+            session.set_pipelining_enabled(true);
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             } else {
@@ -152,6 +157,13 @@ where
         // TLS (HTTP/2 by ALPN, and streams that can't be peeked) and h2c
         // take pingora's own path.
         if stream.get_ssl_digest().is_some() || h2c {
+            // HTTP/1.1 over TLS gets the framing rules too (h2 has its own
+            // framing, and h2c is never wrapped).
+            let stream = if !h2c && !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                StrictStream::wrap(stream)
+            } else {
+                stream
+            };
             // Boxed: inline, pingora's (large) future would size every
             // connection's task, idle plain ones included.
             return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;

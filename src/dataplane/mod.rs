@@ -10,6 +10,8 @@
 //!   fallback, the connect-retry decision, passive health from the outcome,
 //!   recording the outcome in the pool's statistics.
 //! - [`answers`]: the 502/503 answers of both paths.
+//! - [`framing`]: the one HTTP/1.1 framing rule set (RFC 9112) both paths
+//!   apply, and the strict chunked scanner.
 //!
 //! Nothing here writes shared state other than the pool statistics and
 //! the backends' passive health; the table is read with one `ArcSwap` load
@@ -19,4 +21,5 @@ pub mod accept;
 pub mod answers;
 pub mod exchange;
 pub mod fastpath;
+pub mod framing;
 pub mod pingora;

@@ -24,10 +24,10 @@
 //! answering failures), [`forward`] (attempts, request head and body up),
 //! [`relay`] (response head and body down), [`scratch`] (per-request
 //! buffers), [`io`] (deadline-bound reads and writes), [`head`] (HTTP/1.1
-//! heads), [`chunked`], [`deadline`], [`upstream`] (connections and the idle
-//! pool).
+//! heads), [`deadline`], [`upstream`] (connections and the idle pool). The
+//! framing rules and the chunked scanner are [`crate::dataplane::framing`]'s,
+//! shared with pingora's path.
 
-mod chunked;
 mod connection;
 mod deadline;
 mod forward;
