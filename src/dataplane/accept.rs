@@ -116,10 +116,16 @@ where
         let mut stream = StrictStream::wrap(stream);
         let mut persisted = None;
         let mut first = true;
+        let mut served = 0;
         loop {
-            if !std::mem::take(&mut arrived) && !next_request_arrives(&mut stream, shutdown).await {
+            let pipelined = StrictStream::heads(&stream).is_some_and(|heads| heads > served);
+            if !std::mem::take(&mut arrived)
+                && !pipelined
+                && !next_request_arrives(&mut stream, shutdown).await
+            {
                 return;
             }
+            served += 1;
             let mut session = ServerSession::new_http1(stream);
             session.set_pipelining_enabled(true);
             if *shutdown.borrow() {

@@ -71,6 +71,8 @@ pub struct StrictStream {
     out: Vec<u8>,
     /// The refusal of the last head, if one was refused.
     verdict: Option<Reject>,
+    /// Whole heads handed to pingora (stand-ins included).
+    heads: u64,
 }
 
 impl std::fmt::Debug for StrictStream {
@@ -94,7 +96,17 @@ impl StrictStream {
             track: Track::Head(Vec::new()),
             out: Vec::new(),
             verdict: None,
+            heads: 0,
         })
+    }
+
+    /// How many whole request heads `stream` has handed to pingora so far
+    /// (`None` if it is not a [`StrictStream`]). More than pingora has
+    /// served means a pipelined head is already in pingora's hands, so
+    /// there is nothing to wait for on the socket.
+    pub fn heads(stream: &Stream) -> Option<u64> {
+        let strict = stream.as_any().downcast_ref::<StrictStream>()?;
+        Some(strict.heads)
     }
 
     /// Runs `raw` (bytes as they came from the client) through the rules,
@@ -117,6 +129,7 @@ impl StrictStream {
                         }
                         Err(reject) => {
                             self.verdict = Some(reject);
+                            self.heads += 1;
                             self.out.extend_from_slice(STAND_IN);
                             self.track = Track::Refused;
                         }
@@ -126,6 +139,7 @@ impl StrictStream {
                             tunnel,
                         }) => {
                             self.out.extend_from_slice(&head[..head_len]);
+                            self.heads += 1;
                             self.track = match body {
                                 _ if tunnel => Track::Through,
                                 Body::Length(0) => Track::Head(Vec::new()),
