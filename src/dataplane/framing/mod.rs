@@ -79,7 +79,7 @@ pub fn request_framing(
     let mut hosts = 0usize;
     let mut length: Option<u64> = None;
     let mut codings = 0usize;
-    let mut chunked = false;
+    let mut coding = Ok(());
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
@@ -94,12 +94,7 @@ pub fn request_framing(
             );
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             codings += 1;
-            if codings > 1 {
-                return Err(Reject::BadRequest(
-                    "Transfer-Encoding on more than one line",
-                ));
-            }
-            chunked = transfer_coding(header.value)?;
+            coding = transfer_coding(header.value);
         }
     }
     // RFC 9112 §3.2: exactly one Host on HTTP/1.1; at most one on 1.0.
@@ -108,6 +103,11 @@ pub fn request_framing(
     }
     if codings == 0 {
         return Ok(Body::Length(length.unwrap_or(0)));
+    }
+    if codings > 1 {
+        return Err(Reject::BadRequest(
+            "Transfer-Encoding on more than one line",
+        ));
     }
     // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 is faulty framing; with
     // Content-Length it is the classic desync, refused rather than
@@ -118,18 +118,16 @@ pub fn request_framing(
     if length.is_some() {
         return Err(Reject::BadRequest("Transfer-Encoding with Content-Length"));
     }
-    if !chunked {
-        return Err(Reject::NotImplemented(
-            "a transfer coding other than chunked",
-        ));
-    }
+    // What the one line says decides last: a malformed list is a 400, an
+    // unknown coding a 501.
+    coding?;
     Ok(Body::Chunked)
 }
 
-/// One `Transfer-Encoding` value: true if it is exactly `chunked`. A list
+/// One `Transfer-Encoding` value: `Ok` if it is exactly `chunked`. A list
 /// with an empty element, a non-token, `chunked` twice or not last is
 /// malformed (400); a well-formed list with another coding is a 501.
-fn transfer_coding(value: &[u8]) -> Result<bool, Reject> {
+fn transfer_coding(value: &[u8]) -> Result<(), Reject> {
     let mut elements = value
         .split(|b| *b == b',')
         .map(<[u8]>::trim_ascii)
@@ -161,7 +159,7 @@ fn transfer_coding(value: &[u8]) -> Result<bool, Reject> {
             "a transfer coding other than chunked",
         ));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// RFC 9112 §3.2: origin-form (`/path`), absolute-form (`http://…`),

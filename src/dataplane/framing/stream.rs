@@ -56,7 +56,9 @@ enum Track {
     Chunked(ChunkedScanner),
     /// No more HTTP to follow (a tunnel, or a head too big to judge).
     Through,
-    /// A head was refused: its stand-in is delivered, then end of stream.
+    /// A head was refused: its stand-in is delivered; what the client
+    /// sends after it is read and dropped (pingora sees an idle client
+    /// until it closes).
     Refused,
     /// A body's framing was refused: reads fail.
     BadBody,
@@ -138,6 +140,7 @@ impl StrictStream {
                             body,
                             tunnel,
                         }) => {
+                            let start = self.out.len();
                             self.out.extend_from_slice(&head[..head_len]);
                             self.heads += 1;
                             self.track = match body {
@@ -149,6 +152,16 @@ impl StrictStream {
                             // The rest is body or the next head: go round.
                             let rest = head[head_len..].to_vec();
                             self.check(&rest);
+                            // A body already broken in the bytes that came
+                            // with its head: pingora hasn't seen the head
+                            // yet, so the whole request is refused unsent
+                            // (as the fast path does).
+                            if matches!(self.track, Track::BadBody) {
+                                self.out.truncate(start);
+                                self.out.extend_from_slice(STAND_IN);
+                                self.verdict = Some(Reject::BadRequest("malformed chunked body"));
+                                self.track = Track::Refused;
+                            }
                             return;
                         }
                     }
@@ -230,15 +243,19 @@ impl AsyncRead for StrictStream {
                 this.out.drain(..n);
                 return Poll::Ready(Ok(()));
             }
-            match this.track {
-                Track::BadBody => return Poll::Ready(Err(bad_body())),
-                Track::Refused => return Poll::Ready(Ok(())),
-                _ => {}
+            if let Track::BadBody = this.track {
+                return Poll::Ready(Err(bad_body()));
             }
             let mut raw = [0u8; 16 * 1024];
             let mut raw_buf = ReadBuf::new(&mut raw);
             ready!(Pin::new(&mut *this.inner).poll_read(cx, &mut raw_buf))?;
             let fresh = raw_buf.filled();
+            if let Track::Refused = this.track {
+                if fresh.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
             if fresh.is_empty() {
                 // End of stream: a held partial head goes on as it is, for
                 // pingora to see it cut short.
@@ -357,7 +374,8 @@ impl Peek for StrictStream {
         // Bounded by the client's bytes: each round reads at least one.
         while self.out.len() < buf.len() {
             match self.track {
-                Track::Refused => return Ok(true),
+                // Never another request after a refused one.
+                Track::Refused => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Track::BadBody => return Err(bad_body()),
                 _ => {}
             }
