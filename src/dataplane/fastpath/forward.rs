@@ -145,7 +145,13 @@ impl Connection {
                 }
             }
         };
-        let _ = self.deadline.bound(LINGER, async { Ok(drain.await) }).await;
+        let _ = self
+            .deadline
+            .bound(LINGER, async {
+                drain.await;
+                Ok(())
+            })
+            .await;
     }
 
     /// Sends the request to a backend of `pool` and the response back.
