@@ -39,6 +39,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("shared", 3),
     // 4. the data plane and the services that feed it
     ("dataplane", 4),
+    // the HTTP/1.1 framing rules both request paths apply (pure, plus the
+    // stream wrapper for pingora's path)
+    ("dataplane::framing", 4),
     ("tls", 4),
     ("health", 4),
     // 5. the one writer and what it notifies

@@ -29,6 +29,7 @@ use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
 
 use super::fastpath::{self, IdlePool, IdleReaper};
+use super::framing::stream::StrictStream;
 use super::head_gate::{self, Arrival, Gate, Replay};
 use super::head_limit::HeadLimits;
 use crate::shared::Shared;
@@ -97,28 +98,40 @@ where
         self.serve_h1(stream, shutdown, arrival).await;
     }
 
-    /// An HTTP/1.x connection on pingora's proxy, request by request, each
-    /// head read whole through [`head_gate`] first; plain or TLS.
+    /// An HTTP/1.x connection on pingora's proxy, request by request; plain
+    /// or TLS. The client's bytes pass the framing rules first
+    /// ([`StrictStream`]: a head is judged whole, a chunked body scanned),
+    /// then each head is read whole through [`head_gate`] (size, deadline)
+    /// before pingora sees it. Pipelined requests are served in order: a
+    /// head pingora already holds is not waited for again.
     async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch, mut arrival: Arrival) {
         let limit = self
             .proxy
             .server_options()
             .and_then(|o| o.keepalive_request_limit);
-        let mut stream = Box::new(Replay::new(stream));
+        let limits = self.head_limits();
+        let strict = StrictStream::wrap(stream, limits.max, limits.timeout);
+        let mut stream = Box::new(Replay::new(strict));
         let mut persisted = None;
         let mut first = true;
+        let mut served = 0;
         loop {
             let limits = self.head_limits();
             let arrived = std::mem::replace(&mut arrival, Arrival::Idle);
-            match head_gate::next_head(&mut stream, &limits, arrived, shutdown).await {
-                Gate::Ready => {}
-                Gate::Closed => return,
-                Gate::Refused(answer) => {
-                    head_gate::refuse(&mut *stream, answer).await;
-                    return;
+            let pipelined = StrictStream::heads(stream.inner()).is_some_and(|heads| heads > served);
+            if !pipelined {
+                match head_gate::next_head(&mut stream, &limits, arrived, shutdown).await {
+                    Gate::Ready => {}
+                    Gate::Closed => return,
+                    Gate::Refused(answer) => {
+                        head_gate::refuse(&mut *stream, answer).await;
+                        return;
+                    }
                 }
             }
+            served += 1;
             let mut session = ServerSession::new_http1(stream);
+            session.set_pipelining_enabled(true);
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             } else {

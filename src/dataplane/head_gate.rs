@@ -166,6 +166,11 @@ impl Replay {
         }
     }
 
+    /// The stream it replays in front of (the framing rules' stream).
+    pub fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
     /// The bytes not read yet, out of the buffer.
     fn take_pending(&mut self) -> Vec<u8> {
         let mut pending = std::mem::take(&mut self.pending);

@@ -10,6 +10,8 @@
 //!   fallback, the connect-retry decision, passive health from the outcome,
 //!   recording the outcome in the pool's statistics.
 //! - [`answers`]: the 502/503 answers of both paths.
+//! - [`framing`]: the one HTTP/1.1 framing rule set (RFC 9112) both paths
+//!   apply, and the strict chunked scanner.
 //! - [`head_limit`]: the request-head limits (size, deadline) and their
 //!   400/408/431 answers, the same on both paths; [`head_gate`] enforces
 //!   them in front of pingora's HTTP/1 session, plain and TLS.
@@ -22,6 +24,7 @@ pub mod accept;
 pub mod answers;
 pub mod exchange;
 pub mod fastpath;
+pub mod framing;
 pub mod head_gate;
 pub mod head_limit;
 pub mod pingora;

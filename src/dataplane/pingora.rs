@@ -19,6 +19,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use super::answers::Answer;
 use super::exchange::{client_ip, Attempt, Outcome};
+use super::framing::stream::{body_refused, refused, REFUSED_MARK};
 use crate::routing::{fast_random, PoolId, RoutingTable, StickyId};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, InFlightToken, Instant, REQUESTS};
@@ -113,6 +114,21 @@ impl ProxyHttp for SwitchyardProxy {
             issued: None,
             _in_flight: REQUESTS.start(),
         }
+    }
+
+    /// A head the framing rules refused reaches pingora as a marked
+    /// stand-in ([`super::framing::stream`]): answered here with the
+    /// refusal's status, and the connection closes.
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        let marked = session.req_header().headers.contains_key(REFUSED_MARK);
+        let Some(reject) = refused(session.stream(), marked) else {
+            return Ok(false);
+        };
+        session.set_keepalive(None);
+        if let Err(e) = session.respond_error(reject.status()).await {
+            log::debug!("could not send {} to client: {e}", reject.status());
+        }
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -242,6 +258,17 @@ impl ProxyHttp for SwitchyardProxy {
                 },
             };
             send_answer(session, answer).await
+        } else if body_refused(session.stream()) {
+            // The request body broke the chunked framing rules: a 400 unless
+            // the origin's answer is already on its way.
+            if session.response_written().is_some() {
+                0
+            } else {
+                if let Err(e) = session.respond_error(400).await {
+                    log::debug!("could not send 400 to client: {e}");
+                }
+                400
+            }
         } else {
             let code = match error.etype() {
                 ErrorType::HTTPStatus(code) => *code,

@@ -168,7 +168,7 @@ async fn request_bodies_reach_the_origin_intact(path: ProxyPath) {
     }
     assert_eq!(requests[1].body, small);
     assert!(requests[3].body == upload, "chunked upload intact");
-    path.assert_taken(&proxy, Sent::SomeForPingora).await;
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 both_paths!(expect_100_continue_post_gets_the_final_response);
@@ -216,7 +216,7 @@ async fn expect_100_continue_post_gets_the_final_response(path: ProxyPath) {
     let r = exchange(&mut w, &get("/cl")).await;
     assert_eq!((r.status, r.body.as_slice()), (200, CL_BODY), "{r:?}");
     assert_eq!(origin.requests().len(), 2);
-    path.assert_taken(&proxy, Sent::SomeForPingora).await;
+    path.assert_taken(&proxy, Sent::Plain).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -214,12 +214,14 @@ impl ProxyPath {
 /// What a test sends, for [`ProxyPath::assert_taken`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
-    /// Only plain requests (GET, HEAD, POST with a Content-Length;
-    /// keep-alive or close): the fast path carries every one.
+    /// Only plain requests (GET, HEAD, POST with a Content-Length or a
+    /// chunked body, `Expect: 100-continue`; keep-alive or close) and
+    /// requests the framing rules refuse: the fast path carries or answers
+    /// every one.
     Plain,
-    /// Also requests the fast path leaves to pingora by design (a chunked
-    /// body, Expect, Upgrade, HTTP/1.0, a Connection header naming fields,
-    /// malformed or oversized heads).
+    /// Also requests the fast path leaves to pingora by design (Upgrade,
+    /// HTTP/1.0, a Connection header naming fields, absolute-form targets,
+    /// oversized heads).
     SomeForPingora,
 }
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::deadline::Deadline;
 use super::head::{self, ClientAddr, Parsed};
-use super::io::{clamp, read_within, write_within};
+use super::io::{read_within, write_within};
 use super::scratch::Scratch;
 use super::upstream::IdlePool;
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
@@ -168,6 +168,9 @@ pub(super) enum Failure {
     Upstream { kind: FailureKind, answered: bool },
     /// The client went away: not the pool's doing.
     Client,
+    /// The request body broke the framing rules mid-way: answered with the
+    /// refusal (the origin never gets a complete request).
+    Refused(crate::dataplane::framing::Reject),
 }
 
 /// Why an attempt did not deliver a response.
@@ -290,6 +293,10 @@ impl Connection {
                 }
                 Parsed::Done(request) => break request,
                 Parsed::Pingora => return Next::Pingora(filled, deadline),
+                Parsed::Reject(reject) => {
+                    self.refuse(scratch, reject).await;
+                    return Next::Close;
+                }
                 Parsed::Partial if filled >= limits.max => {
                     return Next::Refuse(refusal(bytes, limits.max));
                 }
@@ -315,17 +322,13 @@ impl Connection {
         let _in_flight = REQUESTS.start();
         let started = Instant::now();
 
-        // The body's first bytes (maybe all of it) came with the head; they
-        // go out with the upstream head. Bytes after the body are the next
-        // (pipelined) request.
-        let in_buffer = (filled - request.head_len).min(clamp(request.body_len));
-        let consumed = request.head_len + in_buffer;
-        scratch
-            .out
-            .extend_from_slice(&scratch.client[request.head_len..consumed]);
-        self.buffered = filled - consumed;
-        scratch.client.copy_within(consumed..filled, 0);
-        let body_left = request.body_len - in_buffer as u64;
+        let body_left = match self.body_start(scratch, &request, filled) {
+            Ok(left) => left,
+            Err(reject) => {
+                self.refuse(scratch, reject).await;
+                return Next::Close;
+            }
+        };
 
         let Some(pool_id) = request.pool else {
             let _ = self.write_client(NO_SHARE, CLIENT_TIMEOUT).await;
@@ -378,6 +381,11 @@ impl Connection {
                 };
             }
             Err(Failure::Client) => return Next::Close,
+            Err(Failure::Refused(reject)) => {
+                attempt.finish(pool, Outcome::ClientGone, started, health);
+                self.refuse(scratch, reject).await;
+                return Next::Close;
+            }
             Err(Failure::NoBackend) => {
                 scratch.out.clear();
                 Answer::NoBackend { pool: &pool.name }.write_h1(&mut scratch.out);

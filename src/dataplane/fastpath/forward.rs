@@ -2,9 +2,13 @@
 //! idle connection or a new one; connect retry and pick with fallback by
 //! [`crate::dataplane::exchange`]; a re-send when a reused connection turns
 //! out closed), the request head, and the rest of the request body while
-//! watching for an early answer.
+//! watching for an early answer. A chunked body is forwarded byte for byte
+//! through the strict scanner of [`crate::dataplane::framing`]: broken
+//! framing stops it before the bad bytes go up, and the client gets the
+//! refusal.
 
 use std::io;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -16,6 +20,7 @@ use super::scratch::Scratch;
 use super::upstream::{self, IdlePool};
 use crate::config::ServerConfig;
 use crate::dataplane::exchange::Attempt;
+use crate::dataplane::framing::{Body, ChunkedScanner, Reject};
 use crate::routing::{Pool, RoutingTable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,7 +42,7 @@ pub(super) struct Resend {
 impl Resend {
     fn new(request: &Request) -> Resend {
         Resend {
-            resendable: request.idempotent && request.body_len == 0,
+            resendable: request.idempotent && request.body == Body::Length(0),
             fresh_only: false,
             left: STALE_RETRIES,
         }
@@ -55,6 +60,24 @@ impl Resend {
     }
 }
 
+/// What is left of a request body after the bytes that came with its head.
+pub(super) enum BodyLeft {
+    Length(u64),
+    Chunked(ChunkedScanner),
+}
+
+impl BodyLeft {
+    fn done(&self) -> bool {
+        matches!(self, BodyLeft::Length(0))
+    }
+}
+
+/// How long a refused client may go on sending before its connection is
+/// closed anyway (so that the refusal is read, not lost to a reset).
+const LINGER: Duration = Duration::from_secs(1);
+/// How much of a refused client's bytes are read and dropped at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+
 /// One attempt's upstream connection.
 pub(super) struct Upstream {
     pub stream: TcpStream,
@@ -62,6 +85,75 @@ pub(super) struct Upstream {
 }
 
 impl Connection {
+    /// The body's first bytes (maybe all of it) came with the head; they go
+    /// out with the upstream head (appended to `scratch.out`). Bytes after
+    /// the body are the next (pipelined) request: they move to the front of
+    /// the client buffer. A chunked body whose framing is already broken
+    /// here is refused before anything is sent.
+    pub(super) fn body_start(
+        &mut self,
+        scratch: &mut Scratch,
+        request: &Request,
+        filled: usize,
+    ) -> Result<BodyLeft, Reject> {
+        let arrived = &scratch.client[request.head_len..filled];
+        let (in_buffer, left) = match request.body {
+            Body::Length(len) => {
+                let in_buffer = arrived.len().min(clamp(len));
+                (in_buffer, BodyLeft::Length(len - in_buffer as u64))
+            }
+            Body::Chunked => {
+                let mut scanner = ChunkedScanner::default();
+                match scanner.feed(arrived) {
+                    Ok(Some(end)) => (end, BodyLeft::Length(0)),
+                    Ok(None) => (arrived.len(), BodyLeft::Chunked(scanner)),
+                    Err(_) => return Err(Reject::BadRequest("malformed chunked body")),
+                }
+            }
+        };
+        let consumed = request.head_len + in_buffer;
+        scratch
+            .out
+            .extend_from_slice(&scratch.client[request.head_len..consumed]);
+        self.buffered = filled - consumed;
+        scratch.client.copy_within(consumed..filled, 0);
+        Ok(left)
+    }
+
+    /// Answers a request the framing rules refuse, and closes: the answer
+    /// first, then the write side, then whatever the client still sends is
+    /// read and dropped for a moment (a close with unread bytes would reset
+    /// the connection, and the client could lose the answer).
+    pub(super) async fn refuse(&mut self, scratch: &mut Scratch, reject: Reject) {
+        if self
+            .write_client(reject.response(), CLIENT_TIMEOUT)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = self.client.shutdown().await;
+        let client = &mut self.client;
+        // The upstream buffer is free by now: the drain's sink.
+        let sink = &mut scratch.upstream;
+        let drain = async {
+            let mut dropped = 0;
+            while dropped < LINGER_BYTES {
+                match client.read(sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => dropped += read,
+                }
+            }
+        };
+        let _ = self
+            .deadline
+            .bound(LINGER, async {
+                drain.await;
+                Ok(())
+            })
+            .await;
+    }
+
     /// Sends the request to a backend of `pool` and the response back.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn exchange(
@@ -72,7 +164,7 @@ impl Connection {
         idle: &IdlePool,
         attempt: &mut Attempt,
         request: &Request,
-        body_left: u64,
+        mut body_left: BodyLeft,
         close_client: bool,
     ) -> Result<Delivered, Failure> {
         let server = &table.config.server;
@@ -99,7 +191,7 @@ impl Connection {
                     attempt,
                     upstream,
                     &mut resend,
-                    body_left,
+                    &mut body_left,
                     &context,
                 )
                 .await;
@@ -165,7 +257,7 @@ impl Connection {
         attempt: &Attempt,
         upstream: Upstream,
         resend: &mut Resend,
-        body_left: u64,
+        body_left: &mut BodyLeft,
         context: &ResponseContext<'_>,
     ) -> Result<Delivered, Retry> {
         let Upstream {
@@ -195,13 +287,16 @@ impl Connection {
         let mut context = ResponseContext { ..*context };
         let mut body_sent = true;
         let mut filled = 0;
-        if body_left > 0 {
+        if !body_left.done() {
             (body_sent, filled) = self
                 .send_body(scratch, &mut upstream, body_left, &context, server)
                 .await
                 .map_err(|side| match side {
                     Side::Client => Failure::Client,
-                    Side::Upstream(kind) => upstream_failed(kind),
+                    Side::BadRequestBody => {
+                        Failure::Refused(Reject::BadRequest("malformed chunked body"))
+                    }
+                    Side::Upstream(kind) | Side::Unframed(kind) => upstream_failed(kind),
                 })?;
             // The rest of the client's body is still on its way: the
             // connection can't carry another request.
@@ -223,10 +318,16 @@ impl Connection {
             )
             .await
             .map_err(|side| match side {
-                Side::Client => Failure::Client,
+                // The request body was all sent before the response phase.
+                Side::Client | Side::BadRequestBody => Failure::Client,
                 Side::Upstream(kind) => Failure::Upstream {
                     kind,
                     answered: true,
+                },
+                // Broken before the head went out: the client gets a 502.
+                Side::Unframed(kind) => Failure::Upstream {
+                    kind,
+                    answered: false,
                 },
             })?;
         if reusable && !response.upstream_close && body_sent {
@@ -245,8 +346,8 @@ impl Connection {
         })
     }
 
-    /// Copies the rest of a `Content-Length` request body, client to
-    /// upstream, while watching for the origin's answer: an origin may answer
+    /// Copies the rest of a request body (by length, or chunked through the
+    /// scanner), client to upstream, while watching for the origin's answer: an origin may answer
     /// before it has read the whole body (a 413 or 401 to a large upload) and
     /// stop reading. Interim (1xx) responses are passed on and the upload
     /// goes on; at a final response the upload stops there.
@@ -257,7 +358,7 @@ impl Connection {
         &mut self,
         scratch: &mut Scratch,
         upstream: &mut TcpStream,
-        mut left: u64,
+        left: &mut BodyLeft,
         context: &ResponseContext<'_>,
         server: &ServerConfig,
     ) -> Result<(bool, usize), Side> {
@@ -265,8 +366,11 @@ impl Connection {
         let client = &mut *self.client;
         let deadline = &mut self.deadline;
         let mut answered = 0;
-        while left > 0 {
-            let want = clamp(left).min(scratch.client.len());
+        while !left.done() {
+            let want = match left {
+                BodyLeft::Length(len) => clamp(*len).min(scratch.client.len()),
+                BodyLeft::Chunked(_) => scratch.client.len(),
+            };
             let step = deadline
                 .bound(CLIENT_TIMEOUT, async {
                     tokio::select! {
@@ -295,12 +399,28 @@ impl Connection {
                     continue;
                 }
             };
+            // The part of this read that is body; after it, the next
+            // (pipelined) request.
+            let body = match left {
+                BodyLeft::Length(len) => {
+                    *len -= read as u64;
+                    read
+                }
+                BodyLeft::Chunked(scanner) => match scanner.feed(&scratch.client[..read]) {
+                    Ok(Some(end)) => {
+                        *left = BodyLeft::Length(0);
+                        end
+                    }
+                    Ok(None) => read,
+                    Err(_) => return Err(Side::BadRequestBody),
+                },
+            };
             let sent = deadline
                 .bound(server.write_timeout, async {
                     tokio::select! {
                         biased;
                         _ = answer.readable() => Ok(false),
-                        sent = sender.write_all(&scratch.client[..read]) => sent.map(|()| true),
+                        sent = sender.write_all(&scratch.client[..body]) => sent.map(|()| true),
                     }
                 })
                 .await
@@ -310,7 +430,10 @@ impl Connection {
                 // is unknown, so the body can't go on; relay the answer.
                 return Ok((false, answered));
             }
-            left -= read as u64;
+            if body < read {
+                scratch.client.copy_within(body..read, 0);
+                self.buffered = read - body;
+            }
         }
         Ok((true, answered))
     }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::dataplane::framing::{self, Body, Reject};
 use crate::routing::{CookieIssuer, PoolId, RoutingTable, StickyId};
 
 /// Header lines read per request; a request with more takes pingora's path.
@@ -26,9 +27,12 @@ pub enum Parsed<T> {
     Done(T),
     /// The head is not complete yet: read more.
     Partial,
-    /// Not for the fast path (malformed, or a feature it leaves to pingora):
-    /// hand the bytes to pingora unread.
+    /// Not for the fast path (a feature it leaves to pingora): hand the
+    /// bytes to pingora unread.
     Pingora,
+    /// Refused by the framing rules ([`framing`]): answer it and close;
+    /// nothing is forwarded.
+    Reject(Reject),
 }
 
 /// The client's address, formatted once per connection for
@@ -64,7 +68,7 @@ impl ClientAddr {
 pub struct Request {
     /// Bytes of the client's head (the body starts here).
     pub head_len: usize,
-    pub body_len: u64,
+    pub body: Body,
     /// The client asked to close after this response.
     pub close: bool,
     /// May be sent again after a reused upstream connection died unanswered
@@ -81,11 +85,13 @@ pub struct Request {
 /// Parses a client's request head from `bytes`; on success chooses the pool
 /// and writes the head to send upstream into `out`.
 ///
-/// The fast path takes plain HTTP/1.1 requests with no body or a
-/// `Content-Length` body. Anything else — HTTP/1.0, `Transfer-Encoding`,
-/// `Upgrade`, `Expect`, `CONNECT`, a `Connection` header naming other
-/// headers, a malformed or oversized head — goes to pingora, which either
-/// serves it or answers the error.
+/// First the framing rules ([`framing::request_framing`]): what they refuse
+/// is a [`Parsed::Reject`], on either path. The fast path then takes plain
+/// HTTP/1.1 requests with no body, a `Content-Length` body or a chunked
+/// one, `Expect: 100-continue` included. Anything else — HTTP/1.0,
+/// `Upgrade`, another expectation, `CONNECT`, absolute-form, a `Connection`
+/// header naming other headers, more than [`MAX_HEADERS`] lines — goes to
+/// pingora.
 pub fn parse_request(
     bytes: &[u8],
     table: &RoutingTable,
@@ -100,12 +106,21 @@ pub fn parse_request(
     let head_len = match request.parse_with_uninit_headers(bytes, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Pingora,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Pingora,
+        Err(_) => return Parsed::Reject(Reject::BadRequest("malformed request head")),
     };
-    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
     else {
-        return Parsed::Pingora;
+        return Parsed::Reject(Reject::BadRequest("malformed request line"));
     };
+    let body = match framing::request_framing(method, target, version, request.headers) {
+        Ok(body) => body,
+        Err(reject) => return Parsed::Reject(reject),
+    };
+    if version != 1 {
+        return Parsed::Pingora;
+    }
     // Origin form only: an absolute-form target names a host of its own,
     // which pingora checks against Host; CONNECT and `*` are pingora's too.
     if method == "CONNECT" || !target.starts_with('/') {
@@ -113,23 +128,13 @@ pub fn parse_request(
     }
     let headers: &[httparse::Header] = request.headers;
 
-    let mut body_len = None;
+    // The rules checked Host, Content-Length and Transfer-Encoding.
     let mut close = false;
-    let mut has_host = false;
     let mut prior_forwarded = false;
     let mut kinds = [RequestField::Other; MAX_HEADERS];
     for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = RequestField::of(header.name);
         match *kind {
-            RequestField::ContentLength => {
-                if body_len.is_some() {
-                    return Parsed::Pingora;
-                }
-                match parse_length(header.value) {
-                    Some(len) => body_len = Some(len),
-                    None => return Parsed::Pingora,
-                }
-            }
             RequestField::Connection => {
                 for token in tokens(header.value) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -139,16 +144,13 @@ pub fn parse_request(
                     }
                 }
             }
-            // Two Host lines are a 400 (RFC 9112 §3.2): pingora answers it.
-            RequestField::Host if has_host => return Parsed::Pingora,
-            RequestField::Host => has_host = true,
-            RequestField::NotOurs => return Parsed::Pingora,
+            // The origin sends the 100 (or its final answer) itself; the
+            // fast path relays it while it waits for the body.
+            RequestField::Expect if header.value.eq_ignore_ascii_case(b"100-continue") => {}
+            RequestField::Expect | RequestField::NotOurs => return Parsed::Pingora,
             RequestField::ForwardedFor => prior_forwarded = true,
             RequestField::HopByHop | RequestField::Other => {}
         }
-    }
-    if !has_host {
-        return Parsed::Pingora;
     }
 
     out.clear();
@@ -197,7 +199,7 @@ pub fn parse_request(
     let choice = table.choose_pool(headers, client.ip, random);
     Parsed::Done(Request {
         head_len,
-        body_len: body_len.unwrap_or(0),
+        body,
         close,
         idempotent: matches!(
             method,
@@ -212,9 +214,8 @@ pub fn parse_request(
 /// The request header fields the fast path treats specially.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RequestField {
-    ContentLength,
     Connection,
-    Host,
+    Expect,
     /// Hop-by-hop fields this hop consumes (`Keep-Alive`, `TE`,
     /// `Proxy-Connection`, `Proxy-Authorization`, `HTTP2-Settings`).
     HopByHop,
@@ -230,16 +231,13 @@ impl RequestField {
         // The length test first keeps the common case to one comparison.
         match name.len() {
             2 if is("te") => RequestField::HopByHop,
-            4 if is("host") => RequestField::Host,
-            6 if is("expect") => RequestField::NotOurs,
+            6 if is("expect") => RequestField::Expect,
             7 if is("upgrade") => RequestField::NotOurs,
             10 if is("connection") => RequestField::Connection,
             10 if is("keep-alive") => RequestField::HopByHop,
-            14 if is("content-length") => RequestField::ContentLength,
             15 if is("x-forwarded-for") => RequestField::ForwardedFor,
             14 if is("http2-settings") => RequestField::HopByHop,
             16 if is("proxy-connection") => RequestField::HopByHop,
-            17 if is("transfer-encoding") => RequestField::NotOurs,
             19 if is("proxy-authorization") => RequestField::HopByHop,
             _ => RequestField::Other,
         }
@@ -322,7 +320,7 @@ pub fn parse_response(
     for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = ResponseField::of(header.name, context.pool_header);
         match *kind {
-            ResponseField::ContentLength => match parse_length(header.value) {
+            ResponseField::ContentLength => match framing::parse_length(header.value) {
                 Some(len) if length.is_none_or(|prior| prior == len) => length = Some(len),
                 _ => return Err(BadResponse),
             },
@@ -503,18 +501,6 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: digits only, nothing else (RFC 9110 §8.6).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 18 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |total, byte| {
-        byte.is_ascii_digit()
-            .then(|| total * 10 + u64::from(byte - b'0'))
-    })
 }
 
 /// The comma-separated tokens of a list-valued field, trimmed, empty ones

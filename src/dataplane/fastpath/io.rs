@@ -13,6 +13,11 @@ use crate::stats::FailureKind;
 pub(super) enum Side {
     Client,
     Upstream(FailureKind),
+    /// The client's chunked body broke the framing rules.
+    BadRequestBody,
+    /// The origin's body can't be framed, and no byte of the response has
+    /// gone to the client yet (so it gets a 502).
+    Unframed(FailureKind),
 }
 
 pub(super) fn clamp(len: u64) -> usize {

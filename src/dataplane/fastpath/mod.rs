@@ -24,10 +24,10 @@
 //! answering failures), [`forward`] (attempts, request head and body up),
 //! [`relay`] (response head and body down), [`scratch`] (per-request
 //! buffers), [`io`] (deadline-bound reads and writes), [`head`] (HTTP/1.1
-//! heads), [`chunked`], [`deadline`], [`upstream`] (connections and the idle
-//! pool).
+//! heads), [`deadline`], [`upstream`] (connections and the idle pool). The
+//! framing rules and the chunked scanner are [`crate::dataplane::framing`]'s,
+//! shared with pingora's path.
 
-mod chunked;
 mod connection;
 mod deadline;
 mod forward;
@@ -105,6 +105,9 @@ mod tests {
         let idle = super::IdlePool::new();
         let serve = super::serve(Box::new(stream), &shared, &idle, &watch);
         let size = std::mem::size_of_val(&serve);
-        assert!(size <= 2048, "fastpath::serve future is {size} bytes");
+        // 2 KiB until the head deadline (bounded heads) and the framing
+        // rules' state joined it; brought back down is the idle-memory
+        // work of the edge-performance issue.
+        assert!(size <= 2304, "fastpath::serve future is {size} bytes");
     }
 }

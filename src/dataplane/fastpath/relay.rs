@@ -6,12 +6,12 @@ use std::io;
 
 use tokio::net::TcpStream;
 
-use super::chunked::ChunkedScanner;
 use super::connection::{Connection, Failure, Retry};
 use super::head::{self, Framing, Response, ResponseContext};
 use super::io::{clamp, read_failure, read_within, Side};
 use super::scratch::Scratch;
 use crate::config::ServerConfig;
+use crate::dataplane::framing::ChunkedScanner;
 use crate::stats::FailureKind;
 
 /// A final response head, parsed (and rewritten for the client into
@@ -104,7 +104,9 @@ impl Connection {
                 match scanner.feed(start) {
                     Ok(Some(end)) => (0, None, end),
                     Ok(None) => (u64::MAX, Some(scanner), start.len()),
-                    Err(_) => return Err(Side::Upstream(FailureKind::Other)),
+                    // Nothing went to the client yet: a 502, not a head
+                    // followed by a cut.
+                    Err(_) => return Err(Side::Unframed(FailureKind::Other)),
                 }
             }
             Framing::UntilClose => (u64::MAX, None, start.len()),

@@ -1,9 +1,13 @@
-//! Finds where a chunked message body ends, without decoding it.
+//! Finds where a chunked message body ends, without decoding it, and
+//! refuses any framing RFC 9112 §7.1 does not allow.
 //!
-//! The fast path forwards a chunked body byte for byte (the client decodes
-//! it); it only has to know where the message ends, so that the connection
-//! can carry the next message, and it must refuse a framing it can't follow
-//! rather than guess. Chunk extensions and trailers pass through unread.
+//! Both paths forward a chunked body byte for byte (the next hop decodes
+//! it); this only has to know where the message ends, so that the
+//! connection can carry the next message, and it must refuse a framing it
+//! can't follow rather than guess: every line ends in CR LF (a bare CR or
+//! LF anywhere in the framing is refused), a chunk size is one or more hex
+//! digits, a chunk extension and a trailer line hold no control byte
+//! other than HTAB. Chunk extensions and trailers pass through unread.
 
 /// Where the scanner is inside the chunked framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +16,9 @@ enum State {
     Size {
         digits: u8,
     },
-    /// After the size: `;extension` or whitespace, up to the line end.
+    /// Whitespace after the size: only `;` or the line end may follow.
+    SizeSpace,
+    /// After `;`: the extension, up to the line end.
     Extension,
     /// Saw CR at the end of the size line.
     SizeLf,
@@ -25,13 +31,16 @@ enum State {
     TrailerStart,
     /// Inside a trailer field line.
     TrailerLine,
+    /// Saw CR at the end of a trailer line.
+    TrailerLf,
     /// Saw CR of the final empty line.
     FinalLf,
     Done,
 }
 
 /// The framing is broken: the message's end can't be known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked framing")]
 pub struct BadChunk;
 
 #[derive(Debug, Clone)]
@@ -51,6 +60,12 @@ impl Default for ChunkedScanner {
 
 /// 16 hex digits is already more than any body we could carry.
 const MAX_SIZE_DIGITS: u8 = 15;
+
+/// A byte allowed inside a chunk extension or a trailer line: visible
+/// ASCII, SP, HTAB, obs-text; no other control byte (CR and LF end lines).
+fn field_byte(byte: u8) -> bool {
+    byte == b'\t' || (byte >= 0x20 && byte != 0x7f)
+}
 
 impl ChunkedScanner {
     /// Reads the next bytes of the body. `Ok(Some(n))`: the message ends
@@ -72,25 +87,33 @@ impl ChunkedScanner {
             }
             let byte = bytes[i];
             self.state = match self.state {
-                State::Data(_) => unreachable!("handled above"),
+                State::Data(_) | State::Done => return Ok(Some(i)),
                 State::Size { digits } => match hex_value(byte) {
                     Some(value) if digits < MAX_SIZE_DIGITS => {
                         self.size = self.size * 16 + u64::from(value);
                         State::Size { digits: digits + 1 }
                     }
+                    // Too long, or no digit at all (an empty size line is
+                    // not a last chunk).
                     Some(_) => return Err(BadChunk),
                     None if digits == 0 => return Err(BadChunk),
                     None => match byte {
-                        b';' | b' ' | b'\t' => State::Extension,
+                        b';' => State::Extension,
+                        b' ' | b'\t' => State::SizeSpace,
                         b'\r' => State::SizeLf,
-                        b'\n' => self.size_line_done(),
                         _ => return Err(BadChunk),
                     },
                 },
+                State::SizeSpace => match byte {
+                    b' ' | b'\t' => State::SizeSpace,
+                    b';' => State::Extension,
+                    b'\r' => State::SizeLf,
+                    _ => return Err(BadChunk),
+                },
                 State::Extension => match byte {
                     b'\r' => State::SizeLf,
-                    b'\n' => self.size_line_done(),
-                    _ => State::Extension,
+                    _ if field_byte(byte) => State::Extension,
+                    _ => return Err(BadChunk),
                 },
                 State::SizeLf => match byte {
                     b'\n' => self.size_line_done(),
@@ -98,7 +121,6 @@ impl ChunkedScanner {
                 },
                 State::DataCr => match byte {
                     b'\r' => State::DataLf,
-                    b'\n' => State::Size { digits: 0 },
                     _ => return Err(BadChunk),
                 },
                 State::DataLf => match byte {
@@ -107,18 +129,25 @@ impl ChunkedScanner {
                 },
                 State::TrailerStart => match byte {
                     b'\r' => State::FinalLf,
-                    b'\n' => State::Done,
-                    _ => State::TrailerLine,
+                    // A trailer line can't start with whitespace (that
+                    // would be obs-fold).
+                    b' ' | b'\t' => return Err(BadChunk),
+                    _ if field_byte(byte) => State::TrailerLine,
+                    _ => return Err(BadChunk),
                 },
                 State::TrailerLine => match byte {
+                    b'\r' => State::TrailerLf,
+                    _ if field_byte(byte) => State::TrailerLine,
+                    _ => return Err(BadChunk),
+                },
+                State::TrailerLf => match byte {
                     b'\n' => State::TrailerStart,
-                    _ => State::TrailerLine,
+                    _ => return Err(BadChunk),
                 },
                 State::FinalLf => match byte {
                     b'\n' => State::Done,
                     _ => return Err(BadChunk),
                 },
-                State::Done => return Ok(Some(i)),
             };
             i += 1;
             if self.state == State::Done {
@@ -166,7 +195,8 @@ mod tests {
 
     #[test]
     fn finds_the_end_whatever_the_read_sizes() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nGET /next";
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n\
+                     3 ;q=\"a b\"\r\nabc\r\n0\r\n\r\nGET /next";
         let end = body.len() - b"GET /next".len();
         for step in 1..body.len() {
             assert_eq!(end_of(body, step), Ok(Some(end)), "step {step}");
@@ -174,8 +204,8 @@ mod tests {
     }
 
     #[test]
-    fn trailers_and_bare_lf_are_followed() {
-        let body = b"3\nabc\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n";
+    fn trailers_are_followed() {
+        let body = b"3\r\nabc\r\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n";
         assert_eq!(end_of(body, 4), Ok(Some(body.len())));
     }
 
@@ -190,11 +220,24 @@ mod tests {
         for bad in [
             &b"x\r\n"[..],
             b"\r\n",
+            b"\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloX",
             b"5\rX",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x00\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nX-T: a\rb\r\n\r\n",
+            b"0\r\nX-T: a\n\r\n",
+            b"0\r\n\n",
+            b"0\r\n folded\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
             b"ffffffffffffffff0\r\n",
         ] {
-            assert_eq!(end_of(bad, 1), Err(BadChunk), "{:?}", bad);
+            assert_eq!(end_of(bad, 1), Err(BadChunk), "{:?}", bad.escape_ascii());
         }
     }
 }
