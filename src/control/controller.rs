@@ -31,13 +31,13 @@ use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
 use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
 use crate::protocol::{CanaryCommand, Command};
-use crate::routing::{RoutingTable, RuntimeView};
+use crate::routing::{Discovered, RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
 
 pub struct Controller {
     pub(super) shared: Arc<Shared>,
     /// The only writer of the routing table.
-    publisher: TablePublisher,
+    pub(super) publisher: TablePublisher,
     pub(super) config_path: PathBuf,
     pub(super) notifier: Notifier,
     pub(super) inner: Mutex<Inner>,
@@ -61,6 +61,9 @@ pub(super) struct Inner {
     /// A successor process is taking over (binary upgrade): it has read or
     /// is about to read the state file, so this process changes nothing.
     pub(super) handed_over: bool,
+    /// The addresses of the `dns` backends (`discovered`): runtime only,
+    /// found again after a restart.
+    pub(super) discovered: Discovered,
 }
 
 /// What one committed change is, for the audit record and the webhook.
@@ -130,6 +133,7 @@ impl Controller {
                 revision: state.revision,
                 split: &state.split,
                 drained: &state.drained,
+                discovered: &Discovered::default(),
             },
             None,
         );
@@ -148,6 +152,7 @@ impl Controller {
                 canary: None,
                 judge: JudgeState::default(),
                 handed_over: false,
+                discovered: Discovered::default(),
             }),
         });
         match reason {
@@ -371,6 +376,7 @@ impl Controller {
                 revision: state.revision,
                 split: &state.split,
                 drained: &state.drained,
+                discovered: &inner.discovered,
             },
             Some(&current),
         );

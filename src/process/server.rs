@@ -23,6 +23,7 @@ use crate::control::judge::GuardService;
 use crate::control::Controller;
 use crate::dataplane::accept::LeanKeepalive;
 use crate::dataplane::pingora::SwitchyardProxy;
+use crate::discovery::service::DiscoveryService;
 use crate::health::service::HealthService;
 use crate::notify::WebhookService;
 use crate::reload::ReloadService;
@@ -145,6 +146,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "webhooks",
         WebhookService::new(Arc::clone(&shared), webhook_events),
+    ));
+    server.add_service(background_service(
+        "dns discovery",
+        DiscoveryService::new(Arc::clone(&controller)),
     ));
     server.add_service(background_service(
         "health checks",

@@ -1,5 +1,6 @@
-//! `[pools.*]`: each pool's backends (resolved now, once, so the request
-//! path never waits on DNS) and how the proxy talks to them (`tls`, `sni`,
+//! `[pools.*]`: each pool's backends (host names resolved now, once, so
+//! the request path never waits on DNS; `{ dns = … }` names are followed
+//! at runtime by `crate::discovery`, see `super::discovery`) and how the proxy talks to them (`tls`, `sni`,
 //! `verify`, `ca_file`, `protocol`).
 
 use std::collections::BTreeMap;
@@ -8,8 +9,11 @@ use std::path::Path;
 
 use toml::Value;
 
+use super::discovery::read_dns_backend;
 use super::{resolve_path, tls};
-use crate::config::types::{BackendConfig, PoolConfig, UpstreamConfig, UpstreamProtocol};
+use crate::config::types::{
+    BackendConfig, DnsBackend, PoolConfig, UpstreamConfig, UpstreamProtocol,
+};
 use crate::config::walk::{expected, join, Errors, Section};
 
 fn valid_pool_name(name: &str) -> bool {
@@ -66,9 +70,13 @@ fn read_pool(errors: &mut Errors, p: &Section, base_dir: &Path) -> PoolConfig {
             "missing (use [] for a pool being prepared)",
         );
     }
-    let backends = read_backends(errors, p);
+    let (backends, dns) = read_backends(errors, p);
     let upstream = read_upstream(errors, p, base_dir);
-    let pool = PoolConfig { backends, upstream };
+    let pool = PoolConfig {
+        backends,
+        dns,
+        upstream,
+    };
     if pool.upstream.tls && pool.upstream.verify {
         for backend in &pool.backends {
             if pool.server_name(backend).is_empty() {
@@ -148,8 +156,11 @@ fn read_upstream(errors: &mut Errors, pool: &Section, base_dir: &Path) -> Upstre
     }
 }
 
-fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
+/// The pool's `backends`: fixed addresses (`"host:port"`, `{ addr = … }`)
+/// and DNS names (`{ dns = "NAME:PORT" }`), each with its weight.
+fn read_backends(errors: &mut Errors, pool: &Section) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
     let mut backends: Vec<BackendConfig> = Vec::new();
+    let mut dns: Vec<DnsBackend> = Vec::new();
     for (i, item) in pool
         .array(errors, "backends")
         .into_iter()
@@ -159,6 +170,34 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
         let path = format!("{}[{i}]", pool.key("backends"));
         let (text, weight) = match item {
             Value::String(text) => (text.as_str(), 1),
+            Value::Table(table) if table.contains_key("dns") => {
+                let entry = Section::read(errors, path.clone(), table, |b, errors| {
+                    if b.raw("addr").is_some() {
+                        errors.add(
+                            &path,
+                            "give either addr (one address) or dns (every address of a name), not both",
+                        );
+                    }
+                    let text = b.str(errors, "dns")?;
+                    read_dns_backend(errors, b, text)
+                });
+                let Some(entry) = entry else { continue };
+                if dns
+                    .iter()
+                    .any(|d| d.host == entry.host && d.port == entry.port)
+                {
+                    errors.add(
+                        &path,
+                        format!(
+                            "{{ dns = \"{}\" }} is listed twice in this pool",
+                            entry.name
+                        ),
+                    );
+                    continue;
+                }
+                dns.push(entry);
+                continue;
+            }
             Value::Table(table) => {
                 let entry = Section::read(errors, path.clone(), table, |b, errors| {
                     let weight = b.int(errors, "weight", 1..=1000).unwrap_or(1) as u32;
@@ -166,7 +205,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
                         Some(text) => Some((text, weight)),
                         None => {
                             if !b.has("addr") {
-                                errors.add(b.key("addr"), "missing");
+                                errors.add(b.key("addr"), "missing (or dns = \"NAME:PORT\")");
                             }
                             None
                         }
@@ -179,7 +218,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
                 expected(
                     errors,
                     &path,
-                    "\"host:port\" or { addr = \"host:port\", weight = N }",
+                    "\"host:port\", { addr = \"host:port\", weight = N } or { dns = \"NAME:PORT\" }",
                     other,
                 );
                 continue;
@@ -198,7 +237,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
             weight,
         });
     }
-    backends
+    (backends, dns)
 }
 
 /// `ip:port` parses directly; `host:port` is resolved now, once, so the
