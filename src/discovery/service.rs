@@ -226,6 +226,7 @@ impl BackgroundService for DiscoveryService {
             let all = entries(&table);
             due.retain(|key, _| all.iter().any(|(k, _)| k == key));
             if all.is_empty() {
+                self.controller.shared().set_discovery_ready();
                 continue;
             }
             // A reload that changes `[discovery]` gets a new resolver, and
@@ -258,6 +259,8 @@ impl BackgroundService for DiscoveryService {
                 let again = self.settle(&table, key, backend, &section, result).await;
                 due.insert(key.clone(), Instant::now() + again);
             }
+            // `/ready` waits for the first round: every name answered or failed.
+            self.controller.shared().set_discovery_ready();
         }
     }
 }

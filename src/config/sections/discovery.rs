@@ -131,10 +131,18 @@ mod tests {
         // A pool whose only backend is a name may take a share.
         assert!(config.pools["canary"].has_backends());
         let d = &config.discovery;
-        assert!(d.nameservers.is_empty(), "default: the system's resolv.conf");
+        assert!(
+            d.nameservers.is_empty(),
+            "default: the system's resolv.conf"
+        );
         assert_eq!(
             (d.refresh, d.min_ttl, d.timeout, d.allow_empty),
-            (Duration::from_secs(5), Duration::from_secs(1), Duration::from_secs(2), false)
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                false
+            )
         );
     }
 
