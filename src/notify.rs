@@ -61,7 +61,9 @@ impl Notifier {
         if self.shared.table().config.notify.webhooks.is_empty() {
             return;
         }
+        self.shared.webhooks_pending.fetch_add(1, Ordering::Relaxed);
         if self.tx.try_send(Arc::new(event)).is_err() {
+            self.shared.webhooks_pending.fetch_sub(1, Ordering::Relaxed);
             self.shared.webhooks_dropped.fetch_add(1, Ordering::Relaxed);
             log::warn!("webhook queue full: event dropped");
         }
@@ -84,17 +86,18 @@ impl WebhookService {
 
 #[async_trait]
 impl BackgroundService for WebhookService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Runs until the process exits, shutdown included: events queued when
+    /// SIGTERM (or an upgrade) arrives are still delivered while the process
+    /// drains, and the drain waits for them (`webhooks_pending`) until the
+    /// grace period ends.
+    async fn start(&self, _shutdown: ShutdownWatch) {
         let Some(mut queue) = self.queue.lock().take() else {
             return;
         };
         let mut workers: HashMap<String, mpsc::Sender<Arc<Event>>> = HashMap::new();
         let tls = Arc::new(TlsClients::default());
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.changed() => return,
-                event = queue.recv() => match event { Some(e) => e, None => return },
-            };
+        let pending = &self.shared.webhooks_pending;
+        while let Some(event) = queue.recv().await {
             let notify = self.shared.table().config.notify.clone();
             for url in &notify.webhooks {
                 let worker = workers.entry(url.clone()).or_insert_with(|| {
@@ -103,11 +106,15 @@ impl BackgroundService for WebhookService {
                     tokio::spawn(deliver_all(url.clone(), rx, shared, tls));
                     tx
                 });
+                pending.fetch_add(1, Ordering::Relaxed);
                 if worker.try_send(Arc::clone(&event)).is_err() {
+                    pending.fetch_sub(1, Ordering::Relaxed);
                     self.shared.webhooks_dropped.fetch_add(1, Ordering::Relaxed);
                     log::warn!("webhook {}: queue full, event dropped", shown(url));
                 }
             }
+            // The event itself is fanned out: its deliveries count now.
+            pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -148,6 +155,7 @@ async fn deliver_all(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        shared.webhooks_pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

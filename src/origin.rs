@@ -42,6 +42,9 @@ pub struct OriginControl {
     delay_us: AtomicU64,
     /// `/health` answers 503 while set.
     unhealthy: AtomicBool,
+    /// Added before every `/health` answer, in microseconds (a backend
+    /// whose check is slow, as at a deploy's start).
+    health_delay_us: AtomicU64,
     requests: AtomicU64,
     /// When this origin first answered 500 (tests measure detection from it).
     first_failure: parking_lot::Mutex<Option<std::time::Instant>>,
@@ -96,6 +99,11 @@ impl OriginControl {
     pub fn set_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         self.delay_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn set_health_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.health_delay_us.store(micros, Ordering::Relaxed);
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -265,6 +273,10 @@ async fn answer(
         };
     }
     if req.uri().path() == "/health" {
+        let delay = control.health_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         return if control.unhealthy.load(Ordering::Relaxed) {
             reply(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".into())
         } else {

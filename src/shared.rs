@@ -37,6 +37,9 @@ pub struct Shared {
     pub webhooks_ok: AtomicU64,
     pub webhooks_failed: AtomicU64,
     pub webhooks_dropped: AtomicU64,
+    /// Webhook deliveries queued or under way (one per event and URL, plus
+    /// one per event not yet fanned out): the drain at exit waits for 0.
+    pub webhooks_pending: AtomicU64,
     /// Plain connections the fast path handed to pingora (rare: counted
     /// once per connection, never per request).
     pub pingora_handoffs: AtomicU64,
@@ -80,6 +83,7 @@ impl Shared {
             webhooks_ok: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_dropped: AtomicU64::new(0),
+            webhooks_pending: AtomicU64::new(0),
             pingora_handoffs: AtomicU64::new(0),
             handover: tokio::sync::watch::Sender::new(false),
         });

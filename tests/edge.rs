@@ -659,31 +659,6 @@ async fn client_load(
     (bodies, failures)
 }
 
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
-/// Stops a process this test did not start (the upgraded successor).
-async fn terminate(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg(pid.to_string())
-        .status();
-    let gone = eventually(
-        Duration::from_secs(15),
-        || async move { !process_alive(pid) },
-    )
-    .await;
-    if !gone {
-        let _ = std::process::Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status();
-    }
-}
-
 #[tokio::test]
 async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
     let blue = origin("blue").await;
@@ -716,26 +691,7 @@ async fn binary_upgrade_under_load_drops_nothing_and_keeps_the_runtime_split() {
     // check the config with the binary at its path, start it with `-u` and
     // hand its listeners over.
     proxy.signal("USR2");
-    let socket = proxy.socket();
-    let new_pid = {
-        let mut found = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while found.is_none() && Instant::now() < deadline {
-            let socket = socket.clone();
-            let status = tokio::task::spawn_blocking(move || {
-                switchyard::protocol::wire::request(&socket, "status")
-            })
-            .await
-            .unwrap();
-            if let Ok(status) = status {
-                found = status["pid"]
-                    .as_u64()
-                    .filter(|pid| *pid != u64::from(old_pid));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        found.expect("the successor answers on the admin socket") as u32
-    };
+    let new_pid = successor_pid(&proxy.socket(), old_pid).await;
     let exited = proxy.wait_exit(Duration::from_secs(30)).await;
     let at_exit = served.load(Ordering::Relaxed);
     let kept_serving = eventually(Duration::from_secs(20), || async {

@@ -495,3 +495,23 @@ fn the_guard_takes_alpha_mode_and_the_canary_a_step_wait() {
          guard.mode: \"loud\" is not a mode (\"rollback\" or \"observe\")\n"
     );
 }
+
+#[test]
+fn grpc_status_values_match_by_number_only() {
+    let codes = GrpcCodes::DEFAULT;
+    for (text, error) in [
+        (&b"14"[..], true),
+        (b"13", true),
+        (b"2", true),
+        (b"0", false),
+        (b"5", false),
+        (b"16", false),
+        (b"", false),
+        (b"014", false),
+        (b" 14", false),
+        (b"99", false),
+        (b"x", false),
+    ] {
+        assert_eq!(codes.contains_status(text), error, "{:?}", text);
+    }
+}

@@ -173,6 +173,54 @@ pub struct UpstreamConfig {
     /// Trust anchors from `ca_file`, DER; empty = the system's.
     pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub protocol: UpstreamProtocol,
+    /// gRPC status codes that count as a failed request (bit `n` = code
+    /// `n`), read from a response's `grpc-status` header or trailer.
+    pub grpc_errors: GrpcCodes,
+}
+
+/// A set of gRPC status codes (0–16) as a bit mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcCodes(pub u32);
+
+impl GrpcCodes {
+    /// The codes, by number, as the gRPC spec names them.
+    pub const NAMES: [&'static str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+
+    /// The server's faults, not the caller's: UNKNOWN, DEADLINE_EXCEEDED,
+    /// RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+    pub const DEFAULT: GrpcCodes =
+        GrpcCodes((1 << 2) | (1 << 4) | (1 << 8) | (1 << 13) | (1 << 14) | (1 << 15));
+
+    /// Is the `grpc-status` value `text` one of these codes?
+    #[inline]
+    pub fn contains_status(self, text: &[u8]) -> bool {
+        let code = match text {
+            [d] if d.is_ascii_digit() => u32::from(d - b'0'),
+            [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+                u32::from(a - b'0') * 10 + u32::from(b - b'0')
+            }
+            _ => return false,
+        };
+        code < 32 && self.0 & (1 << code) != 0
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -183,6 +231,7 @@ impl Default for UpstreamConfig {
             verify: true,
             ca: Vec::new(),
             protocol: UpstreamProtocol::Http1,
+            grpc_errors: GrpcCodes::DEFAULT,
         }
     }
 }

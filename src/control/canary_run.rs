@@ -3,16 +3,19 @@
 //! step rules (`next`, `step_split`) live in `guard::canary`; this file
 //! turns them into plans for the controller to commit.
 //!
-//! The run itself is kept in memory: a restart ends it, leaving the split
-//! of the step it had reached.
+//! The run is persisted with the runtime state on every commit (see
+//! `state::SavedCanary`), so a restart or an upgrade resumes it at its step
+//! with the hold time that was left.
 
-use crate::config::Share;
+use crate::clock::{Now, WallMs};
+use crate::config::{Config, Share};
 use crate::guard::canary::{self, CanaryNext, CanaryRun};
 use crate::guard::Verdict;
 use crate::protocol::CanaryCommand;
 
 use super::change::{complete_split, refuse_dead_pools, split_problem, Ctx, Plan};
 use super::error::Refusal;
+use super::state::RuntimeState;
 use super::transition::{raise_canary_step, raise_split, watch_canary};
 
 /// Plans one canary command. Like the commands always have, it updates the
@@ -48,6 +51,7 @@ pub fn command(
                 base_split: base,
                 step: 0,
                 step_started_ms: ctx.now.mono.0,
+                held_before_ms: 0,
                 paused: false,
             });
             let reason = format!(
@@ -69,6 +73,7 @@ pub fn command(
             run.paused = pause;
             // A resumed step holds for its full time again.
             run.step_started_ms = ctx.now.mono.0;
+            run.held_before_ms = 0;
             let word = if pause { "paused" } else { "resumed" };
             let reason = format!("canary of {} {word}", run.pool);
             let event = if pause {
@@ -144,7 +149,39 @@ pub fn advance(ctx: &Ctx, run: &CanaryRun, verdict: &Verdict) -> Option<Step> {
         run: (!last).then(|| CanaryRun {
             step,
             step_started_ms: now,
+            held_before_ms: 0,
             ..run.clone()
         }),
     })
+}
+
+/// The saved canary run, resumed at its step, if the split in force is
+/// still that step's (a `[split]` edited while the proxy was down, a pool
+/// or a step removed from the file end the run instead).
+pub fn resume(config: &Config, state: &RuntimeState, now: Now) -> Option<CanaryRun> {
+    let saved = state.canary.as_ref()?;
+    let stopped_at = state.stopped_at_ms.map(WallMs);
+    let why_not = match config.canary.steps.get(saved.step) {
+        _ if !config.pools.contains_key(&saved.pool) => Some("its pool is gone".to_string()),
+        None => Some(format!("[canary] has no step {} any more", saved.step + 1)),
+        Some(step) => {
+            let split = canary::step_split(&saved.base_split, &saved.pool, step.weight);
+            (complete_split(config.pools.keys().cloned(), &split) != state.split)
+                .then(|| "the split in force is no longer its step's".to_string())
+        }
+    };
+    if let Some(why) = why_not {
+        log::warn!("the saved canary of {} is not resumed: {why}", saved.pool);
+        return None;
+    }
+    let run = saved.resume(stopped_at, now);
+    log::info!(
+        "resumed the canary of {} at step {}/{} ({} held before this start{})",
+        run.pool,
+        run.step + 1,
+        config.canary.steps.len(),
+        crate::config::format_duration(run.held(now.mono.0)),
+        if run.paused { ", paused" } else { "" }
+    );
+    Some(run)
 }

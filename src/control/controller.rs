@@ -23,7 +23,7 @@ use super::change::{self, Ctx};
 use super::error::{Refusal, StartError};
 use super::judge_state::JudgeState;
 use super::reconcile::reconcile;
-use super::state::{describe_split, split_doc, RuntimeState};
+use super::state::{describe_split, split_doc, RuntimeState, SavedCanary};
 use super::status::{self, Held};
 use crate::clock::Now;
 use crate::config::Config;
@@ -53,8 +53,8 @@ pub(super) struct Inner {
     pub(super) config: Arc<Config>,
     pub(super) state: RuntimeState,
     audit: AuditLog,
-    /// A canary run in progress (kept in memory: a restart ends it, leaving
-    /// the split of the step it had reached).
+    /// A canary run in progress. Callers set it to what a change makes of
+    /// it *before* [`Controller::commit`], which saves it with the change.
     pub(super) canary: Option<CanaryRun>,
     /// The judge's tests of the watch in force and its last decision.
     pub(super) judge: JudgeState,
@@ -121,6 +121,8 @@ impl Controller {
         let audit = AuditLog::new(&state_dir);
         let lost = saved.is_none();
         let (mut state, reason) = reconcile(&config, saved, now.wall);
+        let canary = canary_run::resume(&config, &state, now);
+        state.stopped_at_ms = None;
         if lost {
             // Without a state file, continue the audit log's numbering so a
             // revision number never means two different changes.
@@ -149,7 +151,7 @@ impl Controller {
                 audit,
                 config: Arc::clone(&config),
                 state: state.clone(),
-                canary: None,
+                canary,
                 judge: JudgeState::default(),
                 handed_over: false,
                 discovered: Discovered::default(),
@@ -174,8 +176,27 @@ impl Controller {
     /// no change is in progress and none will be made, so the state file the
     /// successor reads is the last word. Used before listening sockets are
     /// handed over in a binary upgrade.
-    pub fn hand_over(&self) {
-        self.inner.lock().handed_over = true;
+    pub fn hand_over(&self, now: Now) {
+        let mut inner = self.inner.lock();
+        inner.handed_over = true;
+        Self::save_stopping(&mut inner, now);
+    }
+
+    /// SIGTERM: the process stops soon. Saves when it began to, so that the
+    /// next start credits a canary step with the hold it served until now
+    /// and not with the time the proxy was down. The guard still acts
+    /// while in-flight requests drain.
+    pub fn stopping(&self, now: Now) {
+        Self::save_stopping(&mut self.inner.lock(), now);
+    }
+
+    fn save_stopping(inner: &mut Inner, now: Now) {
+        inner.state.stopped_at_ms = Some(now.wall.0);
+        inner.state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
+        let dir = &inner.config.admin.state_dir;
+        if let Err(e) = inner.state.save(dir) {
+            log::error!("cannot save state in {}: {e}", dir.display());
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -369,6 +390,9 @@ impl Controller {
             return Err(Refusal::HandingOver);
         }
         state.revision = inner.state.revision.max(state.revision) + 1;
+        // The canary run as the caller left it for this change (started,
+        // stepped, paused, or ended) is saved with it.
+        state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
         let current = self.shared.table_arc();
         let table = RoutingTable::build(
             Arc::clone(&config),

@@ -323,7 +323,7 @@ impl Controller {
             .get(run.step)
             .and_then(|s| s.hold)
             .unwrap_or_default();
-        let waited = now.mono.since(MonoMs(run.step_started_ms));
+        let waited = run.held(now.mono.0);
         let waiting_for = if run.paused {
             Some("nothing: the canary is paused (`canary resume` to go on)".to_string())
         } else if waited < hold {
@@ -375,14 +375,16 @@ impl Controller {
                 "canary_stalled",
             )
         };
+        // Paused before the commit, which saves the run as it is now.
+        if let Some(r) = inner.canary.as_mut() {
+            r.paused = true;
+        }
         match self.commit(inner, config, state, commit, now) {
-            Ok(_) => {
-                log::warn!("{reason}");
-                if let Some(r) = inner.canary.as_mut() {
-                    r.paused = true;
-                }
+            Ok(_) => log::warn!("{reason}"),
+            Err(e) => {
+                inner.canary = Some(run.clone());
+                log::error!("could not pause the stalled canary: {e}");
             }
-            Err(e) => log::error!("could not pause the stalled canary: {e}"),
         }
     }
 
@@ -401,9 +403,11 @@ impl Controller {
                 step.plan.event,
             )
         };
-        match self.commit(inner, config, step.plan.state, commit, now) {
-            Ok(_) => inner.canary = step.run,
-            Err(e) => log::error!("canary step failed: {e}"),
+        // The run at its new step is what the commit saves.
+        inner.canary = step.run;
+        if let Err(e) = self.commit(inner, config, step.plan.state, commit, now) {
+            inner.canary = Some(run.clone());
+            log::error!("canary step failed: {e}");
         }
     }
 }

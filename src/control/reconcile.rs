@@ -51,6 +51,8 @@ pub fn reconcile(
             watch: None,
             guard_paused: false,
             tripped: None,
+            canary: None,
+            stopped_at_ms: None,
         };
         return (state, Some("initial split from the config file".into()));
     };
@@ -180,6 +182,8 @@ mod tests {
             watch: None,
             guard_paused: false,
             tripped: None,
+            canary: None,
+            stopped_at_ms: None,
         };
         let (state, reason) = reconcile(&file, Some(saved.clone()), WallMs(1));
         assert_eq!(state.split, split(90, 10));
@@ -199,6 +203,8 @@ mod tests {
             watch: None,
             guard_paused: false,
             tripped: None,
+            canary: None,
+            stopped_at_ms: None,
         };
         let (state, reason) = reconcile(&file, Some(saved), WallMs(1));
         assert_eq!(state.split, split(50, 50));

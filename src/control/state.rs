@@ -1,6 +1,7 @@
 //! The runtime state that must survive reloads, restarts and upgrades:
 //! revision, the split in force, the file's `[split]` as last applied,
-//! drained backends and the rollback target. Written atomically: a temp
+//! drained backends, the rollback target and a canary run in progress.
+//! Written atomically: a temp
 //! file in the same directory, fsync, rename over the old one, fsync the
 //! directory — a crash at any point leaves either the old or the new file.
 
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Now, WallMs};
 use crate::config::{parse_share, Share, Split};
+use crate::guard::canary::CanaryRun;
 use crate::protocol::answer::SplitDoc;
 
 const FILE: &str = "state.json";
@@ -44,6 +47,48 @@ pub struct Watch {
     pub since_ms: u64,
 }
 
+/// A canary run as the state file keeps it, so that a restart or a binary
+/// upgrade resumes it at its step with the hold time that was left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedCanary {
+    pub pool: String,
+    pub base_split: Split,
+    pub step: usize,
+    pub paused: bool,
+    /// Unix ms when the step in force began, less the time the step was held
+    /// before it (by earlier processes): `now - held` when saved.
+    pub step_started_at_ms: u64,
+}
+
+impl SavedCanary {
+    pub fn of(run: &CanaryRun, now: Now) -> SavedCanary {
+        let held = u64::try_from(run.held(now.mono.0).as_millis()).unwrap_or(u64::MAX);
+        SavedCanary {
+            pool: run.pool.clone(),
+            base_split: run.base_split.clone(),
+            step: run.step,
+            paused: run.paused,
+            step_started_at_ms: now.wall.0.saturating_sub(held),
+        }
+    }
+
+    /// The run again at `now`, credited with the hold it served until the
+    /// last process stopped (`stopped_at`; a process killed without a
+    /// chance to say so is taken to have run until now).
+    pub fn resume(&self, stopped_at: Option<WallMs>, now: Now) -> CanaryRun {
+        let until = stopped_at.unwrap_or(now.wall);
+        let held = until.since(WallMs(self.step_started_at_ms));
+        CanaryRun {
+            pool: self.pool.clone(),
+            base_split: self.base_split.clone(),
+            step: self.step,
+            step_started_ms: now.mono.0,
+            held_before_ms: u64::try_from(held.as_millis()).unwrap_or(u64::MAX),
+            paused: self.paused,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeState {
     pub revision: u64,
@@ -58,6 +103,11 @@ pub struct RuntimeState {
     /// `guard pause` in force.
     pub guard_paused: bool,
     pub tripped: Option<Tripped>,
+    /// The canary run in progress, as of the last commit.
+    pub canary: Option<SavedCanary>,
+    /// Unix ms when the process that saved this began to stop (SIGTERM or
+    /// a hand-over to a successor); `None` while it runs.
+    pub stopped_at_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,6 +124,19 @@ struct StateDoc {
     guard_paused: bool,
     #[serde(default)]
     tripped: Option<Tripped>,
+    #[serde(default)]
+    canary: Option<CanaryDoc>,
+    #[serde(default)]
+    stopped_at_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CanaryDoc {
+    pool: String,
+    base_split: SplitDoc,
+    step: usize,
+    paused: bool,
+    step_started_at_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -143,6 +206,16 @@ impl RuntimeState {
             }),
             None => None,
         };
+        let canary = match doc.canary {
+            Some(c) => Some(SavedCanary {
+                base_split: split_from_doc(&c.base_split)?,
+                pool: c.pool,
+                step: c.step,
+                paused: c.paused,
+                step_started_at_ms: c.step_started_at_ms,
+            }),
+            None => None,
+        };
         Ok(Some(RuntimeState {
             revision: doc.revision,
             split: split_from_doc(&doc.split)?,
@@ -152,6 +225,8 @@ impl RuntimeState {
             watch: doc.watch,
             guard_paused: doc.guard_paused,
             tripped: doc.tripped,
+            canary,
+            stopped_at_ms: doc.stopped_at_ms,
         }))
     }
 
@@ -190,6 +265,14 @@ impl RuntimeState {
             watch: self.watch.clone(),
             guard_paused: self.guard_paused,
             tripped: self.tripped.clone(),
+            canary: self.canary.as_ref().map(|c| CanaryDoc {
+                pool: c.pool.clone(),
+                base_split: split_doc(&c.base_split),
+                step: c.step,
+                paused: c.paused,
+                step_started_at_ms: c.step_started_at_ms,
+            }),
+            stopped_at_ms: self.stopped_at_ms,
         };
         let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
         write_atomically(&Self::path(state_dir), text.as_bytes())
@@ -280,6 +363,14 @@ mod tests {
                 pool: "green".into(),
                 at_ms: 6,
             }),
+            canary: Some(SavedCanary {
+                pool: "green".into(),
+                base_split: split(&[("blue", 10_000), ("green", 0)]),
+                step: 1,
+                paused: false,
+                step_started_at_ms: 7,
+            }),
+            stopped_at_ms: Some(8),
         };
         state.save(&dir).unwrap();
         assert_eq!(RuntimeState::load(&dir).unwrap(), Some(state));
@@ -287,6 +378,36 @@ mod tests {
         assert!(RuntimeState::load(&dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(RuntimeState::load(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn a_resumed_canary_is_credited_with_the_hold_served_until_the_stop() {
+        use crate::clock::MonoMs;
+        let run = CanaryRun {
+            pool: "green".into(),
+            base_split: split(&[("blue", 10_000)]),
+            step: 1,
+            step_started_ms: 1_000,
+            held_before_ms: 500,
+            paused: false,
+        };
+        // Saved at wall 100 000 when the step had been held 2.5 s.
+        let saved_at = Now {
+            wall: WallMs(100_000),
+            mono: MonoMs(3_000),
+        };
+        let saved = SavedCanary::of(&run, saved_at);
+        assert_eq!(saved.step_started_at_ms, 97_500);
+        // Stopped 1 s later, started again 60 s after that.
+        let later = Now {
+            wall: WallMs(161_000),
+            mono: MonoMs(40),
+        };
+        let resumed = saved.resume(Some(WallMs(101_000)), later);
+        assert_eq!(resumed.held(40).as_millis(), 3_500);
+        // Killed without saying when: the time down counts as held.
+        let resumed = saved.resume(None, later);
+        assert_eq!(resumed.held(40).as_millis(), 63_500);
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn status(table: &RoutingTable, held: &Held, now: Now) -> Status {
     let canary = held.canary.map(|run| {
         let steps = &held.config.canary.steps;
         let hold = steps.get(run.step).and_then(|s| s.hold).unwrap_or_default();
-        let held = Duration::from_millis(now.mono.0.saturating_sub(run.step_started_ms));
+        let held = run.held(now.mono.0);
         CanaryStatus {
             pool: run.pool.clone(),
             step: run.step + 1,

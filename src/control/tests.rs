@@ -429,7 +429,7 @@ fn every_refusal_names_its_kind() {
     assert_eq!(kind("guard resume"), "unchanged");
     run(&c, "canary start green").unwrap();
     assert_eq!(kind("canary start green"), "conflict");
-    c.hand_over();
+    c.hand_over(Now::read());
     assert_eq!(kind("canary abort"), "handing_over");
 }
 

@@ -154,6 +154,8 @@ mod tests {
             watch: None,
             guard_paused: false,
             tripped: None,
+            canary: None,
+            stopped_at_ms: None,
         };
         raise_split(
             &mut state,

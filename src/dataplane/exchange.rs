@@ -38,6 +38,10 @@ pub struct Attempt {
 pub enum Outcome {
     /// A response with this status reached the client.
     Answered(u16),
+    /// A gRPC response whose `grpc-status` (header or trailer) is one of
+    /// the pool's `grpc_error_codes`: a failure whatever its HTTP status
+    /// (gRPC answers its errors with 200), counted as 5xx.
+    GrpcFailed,
     /// The upstream failed after the connection was made.
     UpstreamFailed(FailureKind),
     /// No upstream answer, and nothing more to count against the pool:
@@ -120,6 +124,12 @@ impl Attempt {
                     }
                 }
                 class
+            }
+            Outcome::GrpcFailed => {
+                if let Some(backend) = backend {
+                    backend.health.observe_failure(pool, health);
+                }
+                StatusClass::S5xx
             }
             Outcome::UpstreamFailed(kind) => {
                 pool.count_failure(self.last, kind, health);

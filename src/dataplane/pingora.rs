@@ -44,6 +44,9 @@ pub struct RequestCtx {
     attempt: Attempt,
     /// Switchyard answers the request itself (no share, no usable backend).
     answer: Option<Refused>,
+    /// The upstream's `grpc-status` (header or trailer) is one of the
+    /// pool's error codes.
+    grpc_failed: bool,
     /// Keeps the request counted as in flight until the context drops, so
     /// shutdown can exit as soon as the last one finishes.
     _in_flight: InFlightToken,
@@ -104,6 +107,7 @@ impl ProxyHttp for SwitchyardProxy {
             pool: 0,
             attempt: Attempt::new(),
             answer: None,
+            grpc_failed: false,
             _in_flight: REQUESTS.start(),
         }
     }
@@ -164,12 +168,24 @@ impl ProxyHttp for SwitchyardProxy {
         Ok(())
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut pingora::http::HMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        note_grpc_status(ctx, trailers);
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A trailers-only gRPC answer carries its status in the head.
+        note_grpc_status(ctx, &upstream_response.headers);
         if let Some(table) = &ctx.table {
             if let Some(header) = &table.pool_header {
                 let value = table.pools[ctx.pool].name_header.clone();
@@ -261,6 +277,7 @@ impl ProxyHttp for SwitchyardProxy {
                 backend_at_fault: true,
             },
             None => match session.response_written() {
+                Some(_) if ctx.grpc_failed => Outcome::GrpcFailed,
                 Some(response) => Outcome::Answered(response.status.as_u16()),
                 None => Outcome::Failed {
                     backend_at_fault: false,
@@ -269,6 +286,18 @@ impl ProxyHttp for SwitchyardProxy {
         };
         ctx.attempt
             .finish(pool, outcome, ctx.started, &table.config.health);
+    }
+}
+
+/// Remembers whether `headers` (a response head or its trailers) carry a
+/// `grpc-status` that the request's pool counts as an error.
+fn note_grpc_status(ctx: &mut RequestCtx, headers: &pingora::http::HMap) {
+    let (Some(table), Some(status)) = (&ctx.table, headers.get("grpc-status")) else {
+        return;
+    };
+    let codes = table.pools[ctx.pool].config.upstream.grpc_errors;
+    if codes.contains_status(status.as_bytes()) {
+        ctx.grpc_failed = true;
     }
 }
 

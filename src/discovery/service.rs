@@ -210,57 +210,102 @@ fn entries(table: &RoutingTable) -> Vec<(DnsKey, DnsBackend)> {
         .collect()
 }
 
+/// What the loop keeps between ticks.
+#[derive(Default)]
+struct Schedule {
+    resolver: Option<Result<Arc<Resolver>, LookupError>>,
+    section: Option<DiscoveryConfig>,
+    /// When each name is due for its next lookup; absent = now.
+    due: BTreeMap<DnsKey, Instant>,
+}
+
+impl DiscoveryService {
+    /// One tick: looks up every name that is due and settles the answers.
+    async fn step(&self, schedule: &mut Schedule) {
+        let table = self.controller.shared().table_arc();
+        let all = entries(&table);
+        schedule
+            .due
+            .retain(|key, _| all.iter().any(|(k, _)| k == key));
+        if all.is_empty() {
+            self.controller.shared().set_discovery_ready();
+            return;
+        }
+        // A reload that changes `[discovery]` gets a new resolver, and
+        // every name is looked up with it at once.
+        let section = table.config.discovery.clone();
+        if schedule.section.as_ref() != Some(&section) {
+            schedule.resolver = Some(Resolver::new(&section).map(Arc::new));
+            schedule.section = Some(section.clone());
+            schedule.due.clear();
+        }
+        let Some(resolver) = schedule.resolver.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        let round: Vec<&(DnsKey, DnsBackend)> = all
+            .iter()
+            .filter(|(key, _)| schedule.due.get(key).is_none_or(|at| *at <= now))
+            .collect();
+        if round.is_empty() {
+            return;
+        }
+        let lookups = round.iter().map(|(_, backend)| {
+            let (resolver, host) = (resolver.clone(), backend.host.clone());
+            async move { resolver?.lookup(&host).await }
+        });
+        let results = join_all(lookups).await;
+        for ((key, backend), result) in round.into_iter().zip(results) {
+            let result =
+                result.unwrap_or_else(|| Err(LookupError::Setup("the lookup task failed".into())));
+            let again = self.settle(&table, key, backend, &section, result).await;
+            schedule.due.insert(key.clone(), Instant::now() + again);
+        }
+        // `/ready` waits for the first round: every name answered or failed.
+        self.controller.shared().set_discovery_ready();
+    }
+}
+
+/// Warm start for `dns` backends: one lookup of every name, and one check
+/// of each address found, before the listeners accept, so that a start-up
+/// request finds the names' addresses (run before the health service's own
+/// first round). Bounded by the lookup `timeout` plus the health `timeout`.
+/// A name that does not resolve now leaves its pool without its addresses;
+/// the service keeps trying.
+pub fn first_round(controller: &Arc<Controller>) {
+    if entries(&controller.shared().table_arc()).is_empty() {
+        controller.shared().set_discovery_ready();
+        return;
+    }
+    let started = std::time::Instant::now();
+    let service = DiscoveryService::new(Arc::clone(controller));
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(service.step(&mut Schedule::default())),
+        Err(e) => log::warn!("first dns lookups not run ({e}); the service does them"),
+    }
+    log::info!(
+        "first dns lookups done in {} ms, before accepting requests",
+        started.elapsed().as_millis()
+    );
+}
+
 #[async_trait]
 impl BackgroundService for DiscoveryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut resolver: Option<Result<Arc<Resolver>, LookupError>> = None;
-        let mut section_in_use: Option<DiscoveryConfig> = None;
-        let mut due: BTreeMap<DnsKey, Instant> = BTreeMap::new();
+        // Its own resolver on this runtime: the first round's lived on a
+        // runtime that is gone. Names are looked up again at once (the
+        // sets are the same, so nothing is published).
+        let mut schedule = Schedule::default();
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let table = self.controller.shared().table_arc();
-            let all = entries(&table);
-            due.retain(|key, _| all.iter().any(|(k, _)| k == key));
-            if all.is_empty() {
-                self.controller.shared().set_discovery_ready();
-                continue;
-            }
-            // A reload that changes `[discovery]` gets a new resolver, and
-            // every name is looked up with it at once.
-            let section = table.config.discovery.clone();
-            if section_in_use.as_ref() != Some(&section) {
-                resolver = Some(Resolver::new(&section).map(Arc::new));
-                section_in_use = Some(section.clone());
-                due.clear();
-            }
-            let Some(resolver) = resolver.as_ref() else {
-                continue;
-            };
-            let now = Instant::now();
-            let round: Vec<&(DnsKey, DnsBackend)> = all
-                .iter()
-                .filter(|(key, _)| due.get(key).is_none_or(|at| *at <= now))
-                .collect();
-            if round.is_empty() {
-                continue;
-            }
-            let lookups = round.iter().map(|(_, backend)| {
-                let (resolver, host) = (resolver.clone(), backend.host.clone());
-                async move { resolver?.lookup(&host).await }
-            });
-            let results = join_all(lookups).await;
-            for ((key, backend), result) in round.into_iter().zip(results) {
-                let result = result
-                    .unwrap_or_else(|| Err(LookupError::Setup("the lookup task failed".into())));
-                let again = self.settle(&table, key, backend, &section, result).await;
-                due.insert(key.clone(), Instant::now() + again);
-            }
-            // `/ready` waits for the first round: every name answered or failed.
-            self.controller.shared().set_discovery_ready();
+            self.step(&mut schedule).await;
         }
     }
 }

@@ -17,7 +17,22 @@ pub struct CanaryRun {
     pub step: usize,
     /// When the step in force began (or the run was resumed), in `now_ms`.
     pub step_started_ms: u64,
+    /// Time the step had already been held by an earlier process (a run
+    /// resumed after a restart or an upgrade); 0 for a step begun here.
+    pub held_before_ms: u64,
     pub paused: bool,
+}
+
+impl CanaryRun {
+    /// How long the step in force has been held at `now_ms`, earlier
+    /// processes included.
+    pub fn held(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(
+            now_ms
+                .saturating_sub(self.step_started_ms)
+                .saturating_add(self.held_before_ms),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +50,7 @@ pub fn next(run: &CanaryRun, steps: &[CanaryStep], verdict: &Verdict, now_ms: u6
         .get(run.step)
         .and_then(|s| s.hold)
         .unwrap_or(Duration::ZERO);
-    let held = Duration::from_millis(now_ms.saturating_sub(run.step_started_ms));
+    let held = run.held(now_ms);
     let remaining = hold.saturating_sub(held);
     let passing = matches!(verdict, Verdict::Pass { .. });
     if run.paused || !remaining.is_zero() || !passing || run.step + 1 >= steps.len() {
@@ -108,6 +123,7 @@ mod tests {
             .into(),
             step,
             step_started_ms: 1_000,
+            held_before_ms: 0,
             paused: false,
         }
     }

@@ -16,9 +16,43 @@ use crate::routing::Pool;
 use crate::shared::Shared;
 
 /// Runs the active checks over the table in force and ends ejections whose
-/// time is up. The first round runs at once; `/ready` waits for it.
+/// time is up. The first round is [`first_round`], run before the process
+/// accepts a request.
 pub struct HealthService {
     shared: Arc<Shared>,
+}
+
+/// Warm start: one round of checks before the listeners accept, so that no
+/// request is answered 503 because its pool's backends are not checked yet.
+/// Every probe has the health `timeout`, so this delays the start by at
+/// most that. A successor in a binary upgrade (`upgrade`) first takes over
+/// its predecessor's verdicts ([`super::carry`]), then runs the round too,
+/// before it accepts on the listeners it was handed; the old process
+/// serves meanwhile. Marks the health ready (`/ready`, the guard) either way.
+pub fn first_round(shared: &Arc<Shared>, upgrade: bool) {
+    let table = shared.table_arc();
+    let state_dir = &table.config.admin.state_dir;
+    if upgrade {
+        let taken = super::carry::take_over(&table, state_dir, MonoMs::read());
+        log::info!("took over the health verdicts of {taken} backend(s) from the old process");
+    } else {
+        super::carry::discard(state_dir);
+    }
+    if table.config.health.enabled {
+        let started = std::time::Instant::now();
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(HealthService::new(Arc::clone(shared)).check_all()),
+            Err(e) => log::warn!("first health round not run ({e}); backends start unchecked"),
+        }
+        log::info!(
+            "first health round done in {} ms, before accepting requests",
+            started.elapsed().as_millis()
+        );
+    }
+    shared.set_health_ready();
 }
 
 impl HealthService {
@@ -98,12 +132,9 @@ pub async fn first_check(
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let enabled = self.shared.table().config.health.enabled;
-        if enabled {
-            self.check_all().await;
-        }
-        self.shared.set_health_ready();
-        let mut next_round = tokio::time::Instant::now();
+        // The first round ran before the listeners opened.
+        let interval = self.shared.table().config.health.interval;
+        let mut next_round = tokio::time::Instant::now() + interval;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {

@@ -61,7 +61,54 @@ fn decode(raw: u64) -> Option<MonoMs> {
     (raw != 0).then_some(MonoMs(raw))
 }
 
+/// A backend's verdict as one process hands it to its successor in a
+/// binary upgrade, so the successor starts with what the checks and the
+/// passive ejections learned (a down backend still needs `rise` passes, an
+/// ejected one stays out for the rest of its ejection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    /// `None`: not checked yet.
+    pub up: Option<bool>,
+    /// What is left of an ejection in force, in ms (0: not ejected).
+    pub ejected_for_ms: u64,
+    pub ejections: u32,
+}
+
 impl BackendHealth {
+    /// The verdict at `now`, to hand over.
+    pub fn carry(&self, now: MonoMs) -> Carried {
+        let up = match self.state.load(Ordering::Relaxed) {
+            UP => Some(true),
+            DOWN => Some(false),
+            _ => None,
+        };
+        let until = decode(self.ejected_until.load(Ordering::Relaxed));
+        Carried {
+            up,
+            ejected_for_ms: until.map_or(0, |until| until.0.saturating_sub(now.0).max(1)),
+            ejections: self.ejections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes over a predecessor's verdict at `now` (before any check here).
+    pub fn take_over(&self, carried: &Carried, now: MonoMs) {
+        let state = match carried.up {
+            Some(true) => UP,
+            Some(false) => DOWN,
+            None => UNKNOWN,
+        };
+        self.state.store(state, Ordering::Relaxed);
+        self.ejections.store(carried.ejections, Ordering::Relaxed);
+        if carried.ejected_for_ms > 0 {
+            let until = now.plus(std::time::Duration::from_millis(carried.ejected_for_ms));
+            self.ejected_until
+                .store(encode(Some(until)), Ordering::Relaxed);
+            self.last_ejected_at
+                .store(encode(Some(now)), Ordering::Relaxed);
+        }
+        self.refresh_serving();
+    }
+
     /// `checked`: active checks are on, so the backend starts unknown (not
     /// serving); otherwise it starts up.
     pub fn new(checked: bool) -> Self {

@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::clock::Now;
+use crate::control::state::write_atomically;
 use crate::control::Controller;
 use crate::shared::Shared;
 use crate::stats::REQUESTS;
@@ -64,26 +67,35 @@ impl BackgroundService for Lifecycle {
             "shutting down: not ready, listeners closed, {} request(s) in flight",
             REQUESTS.in_flight()
         );
-        drain_then_exit().await;
+        drain_then_exit(&self.shared).await;
     }
 }
 
-/// Exits 0 once no request has been in flight for a few polls in a row.
+/// Exits 0 once no request has been in flight and no webhook delivery has
+/// been pending for a few polls in a row: events of the last changes (a
+/// rollback just before a deploy's SIGTERM) still reach their receivers.
 /// pingora itself ends the process when the grace period is over, so a
-/// request that never finishes can't keep it alive longer than that.
-async fn drain_then_exit() {
+/// request that never finishes or a receiver that never answers can't keep
+/// it alive longer than that.
+async fn drain_then_exit(shared: &Shared) {
     let began = std::time::Instant::now();
     let mut quiet = 0;
+    let mut said_webhooks = false;
     loop {
         tokio::time::sleep(DRAIN_POLL).await;
-        if REQUESTS.in_flight() == 0 {
+        let webhooks = shared.webhooks_pending.load(Ordering::Relaxed);
+        if REQUESTS.in_flight() == 0 && webhooks == 0 {
             quiet += 1;
         } else {
             quiet = 0;
         }
+        if webhooks > 0 && !said_webhooks {
+            said_webhooks = true;
+            log::info!("waiting for {webhooks} webhook delivery(ies) before exiting");
+        }
         if quiet >= DRAIN_QUIET_POLLS {
             log::info!(
-                "drained in {} ms: every in-flight request finished; exiting",
+                "drained in {} ms: every in-flight request finished, every webhook event delivered or given up; exiting",
                 began.elapsed().as_millis()
             );
             std::process::exit(0);
@@ -132,7 +144,14 @@ pub struct Signals {
 
 impl Signals {
     fn hand_over(&self) -> ShutdownSignal {
-        self.controller.hand_over();
+        let now = Now::read();
+        self.controller.hand_over(now);
+        let shared = self.controller.shared();
+        let dir = &shared.table().config.admin.state_dir;
+        let verdicts = crate::health::carry::snapshot(&shared.table(), now.mono);
+        if let Err(e) = write_atomically(&crate::health::carry::path(dir), verdicts.as_bytes()) {
+            log::warn!("health verdicts not handed over ({e}): the new process checks afresh");
+        }
         self.controller.shared().begin_handover();
         log::info!("binary upgrade: runtime state frozen; handing listeners to the new process");
         ShutdownSignal::GracefulUpgrade
@@ -154,6 +173,7 @@ impl ShutdownSignalWatch for Signals {
         loop {
             tokio::select! {
                 _ = term.recv() => {
+                    self.controller.stopping(Now::read());
                     self.controller.shared().begin_shutdown();
                     sd_notify("STOPPING=1");
                     log::info!("SIGTERM: draining, then exiting");

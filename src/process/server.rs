@@ -68,6 +68,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.bootstrap();
     let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
     let shared = Arc::clone(controller.shared());
+    // Warm start: listeners accept only once the `dns` backends were
+    // looked up and the backends checked.
+    crate::discovery::service::first_round(&controller);
+    crate::health::service::first_round(&shared, upgrade);
 
     let admin_listener = match config.admin.http {
         Some(addr) if upgrade => Some(Listen::FromPredecessor(addr)),

@@ -509,6 +509,17 @@ pub async fn receiver() -> (
     std::net::SocketAddr,
     std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
 ) {
+    slow_receiver(Duration::ZERO).await
+}
+
+/// A webhook receiver that takes `delay` to answer each POST (and records
+/// the event when it answers).
+pub async fn slow_receiver(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let events = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -527,6 +538,7 @@ pub async fn receiver() -> (
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            tokio::time::sleep(delay).await;
                             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
                                 seen.lock().push(v);
                             }
@@ -543,4 +555,51 @@ pub async fn receiver() -> (
         }
     });
     (addr, events)
+}
+
+/// Is `pid` a live process (not gone, not a zombie)?
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Stops a process this test did not start (the upgraded successor).
+pub async fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status();
+    let gone = eventually(
+        Duration::from_secs(15),
+        || async move { !process_alive(pid) },
+    )
+    .await;
+    if !gone {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
+    }
+}
+
+/// After a binary upgrade: the pid of the process that now answers on the
+/// admin socket, once it is not `old_pid` (panics after 30 s).
+pub async fn successor_pid(socket: &Path, old_pid: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let socket = socket.to_path_buf();
+        let status = tokio::task::spawn_blocking(move || {
+            switchyard::protocol::wire::request(&socket, "status")
+        })
+        .await
+        .expect("status task");
+        if let Some(pid) = status.ok().and_then(|s| s["pid"].as_u64()) {
+            if pid != u64::from(old_pid) {
+                return pid as u32;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no successor answered on the admin socket within 30 s");
 }

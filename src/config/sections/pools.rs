@@ -1,7 +1,8 @@
 //! `[pools.*]`: each pool's backends (host names resolved now, once, so
 //! the request path never waits on DNS; `{ dns = … }` names are followed
-//! at runtime by `crate::discovery`, see `super::discovery`) and how the proxy talks to them (`tls`, `sni`,
-//! `verify`, `ca_file`, `protocol`).
+//! at runtime by `crate::discovery`, see `super::discovery`) and how the
+//! proxy talks to them (`tls`, `sni`, `verify`, `ca_file`, `protocol`,
+//! `grpc_error_codes`).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,7 +13,7 @@ use toml::Value;
 use super::discovery::read_dns_backend;
 use super::{resolve_path, tls};
 use crate::config::types::{
-    BackendConfig, DnsBackend, PoolConfig, UpstreamConfig, UpstreamProtocol,
+    BackendConfig, DnsBackend, GrpcCodes, PoolConfig, UpstreamConfig, UpstreamProtocol,
 };
 use crate::config::walk::{expected, join, Errors, Section};
 
@@ -94,7 +95,8 @@ fn read_pool(errors: &mut Errors, p: &Section, base_dir: &Path) -> PoolConfig {
     pool
 }
 
-/// `tls`, `sni`, `verify`, `ca_file` and `protocol` of one pool.
+/// `tls`, `sni`, `verify`, `ca_file`, `protocol` and `grpc_error_codes` of
+/// one pool.
 fn read_upstream(errors: &mut Errors, pool: &Section, base_dir: &Path) -> UpstreamConfig {
     let defaults = UpstreamConfig::default();
     let tls = pool.boolean(errors, "tls").unwrap_or(defaults.tls);
@@ -153,7 +155,40 @@ fn read_upstream(errors: &mut Errors, pool: &Section, base_dir: &Path) -> Upstre
         verify: pool.boolean(errors, "verify").unwrap_or(defaults.verify),
         ca,
         protocol,
+        grpc_errors: read_grpc_codes(errors, pool),
     }
+}
+
+/// `grpc_error_codes`: gRPC status codes by number or name
+/// (`[14, "INTERNAL"]`); an empty list counts no gRPC status as an error.
+fn read_grpc_codes(errors: &mut Errors, pool: &Section) -> GrpcCodes {
+    let Some(items) = pool.array(errors, "grpc_error_codes") else {
+        return GrpcCodes::DEFAULT;
+    };
+    let mut codes = 0u32;
+    for (i, item) in items.iter().enumerate() {
+        let code = match item {
+            Value::Integer(n) => usize::try_from(*n).ok().filter(|n| *n <= 16),
+            Value::String(name) => GrpcCodes::NAMES
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name)),
+            _ => None,
+        };
+        match code {
+            Some(0) => errors.add(
+                format!("{}[{i}]", pool.key("grpc_error_codes")),
+                "0 (OK) is a success, not an error",
+            ),
+            Some(code) => codes |= 1 << code,
+            None => errors.add(
+                format!("{}[{i}]", pool.key("grpc_error_codes")),
+                format!(
+                    "{item}: expected a gRPC status code, 1-16 or its name (e.g. \"UNAVAILABLE\")"
+                ),
+            ),
+        }
+    }
+    GrpcCodes(codes)
 }
 
 /// The pool's `backends`: fixed addresses (`"host:port"`, `{ addr = … }`)
