@@ -129,16 +129,9 @@ impl Controller {
             state.revision = audit.last_revision().unwrap_or(0);
         }
         let config = Arc::new(config);
-        let table = RoutingTable::build(
-            Arc::clone(&config),
-            RuntimeView {
-                revision: state.revision,
-                split: &state.split,
-                drained: &state.drained,
-                discovered: &Discovered::default(),
-            },
-            None,
-        );
+        let none = Discovered::default();
+        let view = RuntimeView::new(state.revision, &state.split, &state.drained, &none);
+        let table = RoutingTable::build(Arc::clone(&config), view, None);
         let (shared, publisher) = Shared::new(table);
         let (notifier, events) = Notifier::new(Arc::clone(&shared));
         let controller = Arc::new(Controller {
@@ -394,16 +387,9 @@ impl Controller {
         // stepped, paused, or ended) is saved with it.
         state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
         let current = self.shared.table_arc();
-        let table = RoutingTable::build(
-            Arc::clone(&config),
-            RuntimeView {
-                revision: state.revision,
-                split: &state.split,
-                drained: &state.drained,
-                discovered: &inner.discovered,
-            },
-            Some(&current),
-        );
+        let found = &inner.discovered;
+        let view = RuntimeView::new(state.revision, &state.split, &state.drained, found);
+        let table = RoutingTable::build(Arc::clone(&config), view, Some(&current));
         let state_dir = &config.admin.state_dir;
         if let Err(source) = state.save(state_dir) {
             // A guard rollback protects live traffic: it goes into force even

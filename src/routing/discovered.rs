@@ -99,3 +99,124 @@ impl Lookups {
         r.failing_kind.replace(kind) != Some(kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::{Discovered, Lookups};
+    use crate::clock::WallMs;
+    use crate::config::parse;
+    use crate::routing::{RoutingTable, RuntimeView};
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+
+    fn build(discovered: &Discovered, previous: Option<&RoutingTable>) -> RoutingTable {
+        let text =
+            "[pools.app]\nbackends = [\"127.0.0.9:80\", { dns = \"app.test:80\", weight = 4 }]\n";
+        let config = Arc::new(parse(text, std::path::Path::new("/")).expect("valid"));
+        let split = config.split.clone();
+        RoutingTable::build(
+            Arc::clone(&config),
+            RuntimeView {
+                revision: 1,
+                split: &split,
+                drained: &Default::default(),
+                discovered,
+            },
+            previous,
+        )
+    }
+
+    fn set(addrs: &[&str]) -> Discovered {
+        let mut d = Discovered::default();
+        d.sets.insert(
+            ("app".into(), "app.test:80".into()),
+            addrs.iter().map(|a| addr(a)).collect(),
+        );
+        d
+    }
+
+    #[test]
+    fn a_new_answer_keeps_the_verdicts_and_statistics_of_what_stays() {
+        let first = build(
+            &set(&["127.0.0.2:80", "127.0.0.3:80", "127.0.0.9:80"]),
+            None,
+        );
+        let pool = &first.pools[0];
+        let names: Vec<&str> = pool.backends.iter().map(|b| b.name.as_str()).collect();
+        // The fixed backend first; an address it already has is not added twice.
+        assert_eq!(names, ["127.0.0.9:80", "127.0.0.2:80", "127.0.0.3:80"]);
+        assert_eq!(pool.backends[1].weight, 4);
+        assert_eq!(pool.backends[1].dns.as_deref(), Some("app.test:80"));
+        assert_eq!(pool.backends[0].dns, None);
+        pool.dns[0].lookups.succeeded(WallMs(1), false);
+
+        let second = build(&set(&["127.0.0.3:80", "127.0.0.4:80"]), Some(&first));
+        let (old, new) = (&first.pools[0], &second.pools[0]);
+        let names: Vec<&str> = new.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["127.0.0.9:80", "127.0.0.3:80", "127.0.0.4:80"]);
+        assert!(
+            Arc::ptr_eq(&old.backends[2].health, &new.backends[1].health),
+            ".3 stays"
+        );
+        assert!(Arc::ptr_eq(
+            &old.backends[0].health,
+            &new.backends[0].health
+        ));
+        assert_eq!(
+            new.backends[2].health.state_label(),
+            "unknown",
+            ".4 starts unchecked"
+        );
+        assert!(
+            Arc::ptr_eq(&old.stats, &new.stats),
+            "the pool keeps its statistics"
+        );
+        assert!(Arc::ptr_eq(&old.dns[0].lookups, &new.dns[0].lookups));
+        assert_eq!(
+            new.dns[0].addrs,
+            [addr("127.0.0.3:80"), addr("127.0.0.4:80")]
+        );
+    }
+
+    #[test]
+    fn a_warm_verdict_is_used_for_an_address_the_table_does_not_hold_yet() {
+        let first = build(&set(&[]), None);
+        assert_eq!(
+            first.pools[0].backends.len(),
+            1,
+            "not resolved yet: the fixed one only"
+        );
+        let mut next = set(&["127.0.0.2:80"]);
+        let warm = Arc::new(crate::health::verdict::BackendHealth::new(true));
+        next.warm
+            .insert(("app".into(), addr("127.0.0.2:80")), Arc::clone(&warm));
+        let second = build(&next, Some(&first));
+        assert!(Arc::ptr_eq(&second.pools[0].backends[1].health, &warm));
+    }
+
+    #[test]
+    fn a_failing_name_is_news_once_per_kind_of_failure() {
+        let lookups = Lookups::default();
+        assert!(lookups.failed(WallMs(10), "timeout", "no answer".into()));
+        assert!(!lookups.failed(WallMs(20), "timeout", "no answer".into()));
+        assert!(lookups.failed(WallMs(30), "nxdomain", "no such name".into()));
+        let record = lookups.record();
+        assert_eq!(
+            (record.failures, record.failing_since),
+            (3, Some(WallMs(10)))
+        );
+        let outage = lookups.succeeded(WallMs(1010), true);
+        assert_eq!(outage, Some(std::time::Duration::from_millis(1000)));
+        let record = lookups.record();
+        assert_eq!((record.changes, record.last_error), (1, None));
+        assert!(
+            lookups.failed(WallMs(2000), "timeout", "no answer".into()),
+            "news again"
+        );
+    }
+}

@@ -155,6 +155,22 @@ pub struct RuntimeView<'a> {
     pub discovered: &'a Discovered,
 }
 
+impl<'a> RuntimeView<'a> {
+    pub fn new(
+        revision: u64,
+        split: &'a Split,
+        drained: &'a BTreeSet<(String, String)>,
+        discovered: &'a Discovered,
+    ) -> Self {
+        RuntimeView {
+            revision,
+            split,
+            drained,
+            discovered,
+        }
+    }
+}
+
 /// Everything a request needs to be routed; immutable once built.
 #[derive(Debug)]
 pub struct RoutingTable {
