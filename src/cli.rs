@@ -151,6 +151,9 @@ fn exit_on_error(result: Result<(), String>) -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
+            for warning in crate::discovery::check_names(&config) {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: configuration is valid ({} pools, split {})",
                 path.display(),

@@ -376,6 +376,9 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     };
                     let _ = writeln!(out, "  {:<30} weight {:<4} {state}", b.addr, b.weight);
                 }
+                for d in &pool.dns {
+                    out.push_str(&dns_line(d));
+                }
             }
         }
         "history" => {
@@ -422,6 +425,30 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
         }
     }
     Ok(out)
+}
+
+/// `  dns NAME  → N addresses [..], resolved Xs ago[, failing since T: error]`
+fn dns_line(d: &crate::protocol::answer::DnsStatus) -> String {
+    let resolved = match d.resolved_ago_s {
+        Some(ago) => format!("resolved {ago:.1}s ago"),
+        None => "never resolved".to_string(),
+    };
+    let mut line = format!(
+        "  dns {:<26} {} address(es) [{}], {resolved}, {} change(s), {} failed lookup(s)",
+        d.name,
+        d.addresses.len(),
+        d.addresses.join(", "),
+        d.changes,
+        d.failures
+    );
+    if let Some(error) = &d.last_error {
+        let since = d.failing_since.as_deref().unwrap_or("?");
+        line.push_str(&format!(
+            "; failing since {since}: {error} (last good set kept)"
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// `ok: revision N — message; split …`

@@ -35,6 +35,7 @@
 //! | `control` | the controller (`apply`, `commit`), one plan per command (`change`), canary runs, the judge's tick, reconciliation, status, typed refusals, state file, audit log |
 //! | `notify`  | webhooks: bounded queue, one ordered worker per URL, retries |
 //! | `reload`  | config file watcher and SIGHUP → controller reload |
+//! | `discovery` | `{ dns = … }` backends: resolves names off the request path (`resolve`), publishes changed answers through the controller (`service`) |
 //! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics` |
 //!
 //! **Process and command line**
@@ -55,6 +56,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod discovery;
 pub mod guard;
 pub mod health;
 pub mod notify;

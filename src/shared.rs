@@ -25,6 +25,9 @@ pub struct Shared {
     ready: AtomicBool,
     /// The first round of health checks is done (or checks are off).
     health_ready: AtomicBool,
+    /// Every `dns` backend has had its first lookup, answered or failed
+    /// (or there are none), so a start-up request finds their addresses.
+    discovery_ready: AtomicBool,
     /// SIGTERM received: `/ready` answers 503 while in-flight requests drain.
     shutting_down: AtomicBool,
     /// Config reloads by result, for `config_reloads_total`.
@@ -71,6 +74,7 @@ impl Shared {
             table: ArcSwap::from_pointee(table),
             ready: AtomicBool::new(false),
             health_ready: AtomicBool::new(false),
+            discovery_ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -128,10 +132,16 @@ impl Shared {
         self.health_ready.store(true, Ordering::SeqCst);
     }
 
-    /// Ready for traffic: listeners up, backends checked once, not shutting down.
+    pub fn set_discovery_ready(&self) {
+        self.discovery_ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for traffic: listeners up, backends checked once, DNS names
+    /// looked up once, not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
             && self.health_ready.load(Ordering::SeqCst)
+            && self.discovery_ready.load(Ordering::SeqCst)
             && !self.shutting_down.load(Ordering::SeqCst)
     }
 

@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("control", 5),
     ("notify", 5),
     ("reload", 5),
+    ("discovery", 5), // resolves names, publishes through the controller
     // 6. the operator's doors
     ("admin", 6),
     // 7. the process and the command line

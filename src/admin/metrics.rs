@@ -22,6 +22,7 @@ pub fn render(shared: &Shared) -> String {
     let table = shared.table();
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
+    render_discovery(&mut out, &table);
     render_process(&mut out, shared, &table);
     super::process_metrics::render(&mut out);
     let encoder = prometheus::TextEncoder::new();
@@ -42,6 +43,51 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The `dns` backends of the table in force (so a removed one's series
+/// disappear with it).
+fn render_discovery(out: &mut String, table: &RoutingTable) {
+    let entries: Vec<_> = table
+        .pools
+        .iter()
+        .flat_map(|p| p.dns.iter().map(move |d| (escape(&p.name), d)))
+        .map(|(pool, d)| (pool, escape(&d.name), d.addrs.len(), d.lookups.record()))
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let families: [(&str, &str, &str); 3] = [
+        (
+            "discovery_addresses",
+            "gauge",
+            "Addresses in force for a dns backend (its last good answer).",
+        ),
+        (
+            "discovery_changes_total",
+            "counter",
+            "DNS answers that changed a dns backend's address set.",
+        ),
+        (
+            "discovery_failures_total",
+            "counter",
+            "Failed lookups of a dns backend (timeout, NXDOMAIN, SERVFAIL, unreachable, empty); the last good set stays.",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        header(out, name, kind, help);
+        for (pool, dns, addrs, record) in &entries {
+            let value = match i {
+                0 => *addrs as u64,
+                1 => record.changes,
+                _ => record.failures,
+            };
+            let _ = writeln!(
+                out,
+                "switchyard_{name}{{pool=\"{pool}\",name=\"{dns}\"}} {value}"
+            );
+        }
+    }
 }
 
 fn render_table(out: &mut String, table: &RoutingTable) {

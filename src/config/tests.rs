@@ -330,7 +330,7 @@ fn golden_bad_addresses() {
         errors("[pools.green]\nbackends = [\"127.0.0.1:9002\", \"x:y\", \"nohost.invalid:80\", 7, \"127.0.0.1:9002\"]\n"),
         "pools.green.backends[1]: invalid address \"x:y\"\n\
          pools.green.backends[2]: cannot resolve \"nohost.invalid:80\": failed to lookup address information: Name or service not known\n\
-         pools.green.backends[3]: expected \"host:port\" or { addr = \"host:port\", weight = N }, found an integer\n\
+         pools.green.backends[3]: expected \"host:port\", { addr = \"host:port\", weight = N } or { dns = \"NAME:PORT\" }, found an integer\n\
          pools.green.backends[4]: \"127.0.0.1:9002\" is listed twice in this pool\n"
     );
 }

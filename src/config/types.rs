@@ -65,6 +65,7 @@ pub struct Config {
     pub guard: GuardConfig,
     pub canary: CanaryConfig,
     pub notify: NotifyConfig,
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,23 +123,36 @@ pub struct AdminConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
+    /// Backends with a fixed address.
     pub backends: Vec<BackendConfig>,
+    /// Backends that are whatever a DNS name resolves to (`{ dns = … }`),
+    /// re-resolved by `crate::discovery` off the request path.
+    pub dns: Vec<DnsBackend>,
     /// How the proxy talks to this pool's backends.
     pub upstream: UpstreamConfig,
 }
 
 impl PoolConfig {
+    /// Has the file given this pool any backend (fixed or DNS)? A DNS
+    /// backend counts even before its name resolves.
+    pub fn has_backends(&self) -> bool {
+        !self.backends.is_empty() || !self.dns.is_empty()
+    }
+
     /// The TLS server name (SNI, and the name verified) for one backend:
     /// the pool's `sni`, else the host the backend was written with, else
     /// none (an IP address).
     pub fn server_name(&self, backend: &BackendConfig) -> String {
+        self.server_name_of(&backend.name)
+    }
+
+    /// [`PoolConfig::server_name`] of a backend written as `name`
+    /// (`"host:port"`; for a `dns` backend, its `NAME:PORT`).
+    pub fn server_name_of(&self, name: &str) -> String {
         if let Some(sni) = &self.upstream.sni {
             return sni.clone();
         }
-        let host = backend
-            .name
-            .rsplit_once(':')
-            .map_or(backend.name.as_str(), |(host, _)| host);
+        let host = name.rsplit_once(':').map_or(name, |(host, _)| host);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.parse::<std::net::IpAddr>().is_ok() {
             String::new()
@@ -249,6 +263,52 @@ pub struct IssueCookie {
     pub name: String,
     /// `Max-Age` (`[sticky] cookie_max_age`, default 24 h).
     pub max_age: std::time::Duration,
+}
+
+/// `{ dns = "NAME:PORT", weight = N, allow_empty = B }`: every A/AAAA
+/// address NAME resolves to, each with this weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsBackend {
+    /// As written (`"green.internal:8080"`): names the entry in status,
+    /// metrics and logs.
+    pub name: String,
+    /// The DNS name, lower-case, without a trailing dot.
+    pub host: String,
+    pub port: u16,
+    /// Weight of each of its addresses, >= 1.
+    pub weight: u32,
+    /// An answer with no address empties the set instead of counting as a
+    /// failed lookup; `None` = `[discovery] allow_empty`.
+    pub allow_empty: Option<bool>,
+}
+
+/// `[discovery]`: how `dns` backends are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// `ip:port` of the DNS servers to ask; empty = the system's
+    /// `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+    /// Each name is re-resolved at least this often.
+    pub refresh: Duration,
+    /// A record's TTL shorter than `refresh` brings the next lookup
+    /// forward, but never below this.
+    pub min_ttl: Duration,
+    /// One lookup (all its attempts) gives up after this long.
+    pub timeout: Duration,
+    /// The default of each backend's `allow_empty`.
+    pub allow_empty: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            nameservers: Vec::new(),
+            refresh: Duration::from_secs(5),
+            min_ttl: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            allow_empty: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

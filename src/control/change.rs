@@ -94,7 +94,7 @@ pub fn split_problem(split: &Split, config: &Config) -> Option<SplitProblem> {
     }
     split
         .iter()
-        .find(|(pool, share)| **share > Share::ZERO && config.pools[*pool].backends.is_empty())
+        .find(|(pool, share)| **share > Share::ZERO && !config.pools[*pool].has_backends())
         .map(|(pool, _)| SplitProblem::NoBackends(pool.clone()))
 }
 
@@ -133,16 +133,29 @@ fn unusable_because(pool: &crate::routing::Pool) -> String {
     }
 }
 
-/// The configured name of a backend given by name or resolved address.
-fn backend_name(config: &Config, pool: &str, backend: &str) -> Result<String, Refusal> {
+/// The configured name of a backend given by name or resolved address,
+/// or a discovered address of one of the pool's `dns` backends.
+fn backend_name(
+    config: &Config,
+    table: &RoutingTable,
+    pool: &str,
+    backend: &str,
+) -> Result<String, Refusal> {
     let p = config
         .pools
         .get(pool)
         .ok_or_else(|| Refusal::NoSuchPool(pool.to_string()))?;
+    let discovered = table
+        .pool(pool)
+        .into_iter()
+        .flat_map(|p| p.backends.iter())
+        .filter(|b| b.dns.is_some() && b.name == backend)
+        .map(|b| b.name.clone());
     p.backends
         .iter()
         .find(|b| b.name == backend || b.addr.to_string() == backend)
         .map(|b| b.name.clone())
+        .or_else(|| discovered.into_iter().next())
         .ok_or_else(|| Refusal::NoSuchBackend {
             pool: pool.to_string(),
             backend: backend.to_string(),
@@ -313,7 +326,7 @@ pub fn drain(
     drain: bool,
     force: bool,
 ) -> Result<Plan, Refusal> {
-    let name = backend_name(ctx.config, pool, backend)?;
+    let name = backend_name(ctx.config, ctx.table, pool, backend)?;
     let key = (pool.to_string(), name.clone());
     let mut state = ctx.state.clone();
     let changed = if drain {

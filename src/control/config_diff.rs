@@ -41,6 +41,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         ("[notify]", old.notify != new.notify),
         ("[server]", old.server != new.server),
         ("[admin]", old.admin != new.admin),
+        ("[discovery]", old.discovery != new.discovery),
     ];
     out.extend(
         sections
@@ -81,6 +82,19 @@ fn pool_changes(name: &str, old: &PoolConfig, new: &PoolConfig) -> Vec<String> {
                 b.name, b.weight
             ));
         }
+    }
+    if old.dns != new.dns {
+        let names = |list: &[crate::config::DnsBackend]| {
+            list.iter()
+                .map(|d| format!("{{ dns = \"{}\", weight = {} }}", d.name, d.weight))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push(format!(
+            "{name}: dns backends [{}] -> [{}]",
+            names(&old.dns),
+            names(&new.dns)
+        ));
     }
     if old.upstream != new.upstream {
         out.push(format!("{name}: upstream settings changed"));

@@ -31,13 +31,13 @@ use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
 use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
 use crate::protocol::{CanaryCommand, Command};
-use crate::routing::{RoutingTable, RuntimeView};
+use crate::routing::{Discovered, RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
 
 pub struct Controller {
     pub(super) shared: Arc<Shared>,
     /// The only writer of the routing table.
-    publisher: TablePublisher,
+    pub(super) publisher: TablePublisher,
     pub(super) config_path: PathBuf,
     pub(super) notifier: Notifier,
     pub(super) inner: Mutex<Inner>,
@@ -61,6 +61,9 @@ pub(super) struct Inner {
     /// A successor process is taking over (binary upgrade): it has read or
     /// is about to read the state file, so this process changes nothing.
     pub(super) handed_over: bool,
+    /// The addresses of the `dns` backends (`discovered`): runtime only,
+    /// found again after a restart.
+    pub(super) discovered: Discovered,
 }
 
 /// What one committed change is, for the audit record and the webhook.
@@ -126,15 +129,9 @@ impl Controller {
             state.revision = audit.last_revision().unwrap_or(0);
         }
         let config = Arc::new(config);
-        let table = RoutingTable::build(
-            Arc::clone(&config),
-            RuntimeView {
-                revision: state.revision,
-                split: &state.split,
-                drained: &state.drained,
-            },
-            None,
-        );
+        let none = Discovered::default();
+        let view = RuntimeView::new(state.revision, &state.split, &state.drained, &none);
+        let table = RoutingTable::build(Arc::clone(&config), view, None);
         let (shared, publisher) = Shared::new(table);
         let (notifier, events) = Notifier::new(Arc::clone(&shared));
         let controller = Arc::new(Controller {
@@ -150,6 +147,7 @@ impl Controller {
                 canary,
                 judge: JudgeState::default(),
                 handed_over: false,
+                discovered: Discovered::default(),
             }),
         });
         match reason {
@@ -389,15 +387,9 @@ impl Controller {
         // stepped, paused, or ended) is saved with it.
         state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
         let current = self.shared.table_arc();
-        let table = RoutingTable::build(
-            Arc::clone(&config),
-            RuntimeView {
-                revision: state.revision,
-                split: &state.split,
-                drained: &state.drained,
-            },
-            Some(&current),
-        );
+        let found = &inner.discovered;
+        let view = RuntimeView::new(state.revision, &state.split, &state.drained, found);
+        let table = RoutingTable::build(Arc::clone(&config), view, Some(&current));
         let state_dir = &config.admin.state_dir;
         if let Err(source) = state.save(state_dir) {
             // A guard rollback protects live traffic: it goes into force even

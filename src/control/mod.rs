@@ -9,6 +9,7 @@
 //! - `judge`: the guard's tick: the watch's sequential tests, rollback on a
 //!   trip, canary steps gated on evidence
 //! - `reloading`: config reloads
+//! - `discovered`: a new DNS answer as a new backend set (one swap, no revision)
 //! - `reconcile`: the saved state against the config, at start and reload
 //! - `transition`: rollback target and watch when a split changes
 //! - `status`: the status document
@@ -23,6 +24,7 @@ pub mod canary_run;
 pub mod change;
 pub mod config_diff;
 pub mod controller;
+pub mod discovered;
 pub mod error;
 pub mod judge;
 pub mod judge_state;

@@ -58,11 +58,13 @@ pub fn reconcile(
     };
     let mut state = saved.clone();
     let mut reasons = Vec::new();
+    // A drained address of a `dns` backend may be between answers: its
+    // drain lasts while the pool has `dns` backends.
     state.drained.retain(|(pool, backend)| {
-        config
-            .pools
-            .get(pool)
-            .is_some_and(|p| p.backends.iter().any(|b| &b.name == backend))
+        config.pools.get(pool).is_some_and(|p| {
+            p.backends.iter().any(|b| &b.name == backend)
+                || (!p.dns.is_empty() && backend.parse::<std::net::SocketAddr>().is_ok())
+        })
     });
     if state.drained != saved.drained {
         reasons.push("drains of removed backends dropped".to_string());

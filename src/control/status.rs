@@ -11,12 +11,13 @@ use crate::config::{format_duration, Config};
 use crate::guard::canary::CanaryRun;
 use crate::guard::Verdict;
 use crate::protocol::answer::{
-    BackendStatus, CanaryStatus, ControlStatus, GuardStatus, PoolStatus, Status, TargetStatus,
-    TestStatus, VerdictStatus, Watching, WindowFigures,
+    BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, PoolStatus, Status,
+    TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
 };
-use crate::routing::RoutingTable;
+use crate::routing::{DnsEntry, RoutingTable};
 use crate::stats::{FailureKind, StatusClass, WindowStats};
 
+use super::audit::rfc3339;
 use super::judge_state::JudgeState;
 use super::state::{split_doc, RuntimeState};
 use super::transition::expired;
@@ -64,9 +65,11 @@ pub fn table_status(table: &RoutingTable, now: Now) -> Status {
                     healthy: b.health.is_up(),
                     health: b.health.state_label().to_string(),
                     drained: b.drained,
+                    dns: b.dns.clone(),
                 })
                 .collect(),
             window: window_figures(&pool.stats.window(now.mono.0)),
+            dns: pool.dns.iter().map(|d| dns_status(d, now)).collect(),
         })
         .collect();
     Status {
@@ -76,6 +79,23 @@ pub fn table_status(table: &RoutingTable, now: Now) -> Status {
         window: format_duration(table.config.guard.window),
         pools,
         control: None,
+    }
+}
+
+/// One `dns` backend: addresses in force and its lookups' record.
+fn dns_status(entry: &DnsEntry, now: Now) -> DnsStatus {
+    let record = entry.lookups.record();
+    DnsStatus {
+        name: entry.name.clone(),
+        addresses: entry.addrs.iter().map(|a| a.to_string()).collect(),
+        resolved_at: record.resolved_at.map(rfc3339),
+        resolved_ago_s: record
+            .resolved_at
+            .map(|at| now.wall.since(at).as_secs_f64()),
+        last_error: record.last_error,
+        failing_since: record.failing_since.map(rfc3339),
+        changes: record.changes,
+        failures: record.failures,
     }
 }
 

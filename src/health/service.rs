@@ -10,7 +10,9 @@ use pingora::services::background::BackgroundService;
 
 use super::probe::{probe, ProbeTarget};
 use crate::clock::MonoMs;
-use crate::config::UpstreamProtocol;
+use crate::config::{HealthConfig, UpstreamProtocol};
+use crate::health::verdict::BackendHealth;
+use crate::routing::Pool;
 use crate::shared::Shared;
 
 /// Runs the active checks over the table in force and ends ejections whose
@@ -67,7 +69,7 @@ impl HealthService {
             for (b, backend) in pool.backends.iter().enumerate() {
                 let target = ProbeTarget {
                     addr: backend.addr,
-                    server_name: pool.config.server_name(&pool.config.backends[b]),
+                    server_name: backend.server_name.clone(),
                     tls: pool.config.upstream.tls.then(|| pool.probe_tls.clone()),
                     h2: pool.config.upstream.protocol == UpstreamProtocol::Http2,
                 };
@@ -103,6 +105,28 @@ impl HealthService {
             }
         }
     }
+}
+
+/// The first check of `addr`, an address about to join `pool` (DNS
+/// discovery's warm start), done as a round of the service would do it.
+/// The verdict starts unknown and takes this one result, so a pass puts it
+/// up at once and a failure leaves it to the service's next rounds.
+pub async fn first_check(
+    pool: &Pool,
+    config: &HealthConfig,
+    addr: std::net::SocketAddr,
+    server_name: String,
+) -> Arc<BackendHealth> {
+    let health = Arc::new(BackendHealth::new(true));
+    let target = ProbeTarget {
+        addr,
+        server_name,
+        tls: pool.config.upstream.tls.then(|| pool.probe_tls.clone()),
+        h2: pool.config.upstream.protocol == UpstreamProtocol::Http2,
+    };
+    let passed = probe(target, &config.path, config.timeout).await;
+    health.check_result(passed, config);
+    health
 }
 
 #[async_trait]

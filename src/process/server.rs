@@ -24,6 +24,7 @@ use crate::control::judge::GuardService;
 use crate::control::Controller;
 use crate::dataplane::accept::LeanKeepalive;
 use crate::dataplane::pingora::SwitchyardProxy;
+use crate::discovery::service::DiscoveryService;
 use crate::health::service::HealthService;
 use crate::notify::WebhookService;
 use crate::reload::ReloadService;
@@ -68,7 +69,9 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.bootstrap();
     let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
     let shared = Arc::clone(controller.shared());
-    // Warm start: listeners accept only once the backends were checked.
+    // Warm start: listeners accept only once the `dns` backends were
+    // looked up and the backends checked.
+    crate::discovery::service::first_round(&controller);
     crate::health::service::first_round(&shared, upgrade);
 
     let admin_listener = match config.admin.http {
@@ -162,6 +165,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     server.add_service(background_service(
         "webhooks",
         WebhookService::new(Arc::clone(&shared), webhook_events),
+    ));
+    server.add_service(background_service(
+        "dns discovery",
+        DiscoveryService::new(Arc::clone(&controller)),
     ));
     server.add_service(background_service(
         "health checks",

@@ -111,6 +111,28 @@ pub struct PoolStatus {
     pub share: f64,
     pub backends: Vec<BackendStatus>,
     pub window: WindowFigures,
+    /// The pool's `{ dns = … }` backends and what their lookups found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsStatus>,
+}
+
+/// One `{ dns = "NAME:PORT" }` backend: its addresses in force (each also
+/// a backend of the pool) and its last lookups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// As written: `green.internal:8080`.
+    pub name: String,
+    pub addresses: Vec<String>,
+    /// RFC 3339 time of the last lookup that succeeded; `None`: never yet.
+    pub resolved_at: Option<String>,
+    pub resolved_ago_s: Option<f64>,
+    /// The failure of the lookups failing now (the addresses are the last
+    /// good set), with the time they began failing.
+    pub last_error: Option<String>,
+    pub failing_since: Option<String>,
+    /// Answers that changed the set, and failed lookups, since start.
+    pub changes: u64,
+    pub failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +144,9 @@ pub struct BackendStatus {
     /// `up`, `down`, `unknown`, `ejected`.
     pub health: String,
     pub drained: bool,
+    /// The `{ dns = … }` backend this address was discovered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 /// One pool's figures over the guard window.

@@ -8,11 +8,13 @@
 //! precomputed here, so the per-request path is array lookups and one random
 //! number: no lock, no allocation.
 
+mod discovered;
 mod rng;
 mod select;
 mod sticky;
 mod table;
 
+pub use discovered::{Discovered, DnsEntry, DnsKey, LookupRecord, Lookups};
 pub use rng::fast_random;
 pub use select::{cookie_value, PoolChoice, RequestHeaders};
 pub use sticky::{bucket_of, sticky_bucket_map, CookieIssuer, StickyId, BUCKETS};

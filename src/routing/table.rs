@@ -8,11 +8,11 @@ use http::{HeaderName, HeaderValue};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
+use super::discovered::{Discovered, DnsEntry};
 use super::rng::below;
 use super::sticky::{sticky_bucket_map, CookieIssuer};
 use crate::config::{
-    BackendConfig, Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey,
-    UpstreamProtocol,
+    Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey, UpstreamProtocol,
 };
 use crate::health::verdict::{BackendHealth, Peers};
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, PoolStats, StatusClass};
@@ -22,9 +22,14 @@ pub type PoolId = usize;
 
 #[derive(Debug)]
 pub struct Backend {
-    /// The address as the operator wrote it (label in status and metrics).
+    /// The address as the operator wrote it (label in status and metrics);
+    /// for a discovered address, the address itself (`10.0.0.7:8080`).
     pub name: String,
     pub addr: SocketAddr,
+    /// The `{ dns = … }` backend this address was discovered for.
+    pub dns: Option<String>,
+    /// TLS server name of its connections and probes (empty: none).
+    pub server_name: String,
     pub weight: u32,
     /// Drained by an operator: no new requests, in-flight ones finish.
     pub drained: bool,
@@ -48,6 +53,8 @@ pub struct Pool {
     pub name_header: HeaderValue,
     pub share: Share,
     pub backends: Vec<Backend>,
+    /// The pool's `{ dns = … }` backends, whose addresses are among `backends`.
+    pub dns: Vec<DnsEntry>,
     /// Running sum of backend weights, for a weighted pick by binary search.
     cumulative_weights: Vec<u32>,
     pub stats: Arc<PoolStats>,
@@ -138,12 +145,30 @@ pub(super) enum CompiledSticky {
 }
 
 /// What the controller keeps at runtime on top of the file: the split in
-/// force and the drained backends, as `(pool, backend name)`.
+/// force, the drained backends, as `(pool, backend name)`, and the
+/// addresses of the `dns` backends.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeView<'a> {
     pub revision: u64,
     pub split: &'a Split,
     pub drained: &'a BTreeSet<(String, String)>,
+    pub discovered: &'a Discovered,
+}
+
+impl<'a> RuntimeView<'a> {
+    pub fn new(
+        revision: u64,
+        split: &'a Split,
+        drained: &'a BTreeSet<(String, String)>,
+        discovered: &'a Discovered,
+    ) -> Self {
+        RuntimeView {
+            revision,
+            split,
+            drained,
+            discovered,
+        }
+    }
 }
 
 /// Everything a request needs to be routed; immutable once built.
@@ -187,7 +212,7 @@ impl RoutingTable {
             .map(|(name, pool_config)| {
                 let share = runtime.split.get(name).copied().unwrap_or(Share::ZERO);
                 let prior = previous.and_then(|t| t.pool(name));
-                build_pool(&config, name, pool_config, share, runtime.drained, prior)
+                build_pool(&config, name, pool_config, share, &runtime, prior)
             })
             .collect();
 
@@ -278,6 +303,7 @@ impl RoutingTable {
                 revision: 1,
                 split: &split,
                 drained: &Default::default(),
+                discovered: &Default::default(),
             },
             None,
         )
@@ -301,7 +327,7 @@ fn build_pool(
     name: &str,
     pool_config: &PoolConfig,
     share: Share,
-    drained: &BTreeSet<(String, String)>,
+    runtime: &RuntimeView<'_>,
     prior: Option<&Pool>,
 ) -> Pool {
     let stats = match prior {
@@ -331,24 +357,67 @@ fn build_pool(
     } else {
         None
     };
-    let backends: Vec<Backend> = pool_config
-        .backends
-        .iter()
-        .map(|b| {
-            let health = prior
-                .and_then(|p| p.backends.iter().find(|old| old.addr == b.addr))
-                .map(|old| Arc::clone(&old.health))
-                .unwrap_or_else(|| Arc::new(BackendHealth::new(config.health.enabled)));
-            Backend {
-                name: b.name.clone(),
-                addr: b.addr,
-                weight: b.weight,
-                drained: drained.contains(&(name.to_string(), b.name.clone())),
-                health,
-                peer: build_peer(config, pool_config, b, &ca),
-            }
-        })
-        .collect();
+    // Fixed backends first, then each `dns` backend's addresses; an
+    // address already in the pool is not added twice.
+    let fixed = pool_config.backends.iter().map(|b| Member {
+        name: b.name.clone(),
+        addr: b.addr,
+        weight: b.weight,
+        dns: None,
+        server_name: pool_config.server_name(b),
+    });
+    let found = pool_config.dns.iter().flat_map(|dns| {
+        let key = (name.to_string(), dns.name.clone());
+        let server_name = pool_config.server_name_of(&dns.name);
+        runtime
+            .discovered
+            .addrs(&key)
+            .iter()
+            .map(move |addr| Member {
+                name: addr.to_string(),
+                addr: *addr,
+                weight: dns.weight,
+                dns: Some(dns.name.clone()),
+                server_name: server_name.clone(),
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut backends: Vec<Backend> = Vec::new();
+    for member in fixed.chain(found) {
+        let Member {
+            name: backend_name,
+            addr,
+            weight,
+            dns,
+            server_name,
+        } = member;
+        if backends.iter().any(|b| b.addr == addr) {
+            continue;
+        }
+        let health = prior
+            .and_then(|p| p.backends.iter().find(|old| old.addr == addr))
+            .map(|old| Arc::clone(&old.health))
+            .or_else(|| {
+                runtime
+                    .discovered
+                    .warm
+                    .get(&(name.to_string(), addr))
+                    .cloned()
+            })
+            .unwrap_or_else(|| Arc::new(BackendHealth::new(config.health.enabled)));
+        backends.push(Backend {
+            drained: runtime
+                .drained
+                .contains(&(name.to_string(), backend_name.clone())),
+            peer: build_peer(config, pool_config, addr, &server_name, &ca),
+            name: backend_name,
+            addr,
+            dns,
+            server_name,
+            weight,
+            health,
+        });
+    }
     let cumulative_weights = backends
         .iter()
         .scan(0u32, |sum, b| {
@@ -356,7 +425,23 @@ fn build_pool(
             Some(*sum)
         })
         .collect();
+    let dns = pool_config
+        .dns
+        .iter()
+        .map(|d| DnsEntry {
+            name: d.name.clone(),
+            addrs: runtime
+                .discovered
+                .addrs(&(name.to_string(), d.name.clone()))
+                .to_vec(),
+            lookups: prior
+                .and_then(|p| p.dns.iter().find(|old| old.name == d.name))
+                .map(|old| Arc::clone(&old.lookups))
+                .unwrap_or_default(),
+        })
+        .collect();
     Pool {
+        dns,
         name: name.to_string(),
         name_header: HeaderValue::from_str(name)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-pool-name")),
@@ -369,22 +454,32 @@ fn build_pool(
     }
 }
 
+/// One backend of a pool before it is built: fixed or discovered.
+struct Member {
+    name: String,
+    addr: SocketAddr,
+    weight: u32,
+    dns: Option<String>,
+    server_name: String,
+}
+
 /// An upstream peer with every timeout set explicitly (pingora's defaults
 /// are "wait forever", which no edge proxy wants) and the pool's TLS and
 /// protocol options.
 fn build_peer(
     config: &Config,
     pool: &PoolConfig,
-    backend: &BackendConfig,
+    addr: SocketAddr,
+    server_name: &str,
     ca: &Option<Arc<pingora::protocols::tls::CaType>>,
 ) -> HttpPeer {
     let upstream = &pool.upstream;
     let sni = if upstream.tls {
-        pool.server_name(backend)
+        server_name.to_string()
     } else {
         String::new()
     };
-    let mut peer = HttpPeer::new(backend.addr, upstream.tls, sni);
+    let mut peer = HttpPeer::new(addr, upstream.tls, sni);
     let server = &config.server;
     peer.options.connection_timeout = Some(server.connect_timeout);
     peer.options.read_timeout = Some(server.read_timeout);

@@ -8,9 +8,11 @@
 //!
 //! - `server`: `[server]`, `[[server.tls]]`, `[admin]`
 //! - `pools`: `[pools.*]`, their upstream options and backends
+//! - `discovery`: `{ dns = "NAME:PORT" }` backends and `[discovery]`
 //! - `traffic`: `[split]`, `[sticky]`, `[[route]]`
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
 
+mod discovery;
 mod policy;
 mod pools;
 mod server;
@@ -43,6 +45,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let guard = policy::read_guard(errors, root);
         let canary = policy::read_canary(errors, root);
         let notify = policy::read_notify(errors, root, base_dir);
+        let discovery = discovery::read_discovery(errors, root);
         Config {
             server,
             admin,
@@ -55,6 +58,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             guard,
             canary,
             notify,
+            discovery,
         }
     });
     if errors.0.is_empty() {

@@ -1,6 +1,8 @@
-//! `[pools.*]`: each pool's backends (resolved now, once, so the request
-//! path never waits on DNS) and how the proxy talks to them (`tls`, `sni`,
-//! `verify`, `ca_file`, `protocol`, `grpc_error_codes`).
+//! `[pools.*]`: each pool's backends (host names resolved now, once, so
+//! the request path never waits on DNS; `{ dns = … }` names are followed
+//! at runtime by `crate::discovery`, see `super::discovery`) and how the
+//! proxy talks to them (`tls`, `sni`, `verify`, `ca_file`, `protocol`,
+//! `grpc_error_codes`).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,9 +10,10 @@ use std::path::Path;
 
 use toml::Value;
 
+use super::discovery::read_dns_backend;
 use super::{resolve_path, tls};
 use crate::config::types::{
-    BackendConfig, GrpcCodes, PoolConfig, UpstreamConfig, UpstreamProtocol,
+    BackendConfig, DnsBackend, GrpcCodes, PoolConfig, UpstreamConfig, UpstreamProtocol,
 };
 use crate::config::walk::{expected, join, Errors, Section};
 
@@ -68,9 +71,13 @@ fn read_pool(errors: &mut Errors, p: &Section, base_dir: &Path) -> PoolConfig {
             "missing (use [] for a pool being prepared)",
         );
     }
-    let backends = read_backends(errors, p);
+    let (backends, dns) = read_backends(errors, p);
     let upstream = read_upstream(errors, p, base_dir);
-    let pool = PoolConfig { backends, upstream };
+    let pool = PoolConfig {
+        backends,
+        dns,
+        upstream,
+    };
     if pool.upstream.tls && pool.upstream.verify {
         for backend in &pool.backends {
             if pool.server_name(backend).is_empty() {
@@ -184,8 +191,11 @@ fn read_grpc_codes(errors: &mut Errors, pool: &Section) -> GrpcCodes {
     GrpcCodes(codes)
 }
 
-fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
+/// The pool's `backends`: fixed addresses (`"host:port"`, `{ addr = … }`)
+/// and DNS names (`{ dns = "NAME:PORT" }`), each with its weight.
+fn read_backends(errors: &mut Errors, pool: &Section) -> (Vec<BackendConfig>, Vec<DnsBackend>) {
     let mut backends: Vec<BackendConfig> = Vec::new();
+    let mut dns: Vec<DnsBackend> = Vec::new();
     for (i, item) in pool
         .array(errors, "backends")
         .into_iter()
@@ -195,6 +205,34 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
         let path = format!("{}[{i}]", pool.key("backends"));
         let (text, weight) = match item {
             Value::String(text) => (text.as_str(), 1),
+            Value::Table(table) if table.contains_key("dns") => {
+                let entry = Section::read(errors, path.clone(), table, |b, errors| {
+                    if b.raw("addr").is_some() {
+                        errors.add(
+                            &path,
+                            "give either addr (one address) or dns (every address of a name), not both",
+                        );
+                    }
+                    let text = b.str(errors, "dns")?;
+                    read_dns_backend(errors, b, text)
+                });
+                let Some(entry) = entry else { continue };
+                if dns
+                    .iter()
+                    .any(|d| d.host == entry.host && d.port == entry.port)
+                {
+                    errors.add(
+                        &path,
+                        format!(
+                            "{{ dns = \"{}\" }} is listed twice in this pool",
+                            entry.name
+                        ),
+                    );
+                    continue;
+                }
+                dns.push(entry);
+                continue;
+            }
             Value::Table(table) => {
                 let entry = Section::read(errors, path.clone(), table, |b, errors| {
                     let weight = b.int(errors, "weight", 1..=1000).unwrap_or(1) as u32;
@@ -202,7 +240,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
                         Some(text) => Some((text, weight)),
                         None => {
                             if !b.has("addr") {
-                                errors.add(b.key("addr"), "missing");
+                                errors.add(b.key("addr"), "missing (or dns = \"NAME:PORT\")");
                             }
                             None
                         }
@@ -215,7 +253,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
                 expected(
                     errors,
                     &path,
-                    "\"host:port\" or { addr = \"host:port\", weight = N }",
+                    "\"host:port\", { addr = \"host:port\", weight = N } or { dns = \"NAME:PORT\" }",
                     other,
                 );
                 continue;
@@ -234,7 +272,7 @@ fn read_backends(errors: &mut Errors, pool: &Section) -> Vec<BackendConfig> {
             weight,
         });
     }
-    backends
+    (backends, dns)
 }
 
 /// `ip:port` parses directly; `host:port` is resolved now, once, so the

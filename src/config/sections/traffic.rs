@@ -70,7 +70,7 @@ pub(super) fn read_split(
             all_valid = false;
             continue;
         };
-        if share > Share::ZERO && pool.backends.is_empty() {
+        if share > Share::ZERO && !pool.has_backends() {
             errors.add(
                 &path,
                 format!("pool has a share of {share} but no backends"),
