@@ -26,6 +26,7 @@
 //! | `routing`   | the immutable routing table; pool and backend choice per request |
 //! | `health`    | `verdict` (per-backend atomics), `ejection` (pure passive ejection), `probe`, `service` |
 //! | `shared`    | what every service shares: the routing table (one publisher), readiness, counters |
+//! | `access_log` | one line per request: per-thread rings of formatted lines, drained by a writer thread |
 //!
 //! **Control plane** (the one writer)
 //!
@@ -47,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod clock;

@@ -29,7 +29,9 @@ use crate::clock::Now;
 use crate::config::Config;
 use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
-use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
+use crate::protocol::answer::{
+    Answer, Applied, Event, GuardEvidence, History, LogsReopened, Status,
+};
 use crate::protocol::{CanaryCommand, Command};
 use crate::routing::{RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
@@ -200,6 +202,7 @@ impl Controller {
                     ok: true,
                     history: self.history(n),
                 }),
+                Command::ReopenLogs => Answer::LogsReopened(reopen_logs()?),
                 _ => Answer::Status(Box::new(self.status(now))),
             });
         }
@@ -260,7 +263,7 @@ impl Controller {
             Command::Undo(revision) => change::undo(&ctx, &inner.audit, *revision),
             Command::GuardPause(pause) => change::guard_pause(&ctx, *pause),
             Command::Canary(action) => canary_run::command(&ctx, &mut inner.canary, action),
-            Command::Status | Command::History(_) | Command::Reload => {
+            Command::Status | Command::History(_) | Command::Reload | Command::ReopenLogs => {
                 Err(Refusal::Internal("internal: not a change".into()))
             }
         }?;
@@ -423,4 +426,19 @@ impl Controller {
         inner.config = config;
         Ok(inner.state.revision)
     }
+}
+
+/// `reopen-logs` (and SIGUSR1, in `access_log::writer`): the access log
+/// file is opened again by its path, as logrotate expects after a rename.
+fn reopen_logs() -> Result<LogsReopened, Refusal> {
+    let reopened = crate::access_log::writer::reopen()?;
+    let message = match &reopened {
+        Some(path) => format!("reopened {}", path.display()),
+        None => "no access log file to reopen (none configured, or stderr)".to_string(),
+    };
+    Ok(LogsReopened {
+        ok: true,
+        reopened: reopened.map(|p| p.display().to_string()),
+        message,
+    })
 }

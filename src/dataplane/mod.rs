@@ -10,6 +10,7 @@
 //!   fallback, the connect-retry decision, passive health from the outcome,
 //!   recording the outcome in the pool's statistics.
 //! - [`answers`]: the 502/503 answers of both paths.
+//! - [`log_fields`]: the access log fields of a request on pingora's path.
 //!
 //! Nothing here writes shared state other than the pool statistics and
 //! the backends' passive health; the table is read with one `ArcSwap` load
@@ -19,4 +20,5 @@ pub mod accept;
 pub mod answers;
 pub mod exchange;
 pub mod fastpath;
+pub mod log_fields;
 pub mod pingora;

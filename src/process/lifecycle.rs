@@ -86,6 +86,7 @@ async fn drain_then_exit() {
                 "drained in {} ms: every in-flight request finished; exiting",
                 began.elapsed().as_millis()
             );
+            crate::access_log::writer::flush();
             std::process::exit(0);
         }
     }

@@ -23,6 +23,15 @@ impl PoolChoice {
             PoolChoice::Route(p) | PoolChoice::Sticky(p) | PoolChoice::Split(p) => p,
         }
     }
+
+    /// Why the pool was chosen, as the access log says it.
+    pub fn why(self) -> &'static str {
+        match self {
+            PoolChoice::Route(_) => "route",
+            PoolChoice::Sticky(_) => "sticky",
+            PoolChoice::Split(_) => "split",
+        }
+    }
 }
 
 impl RoutingTable {

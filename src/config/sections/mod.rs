@@ -10,7 +10,9 @@
 //! - `pools`: `[pools.*]`, their upstream options and backends
 //! - `traffic`: `[split]`, `[sticky]`, `[[route]]`
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
+//! - `access_log`: `[access_log]`
 
+mod access_log;
 mod policy;
 mod pools;
 mod server;
@@ -43,6 +45,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let guard = policy::read_guard(errors, root);
         let canary = policy::read_canary(errors, root);
         let notify = policy::read_notify(errors, root, base_dir);
+        let access_log = access_log::read_access_log(errors, root, base_dir);
         Config {
             server,
             admin,
@@ -54,6 +57,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             guard,
             canary,
             notify,
+            access_log,
         }
     });
     if errors.0.is_empty() {

@@ -17,8 +17,9 @@ use super::head::{self, ClientAddr, Parsed};
 use super::io::{clamp, read_within, write_within};
 use super::scratch::Scratch;
 use super::upstream::IdlePool;
+use crate::access_log::capture::answer_body_len;
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
-use crate::dataplane::exchange::{Attempt, Outcome};
+use crate::dataplane::exchange::{finish_unrouted, Attempt, Outcome};
 use crate::routing::{fast_random, Pool};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, Instant, REQUESTS};
@@ -140,6 +141,8 @@ pub(super) struct Connection {
     pub buffered: usize,
     /// The timeout of whatever the connection waits on.
     pub deadline: Deadline,
+    /// Bytes written to the client for the current request (access log).
+    pub sent: u64,
 }
 
 /// How one request ended, for the statistics and the client.
@@ -177,7 +180,9 @@ pub(super) struct Delivered {
 impl Connection {
     /// Writes `bytes` to the client, within `limit`.
     pub(super) async fn write_client(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
-        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await
+        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await?;
+        self.sent += bytes.len() as u64;
+        Ok(())
     }
 
     /// Reads from the client into `buf`, within `limit`.
@@ -280,6 +285,8 @@ impl Connection {
         };
         let _in_flight = REQUESTS.start();
         let started = Instant::now();
+        self.sent = 0;
+        scratch.log.take_h1(&scratch.out, request.why);
 
         // The body's first bytes (maybe all of it) came with the head; they
         // go out with the upstream head. Bytes after the body are the next
@@ -294,6 +301,11 @@ impl Connection {
         let body_left = request.body_len - in_buffer as u64;
 
         let Some(pool_id) = request.pool else {
+            let client = self.client_addr.ip;
+            finish_unrouted(started, || crate::access_log::Entry {
+                bytes: answer_body_len(NO_SHARE),
+                ..scratch.log.entry(client, 503, 0, started)
+            });
             let _ = self.write_client(NO_SHARE, CLIENT_TIMEOUT).await;
             return Next::Close;
         };
@@ -334,40 +346,54 @@ impl Connection {
         started: Instant,
         result: Result<Delivered, Failure>,
     ) -> Next {
-        let (outcome, answer) = match result {
+        let (client, sent) = (self.client_addr.ip, self.sent);
+        let (outcome, answer, status, next) = match result {
             Ok(delivered) => {
-                attempt.finish(pool, Outcome::Answered(delivered.status), started, health);
-                return if delivered.client_close {
+                let next = if delivered.client_close {
                     Next::Close
                 } else {
                     Next::KeepAlive
                 };
+                let status = delivered.status;
+                (Outcome::Answered(status), None, status, next)
             }
-            Err(Failure::Client) => return Next::Close,
+            // 499: the client went away first (NGINX's code for it).
+            Err(Failure::Client) => (Outcome::ClientGone, None, 499, Next::Close),
             Err(Failure::NoBackend) => {
                 scratch.out.clear();
                 Answer::NoBackend { pool: &pool.name }.write_h1(&mut scratch.out);
                 let unanswered = Outcome::Failed {
                     backend_at_fault: false,
                 };
-                (unanswered, Some(&scratch.out[..]))
+                (unanswered, Some(&scratch.out[..]), 503, Next::Close)
             }
             Err(Failure::Connect) => {
                 let unanswered = Outcome::Failed {
                     backend_at_fault: false,
                 };
-                (unanswered, Some(BAD_GATEWAY))
+                (unanswered, Some(BAD_GATEWAY), 502, Next::Close)
             }
             Err(Failure::Upstream { kind, answered }) => (
                 Outcome::UpstreamFailed(kind),
                 (!answered).then_some(BAD_GATEWAY),
+                scratch.log.status.filter(|_| answered).unwrap_or(502),
+                Next::Close,
             ),
         };
-        attempt.finish(pool, outcome, started, health);
+        attempt.finish(pool, outcome, started, health, || {
+            let entry = scratch.log.entry(client, status, sent, started);
+            match answer {
+                Some(bytes) => crate::access_log::Entry {
+                    bytes: answer_body_len(bytes),
+                    ..entry
+                },
+                None => entry,
+            }
+        });
         if let Some(bytes) = answer {
             let _ =
                 write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
         }
-        Next::Close
+        next
     }
 }

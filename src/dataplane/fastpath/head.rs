@@ -74,6 +74,8 @@ pub struct Request {
     pub head_method: bool,
     /// The pool chosen for it; `None` when no pool has a share.
     pub pool: Option<PoolId>,
+    /// Why that pool (`route`, `sticky`, `split`), for the access log.
+    pub why: &'static str,
 }
 
 /// Parses a client's request head from `bytes`; on success chooses the pool
@@ -190,11 +192,10 @@ pub fn parse_request(
         }
         out.extend_from_slice(b"\r\n");
     }
+    crate::access_log::capture::add_request_id_h1(headers, out);
     out.extend_from_slice(b"\r\n");
 
-    let pool = table
-        .choose_pool(headers, client.ip, random)
-        .map(|choice| choice.pool());
+    let choice = table.choose_pool(headers, client.ip, random);
     Parsed::Done(Request {
         head_len,
         body_len: body_len.unwrap_or(0),
@@ -204,7 +205,8 @@ pub fn parse_request(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         head_method: method == "HEAD",
-        pool,
+        pool: choice.map(|choice| choice.pool()),
+        why: choice.map_or("", |choice| choice.why()),
     })
 }
 
