@@ -342,7 +342,7 @@ async fn errors_only_and_sample_keep_only_what_they_say() {
         .map(|l| json(l)["target"].to_string())
         .collect();
     assert_eq!(targets, ["\"/broken\"", "\"/last\""], "only the errors");
-    // The writer drains every 100 ms at most when idle: well past that,
+    // The writer drains every 20 ms at most when idle: well past that,
     // the sampled-out log is still empty.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(std::fs::read_to_string(&none_log).unwrap_or_default(), "");
