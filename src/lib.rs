@@ -36,7 +36,7 @@
 //! | `control` | the controller (`apply`, `commit`), one plan per command (`change`), canary runs, the judge's tick, reconciliation, status, typed refusals, state file, audit log |
 //! | `notify`  | webhooks: bounded queue, one ordered worker per URL, retries |
 //! | `reload`  | config file watcher and SIGHUP → controller reload |
-//! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics` |
+//! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics`, the live dashboard on `/` |
 //!
 //! **Process and command line**
 //!
