@@ -81,7 +81,7 @@ async fn allocations_of_2000_requests(client: &mut TcpStream, buf: &mut [u8]) ->
     }
     let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
     COUNTING.with(|c| c.set(false));
-    allocated as u64
+    allocated
 }
 
 /// Both with the access log off and on: the log is process-wide, so one

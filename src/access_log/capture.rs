@@ -38,8 +38,8 @@ pub struct Capture {
     user_agent: Span,
     /// The status of the response head relayed to the client, if any.
     pub status: Option<u16>,
-    /// Bytes written to the client when the response body began.
-    pub body_mark: u64,
+    /// Response body bytes relayed to the client.
+    pub body_bytes: u64,
     /// When the upstream's response head arrived.
     pub upstream_at: Option<Instant>,
     /// `route`, `sticky` or `split`.
@@ -112,37 +112,24 @@ impl Capture {
         }
     }
 
-    /// The response head arrived with `status`; `sent` bytes had gone to
-    /// the client before its body begins.
-    pub fn answered(&mut self, status: u16, sent: u64) {
+    /// The upstream's response head arrived with `status`.
+    pub fn answered(&mut self, status: u16) {
         if super::enabled() {
             self.status = Some(status);
-            self.body_mark = sent;
             self.upstream_at = Some(Instant::now());
         }
     }
 
-    /// The log entry of this request: answered `status` to `client`, with
-    /// `sent` bytes written to the client since the request began (pool,
+    /// The log entry of this request, answered `status` to `client` (pool,
     /// backend and duration are the exchange's to fill in).
-    pub fn entry(
-        &self,
-        client: Option<IpAddr>,
-        status: u16,
-        sent: u64,
-        started: Instant,
-    ) -> Entry<'_> {
+    pub fn entry(&self, client: Option<IpAddr>, status: u16, started: Instant) -> Entry<'_> {
         Entry {
             client,
             method: self.method(),
             target: self.target(),
             protocol: "HTTP/1.1",
             status,
-            bytes: if self.status.is_some() {
-                sent.saturating_sub(self.body_mark)
-            } else {
-                0
-            },
+            bytes: self.body_bytes,
             duration: Duration::ZERO,
             upstream: self
                 .upstream_at

@@ -119,14 +119,15 @@ mod tests {
 
     #[test]
     fn a_full_ring_refuses_instead_of_overwriting() {
-        let ring = Ring::new(64); // 8 words: 3 lines of 2 words each fit
+        let ring = Ring::new(64); // 8 words: 4 lines of 2 words each fit
         assert!(ring.push(b"12345678"));
         assert!(ring.push(b"abcdefgh"));
         assert!(ring.push(b"ABCDEFGH"));
+        assert!(ring.push(b"87654321"));
         assert!(!ring.push(b"too much"));
         let mut out = Vec::new();
-        assert_eq!(ring.drain_into(&mut out), 3);
-        assert_eq!(out, b"12345678abcdefghABCDEFGH");
+        assert_eq!(ring.drain_into(&mut out), 4);
+        assert_eq!(out, b"12345678abcdefghABCDEFGH87654321");
         assert!(ring.push(b"room again"));
     }
 

@@ -141,8 +141,6 @@ pub(super) struct Connection {
     pub buffered: usize,
     /// The timeout of whatever the connection waits on.
     pub deadline: Deadline,
-    /// Bytes written to the client for the current request (access log).
-    pub sent: u64,
 }
 
 /// How one request ended, for the statistics and the client.
@@ -180,9 +178,7 @@ pub(super) struct Delivered {
 impl Connection {
     /// Writes `bytes` to the client, within `limit`.
     pub(super) async fn write_client(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
-        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await?;
-        self.sent += bytes.len() as u64;
-        Ok(())
+        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await
     }
 
     /// Reads from the client into `buf`, within `limit`.
@@ -285,7 +281,6 @@ impl Connection {
         };
         let _in_flight = REQUESTS.start();
         let started = Instant::now();
-        self.sent = 0;
         scratch.log.take_h1(&scratch.out, request.why);
 
         // The body's first bytes (maybe all of it) came with the head; they
@@ -304,7 +299,7 @@ impl Connection {
             let client = self.client_addr.ip;
             finish_unrouted(started, || crate::access_log::Entry {
                 bytes: answer_body_len(NO_SHARE),
-                ..scratch.log.entry(client, 503, 0, started)
+                ..scratch.log.entry(client, 503, started)
             });
             let _ = self.write_client(NO_SHARE, CLIENT_TIMEOUT).await;
             return Next::Close;
@@ -346,7 +341,7 @@ impl Connection {
         started: Instant,
         result: Result<Delivered, Failure>,
     ) -> Next {
-        let (client, sent) = (self.client_addr.ip, self.sent);
+        let client = self.client_addr.ip;
         let (outcome, answer, status, next) = match result {
             Ok(delivered) => {
                 let next = if delivered.client_close {
@@ -381,7 +376,7 @@ impl Connection {
             ),
         };
         attempt.finish(pool, outcome, started, health, || {
-            let entry = scratch.log.entry(client, status, sent, started);
+            let entry = scratch.log.entry(client, status, started);
             match answer {
                 Some(bytes) => crate::access_log::Entry {
                     bytes: answer_body_len(bytes),
@@ -390,10 +385,12 @@ impl Connection {
                 None => entry,
             }
         });
-        if let Some(bytes) = answer {
-            let _ =
-                write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
-        }
-        next
+        // Only our own answers are written here, and they close: `next`
+        // is not kept across the write (the connection future stays small).
+        let Some(bytes) = answer else {
+            return next;
+        };
+        let _ = write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
+        Next::Close
     }
 }

@@ -74,7 +74,6 @@ pub async fn serve(
         client_addr: ClientAddr::new(client_ip),
         buffered: 0,
         deadline: Deadline::new(),
-        sent: 0,
     };
     let serving = Serving {
         shared,
