@@ -54,6 +54,11 @@
 #   SWITCHYARD_BIN [build with `cargo build --release`; CARGO_TARGET_DIR honoured]
 #   SWITCHYARD_BIN_B [none]: a second switchyard binary, benched as
 #     "switchyard-b" in the same interleaved rounds (A/B of a build change)
+#   ACCESS_LOG [1]: also bench "switchyard-log", the same binary with the JSON
+#     access log on ([access_log] path = RUN_DIR/switchyard-log/access.log),
+#     in the same interleaved rounds; reports its req/s over switchyard's
+#     (median of the per-round ratios; the goal is >= 0.90) and the lines
+#     written and dropped
 #   SWITCHYARD_SERVER_B [none]: extra [server] lines for switchyard-b, e.g.
 #     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
 #     it benches the same binary twice
@@ -89,6 +94,7 @@ SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NOFILE=${NOFILE:-65536}
 KEEP=${KEEP:-0}
+ACCESS_LOG=${ACCESS_LOG:-1}
 
 readonly HOST=127.0.0.1   # loopback only
 W_BLUE=90 W_GREEN=10
@@ -97,7 +103,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 for v in ROUNDS DURATION WARMUP PAUSE CONNS WRK_THREADS THREADS LOAD LIVE LIVE_DURATION \
-         SHIFT_INTERVAL IDLE IDLE_CONNS IDLE_BATCH IDLE_HOLD_SECS NOFILE KEEP QUICK; do
+         SHIFT_INTERVAL IDLE IDLE_CONNS IDLE_BATCH IDLE_HOLD_SECS NOFILE KEEP QUICK ACCESS_LOG; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && CONNS >= 1 && WRK_THREADS >= 1 && THREADS >= 1 \
@@ -224,6 +230,7 @@ declare -a TARGETS=()
 for p in $PROXIES; do
   case $p in
     switchyard) TARGETS+=(switchyard)
+                if ((ACCESS_LOG)); then TARGETS+=(switchyard-log); fi
                 if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then TARGETS+=(switchyard-b); fi ;;
     nginx)   if command -v nginx >/dev/null; then TARGETS+=(nginx); else log "nginx not installed: skipped"; fi ;;
     haproxy) if command -v haproxy >/dev/null; then TARGETS+=(haproxy); else log "haproxy not installed: skipped"; fi ;;
@@ -298,14 +305,18 @@ fi
 
 # ---------------------------------------------------------------- proxies --
 HA_SOCK=$RUN_DIR/haproxy/admin.sock
-declare -A BIN_OF=()
+declare -A BIN_OF=() ADMIN_OF=()
 
-# start_switchyard NAME BIN : a switchyard named NAME (switchyard, switchyard-b)
+# start_switchyard NAME BIN : a switchyard named NAME (switchyard,
+# switchyard-log, switchyard-b)
 start_switchyard() {
-  local name=$1 bin=$2 d=$RUN_DIR/$1 extra=""
+  local name=$1 bin=$2 d=$RUN_DIR/$1 extra="" log_section=""
   [[ $name == switchyard-b ]] && extra=${SWITCHYARD_SERVER_B:-}
+  [[ $name == switchyard-log ]] && log_section="[access_log]
+path = \"$d/access.log\"
+format = \"json\""
   PORT[$name]=$(free_port); BIN_OF[$name]=$bin
-  local admin_http; admin_http=$(free_port)
+  local admin_http; admin_http=$(free_port); ADMIN_OF[$name]=$admin_http
   mkdir -p "$d/state"
   cat >"$d/switchyard.toml" <<EOF
 [server]
@@ -335,6 +346,8 @@ enabled = true
 path = "/"
 interval = "2s"
 timeout = "1s"
+
+$log_section
 EOF
   "$bin" check -c "$d/switchyard.toml" >/dev/null || die "$name rejected the generated config"
   start_bg "$name" env RUST_LOG=warn "$bin" run -c "$d/switchyard.toml"
@@ -342,6 +355,7 @@ EOF
     || { tail -n 30 "$RUN_DIR/$name.log" >&2; die "$name did not start"; }
 }
 if has switchyard; then start_switchyard switchyard "$SWITCHYARD_BIN"; fi
+if has switchyard-log; then start_switchyard switchyard-log "$SWITCHYARD_BIN"; fi
 if has switchyard-b; then start_switchyard switchyard-b "$SWITCHYARD_BIN_B"; fi
 
 # nginx proxy config: weights 90/10, upstream keep-alive
@@ -498,7 +512,7 @@ if ((LOAD)); then
   done
 
   echo
-  printf '%-12s %9s %19s %8s %8s %11s %9s %7s %17s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors 'cpu us/req usr+sys'
+  printf '%-14s %9s %19s %8s %8s %11s %9s %7s %17s\n' proxy 'req/s' '(min..max)' 'p50 ms' 'p99 ms' 'x haproxy' requests errors 'cpu us/req usr+sys'
   hz=$(getconf CLK_TCK)
   for t in "${TARGETS[@]}"; do
     rpss=() p50s=() p99s=() ratios=() reqs=0 errs=0 uticks=0 sticks=0
@@ -520,11 +534,26 @@ if ((LOAD)); then
     if has haproxy; then ratio=$(printf '%s\n' "${ratios[@]}" | median); ratio=$(printf '%.2fx' "$ratio"); fi
     cpu=$(awk -v u="$uticks" -v s="$sticks" -v n="$reqs" -v hz="$hz" \
       'BEGIN{ if (n > 0) printf "%.2f+%.2f", u / hz / n * 1e6, s / hz / n * 1e6; else printf "-" }')
-    printf '%-12s %9.0f %19s %8.2f %8.2f %11s %9d %7d %17s\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
+    printf '%-14s %9.0f %19s %8.2f %8.2f %11s %9d %7d %17s\n' "$t" "$med" "($(printf '%.0f..%.0f' "$lo" "$hi"))" \
       "$(printf '%s\n' "${p50s[@]}" | median)" "$(printf '%s\n' "${p99s[@]}" | median)" "$ratio" "$reqs" "$errs" "$cpu"
   done
   echo "(x haproxy = median over rounds of req/s / HAProxy's req/s in the same round; errors = socket errors + non-2xx, all rounds;"
   echo " cpu = the proxy's own user+system CPU time per request over the measured runs, from /proc/PID/stat, children included)"
+  if has switchyard-log; then
+    ratios=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      read -r on _ <<<"$(parse "$RUN_DIR/wrk.switchyard-log.$r.txt")"
+      read -r off _ <<<"$(parse "$RUN_DIR/wrk.switchyard.$r.txt")"
+      ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN{printf "%.3f", (b > 0 ? a / b : 0)}')")
+    done
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    lines=$(wc -l <"$RUN_DIR/switchyard-log/access.log" 2>/dev/null || echo 0)
+    dropped=$(timeout 10 curl -s "http://$HOST:${ADMIN_OF[switchyard-log]}/metrics" |
+      awk '/^switchyard_access_log_dropped_total /{print $2}')
+    verdict=$(awk -v x="$ratio" 'BEGIN{print (x >= 0.9 ? "ok, >= 0.90" : "BELOW 0.90")}')
+    echo "access log: switchyard-log / switchyard req/s = $(printf '%.2fx' "$ratio") (median of per-round ratios: ${ratios[*]}; $verdict);"
+    echo "            JSON lines written $lines, dropped ${dropped:-?} (switchyard_access_log_dropped_total)"
+  fi
 fi
 
 # ------------------------------------------------------------ 2. live shift --

@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::control::Refusal;
 use crate::protocol::answer::{
-    Applied, ControlStatus, History, Refused, Reloaded, SplitDoc, Status, VerdictStatus,
+    Applied, ControlStatus, History, LogsReopened, Refused, Reloaded, SplitDoc, Status,
+    VerdictStatus,
 };
 use crate::protocol::command::USAGE;
 use crate::protocol::wire::{one_line, request, ClientError};
@@ -404,6 +405,10 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     split_text(&r.split)
                 );
             }
+        }
+        "reopen-logs" => {
+            let reopened: LogsReopened = read(answer)?;
+            let _ = writeln!(out, "ok: {}", reopened.message);
         }
         "reload" => {
             let reloaded: Reloaded = read(answer)?;

@@ -26,6 +26,7 @@
 //! | `routing`   | the immutable routing table; pool and backend choice per request |
 //! | `health`    | `verdict` (per-backend atomics), `ejection` (pure passive ejection), `probe`, `service` |
 //! | `shared`    | what every service shares: the routing table (one publisher), readiness, counters |
+//! | `access_log` | one line per request: per-thread rings of formatted lines, drained by a writer thread |
 //!
 //! **Control plane** (the one writer)
 //!
@@ -36,7 +37,7 @@
 //! | `notify`  | webhooks: bounded queue, one ordered worker per URL, retries |
 //! | `reload`  | config file watcher and SIGHUP → controller reload |
 //! | `discovery` | `{ dns = … }` backends: resolves names off the request path (`resolve`), publishes changed answers through the controller (`service`) |
-//! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics` |
+//! | `admin`   | the admin Unix socket, the admin HTTP endpoints, `/metrics`, the live dashboard on `/` |
 //!
 //! **Process and command line**
 //!
@@ -48,6 +49,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod clock;

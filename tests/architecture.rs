@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("guard", 2),
     // 3. the state every service shares
     ("shared", 3),
+    ("access_log", 3), // written by the data plane, reopened by control
     // 4. the data plane and the services that feed it
     ("dataplane", 4),
     // the HTTP/1.1 framing rules both request paths apply (pure, plus the

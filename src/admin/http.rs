@@ -1,6 +1,8 @@
 //! The admin HTTP listener on `[admin].http`: `/health`, `/ready`,
-//! `/status`, `/metrics`. Runs as a pingora background service on its own
-//! small runtime, so a slow scraper never competes with proxy workers.
+//! `/status`, `/metrics`, and the dashboard (`/`, with the `/history` and
+//! `/series` it reads). Read-only: every change goes through the admin
+//! socket. Runs as a pingora background service on its own small runtime,
+//! so a slow scraper never competes with proxy workers.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -21,14 +23,18 @@ use pingora::services::background::BackgroundService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::dashboard::{self, Series};
 use super::handover;
-use crate::clock::Now;
-use crate::control::status::table_status;
+use crate::clock::{Now, WallMs};
+use crate::control::Controller;
+use crate::protocol::answer::History;
 use crate::protocol::wire::answer_line;
 use crate::shared::Shared;
 
 pub struct AdminHttp {
     shared: Arc<Shared>,
+    controller: Arc<Controller>,
+    series: Arc<Series>,
     /// Where this process offers its listener to a successor, and where a
     /// successor takes it from (`admin::handover`).
     handover: PathBuf,
@@ -48,9 +54,11 @@ pub enum Listen {
 const HANDOVER_BIND_FOR: Duration = Duration::from_secs(10);
 
 impl AdminHttp {
-    pub fn new(shared: Arc<Shared>, listen: Listen, state_dir: &Path) -> Self {
+    pub fn new(controller: Arc<Controller>, listen: Listen, state_dir: &Path) -> Self {
         AdminHttp {
-            shared,
+            shared: Arc::clone(controller.shared()),
+            controller,
+            series: Arc::default(),
             handover: handover::socket_path(state_dir),
             listener: Mutex::new(Some(listen)),
         }
@@ -119,6 +127,7 @@ impl BackgroundService for AdminHttp {
         // ends this loop.
         let _ = shutdown;
         let mut connections = JoinSet::new();
+        let sampler = tokio::spawn(sample(Arc::clone(&self.shared), Arc::clone(&self.series)));
         let handover = self.shared.handover_begun();
         tokio::pin!(handover);
         loop {
@@ -128,9 +137,12 @@ impl BackgroundService for AdminHttp {
                 _ = &mut handover => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let shared = Arc::clone(&self.shared);
+                    let doors = Doors {
+                        controller: Arc::clone(&self.controller),
+                        series: Arc::clone(&self.series),
+                    };
                     connections.spawn(async move {
-                        let service = service_fn(move |req| route(req, Arc::clone(&shared)));
+                        let service = service_fn(move |req| route(req, doors.clone()));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -156,8 +168,29 @@ impl BackgroundService for AdminHttp {
             }
             Err(e) => log::warn!("admin http: listener not handed over: {e}"),
         }
+        sampler.abort();
         while connections.join_next().await.is_some() {}
     }
+}
+
+/// Samples the dashboard's series every [`dashboard::INTERVAL`].
+async fn sample(shared: Arc<Shared>, series: Arc<Series>) {
+    let mut tick = tokio::time::interval(dashboard::INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        series.sample(&shared.table(), WallMs::read(), now - last);
+        last = now;
+    }
+}
+
+/// What the routes read.
+#[derive(Clone)]
+struct Doors {
+    controller: Arc<Controller>,
+    series: Arc<Series>,
 }
 
 /// Binds the admin HTTP address, exclusively: a second process given the
@@ -184,11 +217,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     response
 }
 
-async fn route(
-    req: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(req: Request<Incoming>, doors: Doors) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -196,7 +227,13 @@ async fn route(
             "only GET\n".into(),
         ));
     }
+    let shared = doors.controller.shared();
     let response = match req.uri().path() {
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            dashboard::PAGE.into(),
+        ),
         "/health" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/ready" => {
             if shared.is_ready() {
@@ -206,20 +243,30 @@ async fn route(
             }
         }
         "/status" => {
-            let status = table_status(&shared.table(), Now::read());
-            let body = answer_line(&status);
-            text(StatusCode::OK, "application/json", body)
+            let status = doors.controller.status(Now::read());
+            text(StatusCode::OK, JSON, answer_line(&status))
         }
+        "/history" => {
+            let history = History {
+                ok: true,
+                history: doors.controller.history(HISTORY),
+            };
+            text(StatusCode::OK, JSON, answer_line(&history))
+        }
+        "/series" => text(StatusCode::OK, JSON, doors.series.json()),
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            super::metrics::render(&shared),
+            super::metrics::render(shared),
         ),
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "not found; try /health /ready /status /metrics\n".into(),
+            "not found; try / /health /ready /status /history /series /metrics\n".into(),
         ),
     };
     Ok(response)
 }
+
+/// Audit records `/history` shows (the dashboard's recent history).
+const HISTORY: usize = 20;

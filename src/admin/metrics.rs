@@ -275,6 +275,17 @@ fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {
     }
     header(
         out,
+        "access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer fell behind (or the file failed).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_access_log_dropped_total {}",
+        crate::access_log::dropped()
+    );
+    header(
+        out,
         "guard_evidence",
         "gauge",
         "The guard's sequential statistic over its bound, per test of the watched pool \

@@ -66,6 +66,36 @@ pub struct Config {
     pub canary: CanaryConfig,
     pub notify: NotifyConfig,
     pub discovery: DiscoveryConfig,
+    /// `[access_log]`: absent = no access log.
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `[access_log]` (SPEC §10): one line per request, written off the
+/// request path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub path: AccessLogPath,
+    pub format: AccessLogFormat,
+    /// Share of requests logged (0.01 % steps); errors included or not
+    /// by `errors_only`.
+    pub sample: Share,
+    /// Only requests the pool's error rate counts: 5xx answers and
+    /// requests without an upstream answer.
+    pub errors_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLogPath {
+    File(PathBuf),
+    /// `path = "-"`.
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    /// Apache/NGINX combined, plus pool, backend and duration.
+    Combined,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,7 +29,9 @@ use crate::clock::Now;
 use crate::config::Config;
 use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
-use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
+use crate::protocol::answer::{
+    Answer, Applied, Event, GuardEvidence, History, LogsReopened, Status,
+};
 use crate::protocol::{CanaryCommand, Command};
 use crate::routing::{Discovered, RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
@@ -165,33 +167,6 @@ impl Controller {
         Ok((controller, events))
     }
 
-    /// Freezes the runtime state for a successor process: once this returns
-    /// no change is in progress and none will be made, so the state file the
-    /// successor reads is the last word. Used before listening sockets are
-    /// handed over in a binary upgrade.
-    pub fn hand_over(&self, now: Now) {
-        let mut inner = self.inner.lock();
-        inner.handed_over = true;
-        Self::save_stopping(&mut inner, now);
-    }
-
-    /// SIGTERM: the process stops soon. Saves when it began to, so that the
-    /// next start credits a canary step with the hold it served until now
-    /// and not with the time the proxy was down. The guard still acts
-    /// while in-flight requests drain.
-    pub fn stopping(&self, now: Now) {
-        Self::save_stopping(&mut self.inner.lock(), now);
-    }
-
-    fn save_stopping(inner: &mut Inner, now: Now) {
-        inner.state.stopped_at_ms = Some(now.wall.0);
-        inner.state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
-        let dir = &inner.config.admin.state_dir;
-        if let Err(e) = inner.state.save(dir) {
-            log::error!("cannot save state in {}: {e}", dir.display());
-        }
-    }
-
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -219,6 +194,7 @@ impl Controller {
                     ok: true,
                     history: self.history(n),
                 }),
+                Command::ReopenLogs => Answer::LogsReopened(reopen_logs()?),
                 _ => Answer::Status(Box::new(self.status(now))),
             });
         }
@@ -279,7 +255,7 @@ impl Controller {
             Command::Undo(revision) => change::undo(&ctx, &inner.audit, *revision),
             Command::GuardPause(pause) => change::guard_pause(&ctx, *pause),
             Command::Canary(action) => canary_run::command(&ctx, &mut inner.canary, action),
-            Command::Status | Command::History(_) | Command::Reload => {
+            Command::Status | Command::History(_) | Command::Reload | Command::ReopenLogs => {
                 Err(Refusal::Internal("internal: not a change".into()))
             }
         }?;
@@ -439,4 +415,19 @@ impl Controller {
         inner.config = config;
         Ok(inner.state.revision)
     }
+}
+
+/// `reopen-logs` (and SIGUSR1, in `access_log::writer`): the access log
+/// file is opened again by its path, as logrotate expects after a rename.
+fn reopen_logs() -> Result<LogsReopened, Refusal> {
+    let reopened = crate::access_log::writer::reopen()?;
+    let message = match &reopened {
+        Some(path) => format!("reopened {}", path.display()),
+        None => "no access log file to reopen (none configured, or stderr)".to_string(),
+    };
+    Ok(LogsReopened {
+        ok: true,
+        reopened: reopened.map(|p| p.display().to_string()),
+        message,
+    })
 }

@@ -92,6 +92,8 @@ pub enum Refusal {
     Unchanged(String),
     #[error("config rejected, the running config stays:\n{0}")]
     ConfigRejected(String),
+    #[error(transparent)]
+    ReopenLogs(#[from] crate::access_log::writer::ReopenError),
     #[error("{0}")]
     Internal(String),
 }
@@ -119,6 +121,7 @@ impl Refusal {
             Refusal::CanaryRunning(_) => "conflict",
             Refusal::Unchanged(_) => "unchanged",
             Refusal::ConfigRejected(_) => "config_rejected",
+            Refusal::ReopenLogs(_) => "reopen_failed",
             Refusal::Internal(_) => "internal",
         }
     }

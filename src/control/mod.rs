@@ -9,6 +9,7 @@
 //! - `judge`: the guard's tick: the watch's sequential tests, rollback on a
 //!   trip, canary steps gated on evidence
 //! - `reloading`: config reloads
+//! - `stopping`: SIGTERM and the upgrade hand-over (when the process began to stop)
 //! - `discovered`: a new DNS answer as a new backend set (one swap, no revision)
 //! - `reconcile`: the saved state against the config, at start and reload
 //! - `transition`: rollback target and watch when a split changes
@@ -32,6 +33,7 @@ pub mod reconcile;
 pub mod reloading;
 pub mod state;
 pub mod status;
+pub mod stopping;
 pub mod transition;
 
 pub use crate::protocol::Command;

@@ -146,6 +146,7 @@ pub fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'s
     // Listeners and their certificate files are fixed at start; the files'
     // contents are re-read whenever they change.
     keep!(server.tls, old.tls, "[[server.tls]]");
+    keep!(new.access_log, running.access_log, "[access_log]");
     changed
 }
 

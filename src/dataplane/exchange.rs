@@ -1,18 +1,20 @@
 //! The request policy both request paths call, so that each rule has one
 //! home: which backend an attempt goes to (with fallback), whether a failed
 //! connect is retried, what the outcome means for the backend's passive
-//! health, and the one place an outcome is recorded in the pool's
-//! statistics.
+//! health, and the one place an outcome is recorded: in the pool's
+//! statistics and in the access log.
 //!
 //! The movers (the fast path's byte forwarding, pingora's proxy) only tell
-//! this module what happened, as an [`Outcome`]. Everything here is a few
-//! atomics and array lookups: no lock, no allocation, no clock read beyond
-//! the one latency reading.
+//! this module what happened, as an [`Outcome`], and what the access log
+//! line needs of the request, as an [`Entry`] made only while the log is
+//! on. Everything here is a few atomics and array lookups: no lock, no
+//! allocation, no clock read beyond the one latency reading.
 
 use std::net::IpAddr;
 
 use pingora::protocols::l4::socket::SocketAddr;
 
+use crate::access_log::{self, Entry};
 use crate::config::HealthConfig;
 use crate::routing::{fast_random, Pool};
 use crate::stats::{FailureKind, Instant, StatusClass};
@@ -31,6 +33,8 @@ pub struct Attempt {
     /// Not to be picked again (set when a retry should go elsewhere).
     avoid: Option<usize>,
     connect_retries: u8,
+    /// The latest failed connect, for the access log's `upstream_failure`.
+    connect_failure: Option<FailureKind>,
 }
 
 /// How a request ended, as the request path saw it.
@@ -59,6 +63,7 @@ impl Attempt {
             last: None,
             avoid: None,
             connect_retries: 0,
+            connect_failure: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl Attempt {
         health: &HealthConfig,
     ) -> bool {
         pool.count_failure(self.last, kind, health);
+        self.connect_failure = Some(kind);
         let retry = self.connect_retries < CONNECT_RETRIES
             && pool.pick_backend(fast_random(), self.last).is_some();
         if retry {
@@ -108,12 +114,21 @@ impl Attempt {
     }
 
     /// Records how the request ended: passive health of the backend of the
-    /// last pick, and the pool's class and latency counts (since `started`).
-    /// The only place a finished request is counted.
-    pub fn finish(&self, pool: &Pool, outcome: Outcome, started: Instant, health: &HealthConfig) {
+    /// last pick, the pool's class and latency counts (since `started`),
+    /// and the access log line (`log` is called only while the log is on).
+    /// The only place a finished request is counted and logged.
+    pub fn finish<'e>(
+        &self,
+        pool: &Pool,
+        outcome: Outcome,
+        started: Instant,
+        health: &HealthConfig,
+        log: impl FnOnce() -> Entry<'e>,
+    ) {
         let backend = self.last.and_then(|i| pool.backends.get(i));
+        let mut failure = self.connect_failure;
         let class = match outcome {
-            Outcome::ClientGone => return,
+            Outcome::ClientGone => None,
             Outcome::Answered(status) => {
                 let class = StatusClass::from_status(status);
                 if let Some(backend) = backend {
@@ -123,26 +138,49 @@ impl Attempt {
                         backend.health.observe_success();
                     }
                 }
-                class
+                Some(class)
             }
             Outcome::GrpcFailed => {
                 if let Some(backend) = backend {
                     backend.health.observe_failure(pool, health);
                 }
-                StatusClass::S5xx
+                Some(StatusClass::S5xx)
             }
             Outcome::UpstreamFailed(kind) => {
                 pool.count_failure(self.last, kind, health);
-                StatusClass::Error
+                failure = Some(kind);
+                Some(StatusClass::Error)
             }
             Outcome::Failed { backend_at_fault } => {
                 if let (true, Some(backend)) = (backend_at_fault, backend) {
                     backend.health.observe_failure(pool, health);
                 }
-                StatusClass::Error
+                Some(StatusClass::Error)
             }
         };
-        pool.record_finished(class, started);
+        // Client aborts are not the pool's: logged, not counted.
+        let duration = match class {
+            Some(class) => pool.record_finished(class, started),
+            None => Instant::now().saturating_duration_since(started),
+        };
+        if access_log::enabled() {
+            let mut entry = log();
+            entry.pool = Some(&pool.name);
+            entry.backend = backend.map(|b| b.name.as_str());
+            entry.duration = duration;
+            entry.failure = failure;
+            access_log::record(&entry);
+        }
+    }
+}
+
+/// A request answered before any pool was chosen (no pool has a share, or
+/// pingora refused it before routing): logged, counted for no pool.
+pub fn finish_unrouted<'e>(started: Instant, log: impl FnOnce() -> Entry<'e>) {
+    if access_log::enabled() {
+        let mut entry = log();
+        entry.duration = Instant::now().saturating_duration_since(started);
+        access_log::record(&entry);
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`head_limit`]: the request-head limits (size, deadline) and their
 //!   400/408/431 answers, the same on both paths; [`head_gate`] enforces
 //!   them in front of pingora's HTTP/1 session, plain and TLS.
+//! - [`log_fields`]: the access log fields of a request on pingora's path.
 //!
 //! Nothing here writes shared state other than the pool statistics and
 //! the backends' passive health; the table is read with one `ArcSwap` load
@@ -27,4 +28,5 @@ pub mod fastpath;
 pub mod framing;
 pub mod head_gate;
 pub mod head_limit;
+pub mod log_fields;
 pub mod pingora;

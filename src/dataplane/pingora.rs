@@ -18,8 +18,9 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use super::answers::Answer;
-use super::exchange::{client_ip, Attempt, Outcome};
+use super::exchange::{client_ip, finish_unrouted, Attempt, Outcome};
 use super::framing::stream::{body_refused, refused, REFUSED_MARK};
+use super::log_fields::{self, Noted};
 use crate::routing::{fast_random, PoolId, RoutingTable, StickyId};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, InFlightToken, Instant, REQUESTS};
@@ -50,6 +51,12 @@ pub struct RequestCtx {
     grpc_failed: bool,
     /// A sticky id issued to this new client, set as a cookie on the answer.
     issued: Option<StickyId>,
+    /// For the access log: why the pool, the id made for the request, when
+    /// the upstream's head arrived, what `fail_to_proxy` answered.
+    why: &'static str,
+    request_id: Option<[u8; 32]>,
+    upstream_at: Option<Instant>,
+    answered: u16,
     /// Keeps the request counted as in flight until the context drops, so
     /// shutdown can exit as soon as the last one finishes.
     _in_flight: InFlightToken,
@@ -112,6 +119,10 @@ impl ProxyHttp for SwitchyardProxy {
             answer: None,
             grpc_failed: false,
             issued: None,
+            why: "",
+            request_id: None,
+            upstream_at: None,
+            answered: 0,
             _in_flight: REQUESTS.start(),
         }
     }
@@ -154,6 +165,7 @@ impl ProxyHttp for SwitchyardProxy {
                 };
                 ctx.pool = choice.pool();
                 ctx.issued = choice.issued();
+                ctx.why = choice.why();
                 ctx.table = Some(Arc::clone(&table));
                 table
             }
@@ -180,10 +192,17 @@ impl ProxyHttp for SwitchyardProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(ip) = session_client_ip(session) {
             append_forwarded_for(upstream_request, ip)?;
+        }
+        if let Some(id) = crate::access_log::capture::missing_request_id(&upstream_request.headers)
+        {
+            let value = http::HeaderValue::from_bytes(&id)
+                .or_err(ErrorType::InternalError, "formatting x-request-id")?;
+            upstream_request.insert_header(crate::access_log::capture::REQUEST_ID, value)?;
+            ctx.request_id = Some(id);
         }
         Ok(())
     }
@@ -206,6 +225,9 @@ impl ProxyHttp for SwitchyardProxy {
     ) -> Result<()> {
         // A trailers-only gRPC answer carries its status in the head.
         note_grpc_status(ctx, &upstream_response.headers);
+        if crate::access_log::enabled() {
+            ctx.upstream_at = Some(Instant::now());
+        }
         if let Some(table) = &ctx.table {
             if let (Some(issuer), Some(id)) = (&table.cookie_issuer, &ctx.issued) {
                 let mut value = Vec::with_capacity(96);
@@ -290,6 +312,7 @@ impl ProxyHttp for SwitchyardProxy {
             }
             code
         };
+        ctx.answered = code;
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
@@ -299,7 +322,16 @@ impl ProxyHttp for SwitchyardProxy {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         // A request that never reached pool selection (malformed, or refused
         // before routing) belongs to no pool.
+        let noted = Noted {
+            why: ctx.why,
+            request_id: ctx.request_id.as_ref(),
+            upstream: ctx
+                .upstream_at
+                .map(|at| at.saturating_duration_since(ctx.started)),
+            answered: ctx.answered,
+        };
         let Some(table) = &ctx.table else {
+            finish_unrouted(ctx.started, || log_fields::entry(session, noted));
             return;
         };
         let pool = &table.pools[ctx.pool];
@@ -323,7 +355,9 @@ impl ProxyHttp for SwitchyardProxy {
             },
         };
         ctx.attempt
-            .finish(pool, outcome, ctx.started, &table.config.health);
+            .finish(pool, outcome, ctx.started, &table.config.health, || {
+                log_fields::entry(session, noted)
+            });
     }
 }
 

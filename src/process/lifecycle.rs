@@ -98,6 +98,7 @@ async fn drain_then_exit(shared: &Shared) {
                 "drained in {} ms: every in-flight request finished, every webhook event delivered or given up; exiting",
                 began.elapsed().as_millis()
             );
+            crate::access_log::writer::flush();
             std::process::exit(0);
         }
     }

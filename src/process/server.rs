@@ -68,6 +68,8 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     // file read next is final.
     server.bootstrap();
     let (controller, webhook_events) = Controller::start(config_path, (*config).clone())?;
+    // Before the first request: the request path logs into it from then on.
+    crate::access_log::start(config.access_log.as_ref()).map_err(|e| e.to_string())?;
     let shared = Arc::clone(controller.shared());
     // Warm start: listeners accept only once the `dns` backends were
     // looked up and the backends checked.
@@ -147,12 +149,16 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     if let Some(listener) = admin_listener {
         server.add_service(background_service(
             "admin http",
-            AdminHttp::new(Arc::clone(&shared), listener, &config.admin.state_dir),
+            AdminHttp::new(Arc::clone(&controller), listener, &config.admin.state_dir),
         ));
     }
     server.add_service(background_service(
         "admin socket",
         AdminSocket::new(Arc::clone(&controller), config.admin.socket.clone()),
+    ));
+    server.add_service(background_service(
+        "access log reopen",
+        crate::access_log::writer::ReopenOnSignal,
     ));
     server.add_service(background_service(
         "config reload",
@@ -208,6 +214,7 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
             successor,
         }),
     });
+    crate::access_log::writer::flush();
     Ok(())
 }
 

@@ -56,6 +56,15 @@ pub struct Reloaded {
     pub restart_needed: Vec<String>,
 }
 
+/// The answer to `reopen-logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsReopened {
+    pub ok: bool,
+    /// The file reopened; `null` without an access log file.
+    pub reopened: Option<String>,
+    pub message: String,
+}
+
 /// One audit record: a line of `audit.log` and an entry of `history`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
@@ -249,6 +258,7 @@ pub enum Answer {
     History(History),
     Applied(Applied),
     Reloaded(Reloaded),
+    LogsReopened(LogsReopened),
 }
 
 /// The body of a webhook POST (SPEC §8).

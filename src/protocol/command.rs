@@ -37,6 +37,8 @@ pub enum Command {
     Canary(CanaryCommand),
     /// `guard pause` (true) / `guard resume` (false).
     GuardPause(bool),
+    /// Reopen the access log file (after logrotate renamed it).
+    ReopenLogs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub enum CanaryCommand {
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
 drain [--force] POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
-canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume";
+canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume | reopen-logs";
 
 impl Command {
     /// Parses one admin line, e.g. `split blue=90 green=10`.
@@ -84,6 +86,7 @@ impl Command {
         match verb {
             "status" => exactly(0).map(|_| Command::Status),
             "reload" => exactly(0).map(|_| Command::Reload),
+            "reopen-logs" => exactly(0).map(|_| Command::ReopenLogs),
             "split" => parse_split(&args).map(|split| Command::Split(split, force)),
             "cutover" => exactly(1).map(|_| Command::Cutover(args[0].to_string(), force)),
             "rollback" => Ok(Command::Rollback(
@@ -145,7 +148,10 @@ impl Command {
     /// Does this command change anything (and get a revision)? Read-only
     /// ones are answered without the writer's checks and never audited.
     pub fn is_mutating(&self) -> bool {
-        !matches!(self, Command::Status | Command::History(_))
+        !matches!(
+            self,
+            Command::Status | Command::History(_) | Command::ReopenLogs
+        )
     }
 
     /// Does this command name a split outright (and so, when that split is
@@ -227,6 +233,7 @@ impl fmt::Display for Command {
             Command::Canary(CanaryCommand::Abort) => write!(f, "canary abort"),
             Command::GuardPause(true) => write!(f, "guard pause"),
             Command::GuardPause(false) => write!(f, "guard resume"),
+            Command::ReopenLogs => write!(f, "reopen-logs"),
         }
     }
 }

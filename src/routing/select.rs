@@ -37,6 +37,16 @@ impl PoolChoice {
             _ => None,
         }
     }
+
+    /// Why the pool was chosen, as the access log says it.
+    pub fn why(self) -> &'static str {
+        match self {
+            PoolChoice::Route(_) => "route",
+            PoolChoice::Sticky(_) => "sticky",
+            PoolChoice::Issued(..) => "sticky_new",
+            PoolChoice::Split(_) => "split",
+        }
+    }
 }
 
 impl RoutingTable {

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use pingora::protocols::ALPN;
@@ -93,11 +94,12 @@ impl Pool {
 
     /// A finished request's class and latency (since `started`) in the
     /// pool's statistics; one clock read serves the latency and the window
-    /// slot.
-    pub fn record_finished(&self, class: StatusClass, started: Instant) {
+    /// slot. Returns the latency (for the access log).
+    pub fn record_finished(&self, class: StatusClass, started: Instant) -> Duration {
         let now = Instant::now();
-        self.stats
-            .record(ms_at(now), class, now.saturating_duration_since(started));
+        let latency = now.saturating_duration_since(started);
+        self.stats.record(ms_at(now), class, latency);
+        latency
     }
 
     /// Does any backend of this pool accept new requests right now?

@@ -11,7 +11,9 @@
 //! - `discovery`: `{ dns = "NAME:PORT" }` backends and `[discovery]`
 //! - `traffic`: `[split]`, `[sticky]`, `[[route]]`
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
+//! - `access_log`: `[access_log]`
 
+mod access_log;
 mod discovery;
 mod policy;
 mod pools;
@@ -46,6 +48,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let canary = policy::read_canary(errors, root);
         let notify = policy::read_notify(errors, root, base_dir);
         let discovery = discovery::read_discovery(errors, root);
+        let access_log = access_log::read_access_log(errors, root, base_dir);
         Config {
             server,
             admin,
@@ -59,6 +62,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             canary,
             notify,
             discovery,
+            access_log,
         }
     });
     if errors.0.is_empty() {

@@ -17,8 +17,9 @@ use super::head::{self, ClientAddr, Parsed};
 use super::io::{read_within, write_within};
 use super::scratch::Scratch;
 use super::upstream::IdlePool;
+use crate::access_log::capture::answer_body_len;
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
-use crate::dataplane::exchange::{Attempt, Outcome};
+use crate::dataplane::exchange::{finish_unrouted, Attempt, Outcome};
 use crate::dataplane::head_gate::refuse;
 use crate::dataplane::head_limit::{refusal, HeadDeadline, HeadLimits, TIMED_OUT};
 use crate::routing::{fast_random, Pool};
@@ -321,6 +322,7 @@ impl Connection {
         };
         let _in_flight = REQUESTS.start();
         let started = Instant::now();
+        scratch.log.take_h1(&scratch.out, request.why);
 
         let body_left = match self.body_start(scratch, &request, filled) {
             Ok(left) => left,
@@ -331,6 +333,11 @@ impl Connection {
         };
 
         let Some(pool_id) = request.pool else {
+            let client = self.client_addr.ip;
+            finish_unrouted(started, || crate::access_log::Entry {
+                bytes: answer_body_len(NO_SHARE),
+                ..scratch.log.entry(client, 503, started)
+            });
             let _ = self.write_client(NO_SHARE, CLIENT_TIMEOUT).await;
             return Next::Close;
         };
@@ -371,18 +378,25 @@ impl Connection {
         started: Instant,
         result: Result<Delivered, Failure>,
     ) -> Next {
-        let (outcome, answer) = match result {
+        let client = self.client_addr.ip;
+        let (outcome, answer, status, next) = match result {
             Ok(delivered) => {
-                attempt.finish(pool, Outcome::Answered(delivered.status), started, health);
-                return if delivered.client_close {
+                let next = if delivered.client_close {
                     Next::Close
                 } else {
                     Next::KeepAlive
                 };
+                let status = delivered.status;
+                (Outcome::Answered(status), None, status, next)
             }
-            Err(Failure::Client) => return Next::Close,
+            // 499: the client went away first (NGINX's code for it).
+            Err(Failure::Client) => (Outcome::ClientGone, None, 499, Next::Close),
+            // Refused by the framing rules: not the pool's fault, so not
+            // counted against it; logged with the status it was answered.
             Err(Failure::Refused(reject)) => {
-                attempt.finish(pool, Outcome::ClientGone, started, health);
+                attempt.finish(pool, Outcome::ClientGone, started, health, || {
+                    scratch.log.entry(client, reject.status(), started)
+                });
                 self.refuse(scratch, reject).await;
                 return Next::Close;
             }
@@ -392,24 +406,37 @@ impl Connection {
                 let unanswered = Outcome::Failed {
                     backend_at_fault: false,
                 };
-                (unanswered, Some(&scratch.out[..]))
+                (unanswered, Some(&scratch.out[..]), 503, Next::Close)
             }
             Err(Failure::Connect) => {
                 let unanswered = Outcome::Failed {
                     backend_at_fault: false,
                 };
-                (unanswered, Some(BAD_GATEWAY))
+                (unanswered, Some(BAD_GATEWAY), 502, Next::Close)
             }
             Err(Failure::Upstream { kind, answered }) => (
                 Outcome::UpstreamFailed(kind),
                 (!answered).then_some(BAD_GATEWAY),
+                scratch.log.status.filter(|_| answered).unwrap_or(502),
+                Next::Close,
             ),
         };
-        attempt.finish(pool, outcome, started, health);
-        if let Some(bytes) = answer {
-            let _ =
-                write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
-        }
+        attempt.finish(pool, outcome, started, health, || {
+            let entry = scratch.log.entry(client, status, started);
+            match answer {
+                Some(bytes) => crate::access_log::Entry {
+                    bytes: answer_body_len(bytes),
+                    ..entry
+                },
+                None => entry,
+            }
+        });
+        // Only our own answers are written here, and they close: `next`
+        // is not kept across the write (the connection future stays small).
+        let Some(bytes) = answer else {
+            return next;
+        };
+        let _ = write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
         Next::Close
     }
 }

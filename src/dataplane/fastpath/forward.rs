@@ -306,6 +306,7 @@ impl Connection {
         let Head { response, filled } = self
             .response_head(scratch, &mut upstream, filled, &context, server, may_resend)
             .await?;
+        scratch.log.answered(response.status);
 
         let reusable = self
             .send_response_body(

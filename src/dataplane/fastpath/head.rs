@@ -80,6 +80,8 @@ pub struct Request {
     pub pool: Option<PoolId>,
     /// A sticky id issued to this new client (`[sticky] issue_cookie`).
     pub issued: Option<StickyId>,
+    /// Why that pool (`route`, `sticky`, `split`), for the access log.
+    pub why: &'static str,
 }
 
 /// Parses a client's request head from `bytes`; on success chooses the pool
@@ -194,6 +196,7 @@ pub fn parse_request(
         }
         out.extend_from_slice(b"\r\n");
     }
+    crate::access_log::capture::add_request_id_h1(headers, out);
     out.extend_from_slice(b"\r\n");
 
     let choice = table.choose_pool(headers, client.ip, random);
@@ -208,6 +211,7 @@ pub fn parse_request(
         head_method: method == "HEAD",
         pool: choice.map(|c| c.pool()),
         issued: choice.and_then(|c| c.issued()),
+        why: choice.map_or("", |choice| choice.why()),
     })
 }
 

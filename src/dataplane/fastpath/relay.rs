@@ -120,6 +120,7 @@ impl Connection {
         self.write_client(&scratch.out, server.write_timeout)
             .await
             .map_err(|_| Side::Client)?;
+        scratch.log.body_bytes += first as u64;
 
         while left > 0 {
             let want = clamp(left).min(scratch.upstream.len());
@@ -155,6 +156,7 @@ impl Connection {
             self.write_client(&scratch.upstream[..send], server.write_timeout)
                 .await
                 .map_err(|_| Side::Client)?;
+            scratch.log.body_bytes += send as u64;
         }
         Ok(clean)
     }

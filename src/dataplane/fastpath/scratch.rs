@@ -19,6 +19,8 @@ pub(super) struct Scratch {
     pub upstream: Box<[u8]>,
     /// Heads being written (and, on a retry, the request to send again).
     pub out: Vec<u8>,
+    /// The request's access log fields.
+    pub log: crate::access_log::Capture,
 }
 
 thread_local! {
@@ -33,6 +35,7 @@ impl Scratch {
                 client: vec![0; CLIENT_BUFFER].into_boxed_slice(),
                 upstream: vec![0; UPSTREAM_BUFFER].into_boxed_slice(),
                 out: Vec::with_capacity(4096),
+                log: crate::access_log::Capture::new(),
             })
     }
 
