@@ -90,7 +90,7 @@ pub mod parsers {
     pub use super::chunked::{BadChunk, ChunkedScanner};
     pub use super::head::{
         parse_request, parse_response, BadResponse, ClientAddr, Framing, Parsed, Request, Response,
-        ResponseContext, MAX_HEADERS,
+        ResponseContext, MAX_HEADERS, MAX_RESPONSE_HEADERS,
     };
 }
 
