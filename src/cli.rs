@@ -134,7 +134,7 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::process::logging::init();
 }
 
 fn exit_on_error(result: Result<(), String>) -> ExitCode {

@@ -43,7 +43,7 @@
 //!
 //! | module    | owns |
 //! |-----------|------|
-//! | `process` | `server` (one pingora server and its services), `lifecycle` (readiness, signals, drain, upgrade, systemd), `listening` (procfs) |
+//! | `process` | `server` (one pingora server and its services), `lifecycle` (readiness, signals, drain, upgrade, systemd), `listening` (procfs), `logging` (env_logger; peer-triggered TLS lines demoted or rate-limited) |
 //! | `cli`, `ctl` | the command line; `ctl` sends one command and prints the typed answer |
 //! | `origin`, `demo` | a small HTTP origin for the demo, tests and benchmarks; `switchyard demo` |
 

@@ -84,6 +84,17 @@ pub async fn serve(
     connection::keep_alive(connection, serving).await
 }
 
+/// The fast path's parsers, for the fuzz targets in `fuzz/` only: not an
+/// API, nothing in the proxy imports them from here.
+#[doc(hidden)]
+pub mod parsers {
+    pub use crate::dataplane::framing::chunked::{BadChunk, ChunkedScanner};
+    pub use super::head::{
+        parse_request, parse_response, BadResponse, ClientAddr, Framing, Parsed, Request, Response,
+        ResponseContext, MAX_HEADERS, MAX_RESPONSE_HEADERS,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     /// Every plain client connection's task holds this future for its whole
