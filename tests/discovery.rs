@@ -649,3 +649,30 @@ async fn an_empty_answer_is_a_failure_unless_allow_empty() {
     let ok = get(proxy.listen, "/", &[]).await.expect("answer");
     assert_eq!(ok.body, "two\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_each_dns_name_with_its_addresses() {
+    let Some(browser) = common::browser::chromium() else {
+        println!("SKIPPED: no chromium binary on PATH (apt-get install -y chromium)");
+        return;
+    };
+    let (_two, _three, port) = two_origins().await;
+    let dns = Dnsmasq::start(&hosts_of(&["127.0.0.2", "127.0.0.3"])).await;
+    let proxy = Proxy::start(&config(&dns, port, "")).await;
+    let both = addrs_of(&["127.0.0.2", "127.0.0.3"], port);
+    assert!(
+        eventually(REFRESH + Duration::from_secs(2), || async {
+            addresses(&proxy, "app").await == both
+        })
+        .await,
+        "{}",
+        dns_status(&proxy, "app").await
+    );
+    let url = format!("http://{}/", proxy.admin);
+    let dom = tokio::task::spawn_blocking(move || common::browser::rendered(&browser, &url))
+        .await
+        .expect("chromium task");
+    let line = format!("dns app.test:{port}: {}", both.join(", "));
+    assert!(dom.contains(&line), "{line} in the page:\n{dom}");
+    assert!(dom.contains(" s ago"), "when it was resolved:\n{dom}");
+}
