@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use common::browser::{chromium, rendered};
 use common::*;
 

@@ -186,14 +186,8 @@ async fn a_pool_chooses_its_grpc_error_codes_and_bad_ones_are_refused() {
         )),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("check")
-        .arg("-c")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = check_file(&file);
+    assert_eq!(code, Some(1), "{stderr}");
     for needle in [
         "grpc_error_codes[0]: 0 (OK) is a success",
         "grpc_error_codes[1]: 17: expected a gRPC status code",

@@ -117,14 +117,8 @@ async fn issue_cookie_needs_a_cookie_key_and_max_age_needs_issue_cookie() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .arg("check")
-            .arg("-c")
-            .arg(&file)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let (code, stderr) = check_file(&file);
+        assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains(needle), "{needle} in:\n{stderr}");
     }
 }

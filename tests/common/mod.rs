@@ -607,3 +607,17 @@ pub async fn successor_pid(socket: &Path, old_pid: u32) -> u32 {
     }
     panic!("no successor answered on the admin socket within 30 s");
 }
+
+/// `switchyard check -c PATH`: its exit code and its stderr.
+pub fn check_file(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .expect("run switchyard check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -88,11 +88,11 @@ pub async fn serve(
 /// API, nothing in the proxy imports them from here.
 #[doc(hidden)]
 pub mod parsers {
-    pub use crate::dataplane::framing::chunked::{BadChunk, ChunkedScanner};
     pub use super::head::{
         parse_request, parse_response, BadResponse, ClientAddr, Framing, Parsed, Request, Response,
         ResponseContext, MAX_HEADERS, MAX_RESPONSE_HEADERS,
     };
+    pub use crate::dataplane::framing::chunked::{BadChunk, ChunkedScanner};
 }
 
 #[cfg(test)]
