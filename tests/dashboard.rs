@@ -8,6 +8,7 @@ mod common;
 
 use common::browser::{chromium, rendered};
 use common::*;
+use std::time::Duration;
 
 #[tokio::test]
 async fn the_page_shows_a_split_change_and_the_backends_in_a_real_browser() {
@@ -43,6 +44,18 @@ async fn the_page_shows_a_split_change_and_the_backends_in_a_real_browser() {
     for _ in 0..20 {
         get(proxy.listen, "/", &[]).await.expect("traffic");
     }
+
+    // The charts need two samples of the per-second series: wait for them
+    // rather than race the sampler (a fast render once drew no line).
+    let sampled = eventually(Duration::from_secs(10), || async {
+        let series = proxy.admin_get("/series").await.body;
+        serde_json::from_str::<serde_json::Value>(&series)
+            .ok()
+            .and_then(|v| v["points"].as_array().map(|p| p.len() >= 2))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(sampled, "the series has two samples");
 
     let url = format!("http://{}/", proxy.admin);
     let dom = tokio::task::spawn_blocking(move || rendered(&browser, &url))
