@@ -30,3 +30,4 @@ pub mod head_gate;
 pub mod head_limit;
 pub mod log_fields;
 pub mod pingora;
+pub(crate) mod wrapped;
