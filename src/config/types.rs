@@ -68,6 +68,57 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[access_log]`: absent = no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// `[cluster]`: absent = a single instance, its state in its own file.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` (SPEC §9): a fleet sharing one runtime state through etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd endpoints, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// This instance's name, unique in the fleet: its member key, and the
+    /// name in audit records and `ctl cluster`.
+    pub name: String,
+    /// Every key of the fleet lives under this prefix (no trailing `/`).
+    pub prefix: String,
+    /// TTL of this member's lease (whole seconds): its member key, and its
+    /// leadership, end this long after it stops renewing.
+    pub lease_ttl: Duration,
+    /// How often this member publishes its per-pool counts (<= 250 ms).
+    pub publish_interval: Duration,
+    /// Connect and per-request timeout for etcd calls.
+    pub timeout: Duration,
+    pub tls: Option<ClusterTls>,
+    /// etcd authentication: user name, and a file holding the password.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The defaults of the optional keys (`prefix`, `lease_ttl`,
+    /// `publish_interval`, `timeout`); endpoints and name are required.
+    pub fn defaults() -> ClusterConfig {
+        ClusterConfig {
+            endpoints: Vec::new(),
+            name: String::new(),
+            prefix: "/switchyard".to_string(),
+            lease_ttl: Duration::from_secs(3),
+            publish_interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+            tls: None,
+            username: None,
+            password_file: None,
+        }
+    }
+}
+
+/// TLS to etcd: a CA bundle to trust, and a client certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[access_log]` (SPEC §10): one line per request, written off the

@@ -12,8 +12,10 @@
 //! - `traffic`: `[split]`, `[sticky]`, `[[route]]`
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
 //! - `access_log`: `[access_log]`
+//! - `cluster`: `[cluster]` (fleet mode on etcd)
 
 mod access_log;
+mod cluster;
 mod discovery;
 mod policy;
 mod pools;
@@ -49,6 +51,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let notify = policy::read_notify(errors, root, base_dir);
         let discovery = discovery::read_discovery(errors, root);
         let access_log = access_log::read_access_log(errors, root, base_dir);
+        let cluster = cluster::read_cluster(errors, root, base_dir);
         Config {
             server,
             admin,
@@ -63,6 +66,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             notify,
             discovery,
             access_log,
+            cluster,
         }
     });
     if errors.0.is_empty() {
