@@ -3,7 +3,8 @@
 //! pingora's (HTTP/1.0 handed over, h2c); `x-request-id` kept or made and
 //! sent upstream; hostile target bytes; the combined format; reopening by
 //! `ctl reopen-logs` and SIGUSR1 after a logrotate-style rename;
-//! `errors_only` and `sample`; lines on disk within a second and at exit.
+//! `errors_only` and `sample`; lines on disk within a second and at exit;
+//! TLS listeners, HTTP/1.1 and HTTP/2.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::tls::*;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -251,6 +253,80 @@ async fn h2_requests_on_pingoras_path_are_logged_with_their_id() {
         line["upstream_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "{line}"
     );
+}
+
+/// TLS listeners log like plain ones: HTTP/1.1 (ALPN http/1.1) and HTTP/2
+/// (ALPN h2) each get their line, with the request id the origin saw.
+#[tokio::test]
+async fn tls_requests_are_logged_on_http1_and_http2() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    let logs = TestDir::new("alog-tls");
+    let log = logs.path().join("access.log");
+    let (cert, key, der) = certificate(&["localhost"]);
+    std::fs::write(logs.path().join("cert.pem"), cert).expect("write cert");
+    std::fs::write(logs.path().join("key.pem"), key).expect("write key");
+    let tls_addr = loopback(free_port());
+    let _proxy = Proxy::start_with(
+        &format!(
+            "[[server.tls]]\nlisten = \"{tls_addr}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
+            d = logs.path().display()
+        ),
+        &config(&log, "", &blue, &green),
+    )
+    .await;
+
+    let h1 = tls_connect(
+        tls_addr,
+        "localhost",
+        client_config(&[&der], &[b"http/1.1"]),
+    )
+    .await;
+    let (status, body) = get_over_with(
+        h1,
+        "localhost",
+        "/echo?tls1",
+        &[("x-request-id", "tls-client-1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed_id(&body), "tls-client-1");
+    let h2 = tls_connect(tls_addr, "localhost", client_config(&[&der], &[b"h2"])).await;
+    let (status, body) =
+        get_over_with(h2, "localhost", "/echo?tls2", &[("x-canary", "true")]).await;
+    assert_eq!(status, 200);
+    let made_id = echoed_id(&body);
+
+    let lines = lines_at_least(&log, 2).await;
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per request:\n{}",
+        lines.join("\n")
+    );
+    let by_target = |target: &str| -> Value {
+        lines
+            .iter()
+            .map(|l| json(l))
+            .find(|l| l["target"] == target)
+            .unwrap_or_else(|| panic!("no line for {target}:\n{}", lines.join("\n")))
+    };
+    let one = by_target("/echo?tls1");
+    assert_eq!(one["protocol"], "HTTP/1.1", "{one}");
+    assert_eq!(one["request_id"], "tls-client-1");
+    assert_eq!(
+        (one["status"].as_u64(), one["pool"].as_str()),
+        (Some(200), Some("blue"))
+    );
+    assert_eq!(one["backend"], blue.addr().to_string());
+    let two = by_target("/echo?tls2");
+    assert_eq!(two["protocol"], "HTTP/2.0", "{two}");
+    assert_eq!(two["request_id"], made_id.as_str());
+    assert_eq!(
+        (two["status"].as_u64(), two["pool"].as_str()),
+        (Some(200), Some("green"))
+    );
+    assert_eq!(two["method"], "GET");
+    assert_eq!(two["client"], "127.0.0.1", "{two}");
 }
 
 #[tokio::test]

@@ -36,54 +36,6 @@ fn peer_certificate(stream: &TlsStream) -> Vec<u8> {
         .expect("a server certificate")
 }
 
-/// One GET over an established TLS stream, HTTP/2 or HTTP/1.1 as negotiated.
-async fn get_over(stream: TlsStream, authority: &str, path: &str) -> (u16, String) {
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let request = http::Request::get(format!("https://{authority}{path}"))
-        .header("host", authority)
-        .body(Empty::<Bytes>::new())
-        .expect("request");
-    let exchange = async {
-        let response = if h2 {
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .expect("h2 handshake");
-            tokio::spawn(connection);
-            // HTTP/2 requests carry the authority in the URI, not `Host`.
-            let (mut parts, body) = request.into_parts();
-            parts.headers.remove("host");
-            sender
-                .send_request(http::Request::from_parts(parts, body))
-                .await
-                .expect("h2 response")
-        } else {
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .expect("h1 handshake");
-            tokio::spawn(connection);
-            let (mut parts, body) = request.into_parts();
-            parts.uri = path.parse().expect("path");
-            sender
-                .send_request(http::Request::from_parts(parts, body))
-                .await
-                .expect("h1 response")
-        };
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("response in time")
-}
-
 #[tokio::test]
 async fn https_serves_http2_and_http1_by_alpn() {
     let blue = origin("blue").await;

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora::tls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
 use tokio::net::TcpStream;
 
@@ -47,4 +50,64 @@ pub async fn tls_connect(addr: SocketAddr, sni: &str, config: Arc<ClientConfig>)
     .await
     .expect("handshake in time")
     .expect("TLS handshake")
+}
+
+/// One GET over an established TLS stream, HTTP/2 or HTTP/1.1 as negotiated.
+pub async fn get_over(stream: TlsStream, authority: &str, path: &str) -> (u16, String) {
+    get_over_with(stream, authority, path, &[]).await
+}
+
+/// [`get_over`] with extra request headers.
+pub async fn get_over_with(
+    stream: TlsStream,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let mut request =
+        http::Request::get(format!("https://{authority}{path}")).header("host", authority);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("request");
+    let exchange = async {
+        let response = if h2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(connection);
+            // HTTP/2 requests carry the authority in the URI, not `Host`.
+            let (mut parts, body) = request.into_parts();
+            parts.headers.remove("host");
+            sender
+                .send_request(http::Request::from_parts(parts, body))
+                .await
+                .expect("h2 response")
+        } else {
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("h1 handshake");
+            tokio::spawn(connection);
+            let (mut parts, body) = request.into_parts();
+            parts.uri = path.parse().expect("path");
+            sender
+                .send_request(http::Request::from_parts(parts, body))
+                .await
+                .expect("h1 response")
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("response in time")
 }
