@@ -255,6 +255,75 @@ async fn h2_requests_on_pingoras_path_are_logged_with_their_id() {
     );
 }
 
+/// A request refused before it is routed — against the framing rules, over
+/// `max_request_head`, or not whole within `request_head_timeout` — gets
+/// its line too (status as answered, `why` = `refused`, no pool), on the
+/// fast path and on pingora's (`fast_path = false`).
+#[tokio::test]
+async fn refused_requests_are_logged_on_both_paths() {
+    let (blue, green) = (origin("blue").await, origin("green").await);
+    for fast_path in [true, false] {
+        let logs = TestDir::new("alog-refused");
+        let log = logs.path().join("access.log");
+        let server = format!(
+            "fast_path = {fast_path}\nmax_request_head = \"4KiB\"\nrequest_head_timeout = \"1s\""
+        );
+        let proxy = Proxy::start_with(&server, &config(&log, "", &blue, &green)).await;
+
+        let bad_target = raw(proxy.listen, b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(bad_target.starts_with("HTTP/1.1 400"), "{bad_target}");
+        let big = format!(
+            "GET /big HTTP/1.1\r\nHost: x\r\nx-fill: {}\r\n\r\n",
+            "f".repeat(5000)
+        );
+        let too_large = raw(proxy.listen, big.as_bytes()).await;
+        assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+        // Never finished: the head deadline answers 408 after 1 s.
+        let slow = raw(proxy.listen, b"GET /slow HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+
+        let lines = lines_at_least(&log, 3).await;
+        let lines: Vec<Value> = lines.iter().map(|l| json(l)).collect();
+        let status_of = |target: &str| -> Option<(u64, String, bool)> {
+            lines.iter().find(|l| l["target"] == target).map(|l| {
+                (
+                    l["status"].as_u64().unwrap_or(0),
+                    l["why"].as_str().unwrap_or("").to_string(),
+                    l["pool"].is_null() || l["pool"] == "-" || l["pool"] == "",
+                )
+            })
+        };
+        let context = format!("fast_path = {fast_path}: {lines:?}");
+        assert_eq!(
+            status_of("/big"),
+            Some((431, "refused".into(), true)),
+            "{context}"
+        );
+        assert_eq!(
+            status_of("/slow"),
+            Some((408, "refused".into(), true)),
+            "{context}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["status"] == 400 && l["method"] == "GET"),
+            "{context}"
+        );
+        assert_eq!(lines.len(), 3, "one line per request: {context}");
+        let status = proxy.ctl("status").await;
+        let blue_requests = status["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["name"] == "blue"))
+            .and_then(|p| p["window"]["requests"].as_u64());
+        assert_eq!(
+            blue_requests,
+            Some(0),
+            "refusals are not the pool's: {context}"
+        );
+    }
+}
+
 /// TLS listeners log like plain ones: HTTP/1.1 (ALPN http/1.1) and HTTP/2
 /// (ALPN h2) each get their line, with the request id the origin saw.
 #[tokio::test]

@@ -161,6 +161,40 @@ impl Capture {
     }
 }
 
+/// The entry of a request refused before it was routed (a head over
+/// `max_request_head`, one not complete within `request_head_timeout`, or
+/// one against the framing rules), answered `status`: the method, target
+/// and version its first line gives, as far as they go. No pool, no
+/// upstream; `why` is `refused`. Nothing is allocated.
+pub fn refused_entry(client: Option<IpAddr>, head: &[u8], status: u16) -> Entry<'_> {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut words = line.trim_ascii_end().splitn(3, |b| *b == b' ');
+    let method = words.next().unwrap_or_default();
+    let target = words.next().unwrap_or_default();
+    let protocol = match words.next() {
+        Some(b"HTTP/1.1") => "HTTP/1.1",
+        Some(b"HTTP/1.0") => "HTTP/1.0",
+        _ => "-",
+    };
+    Entry {
+        client,
+        method: &method[..method.len().min(32)],
+        target: &target[..target.len().min(MAX_TARGET)],
+        protocol,
+        status,
+        bytes: 0,
+        duration: Duration::ZERO,
+        upstream: None,
+        pool: None,
+        backend: None,
+        why: "refused",
+        request_id: b"",
+        referer: b"",
+        user_agent: b"",
+        failure: None,
+    }
+}
+
 /// The body length of one of switchyard's own answers (head and body).
 pub fn answer_body_len(answer: &[u8]) -> u64 {
     answer

@@ -31,7 +31,9 @@ pub struct Entry<'a> {
     pub upstream: Option<Duration>,
     pub pool: Option<&'a str>,
     pub backend: Option<&'a str>,
-    /// `route`, `sticky` or `split`; empty when no pool was chosen.
+    /// `route`, `sticky` or `split`; `refused` for a request refused
+    /// before routing (head limits, framing rules); empty when no pool was
+    /// chosen.
     pub why: &'static str,
     pub request_id: &'a [u8],
     pub referer: &'a [u8],

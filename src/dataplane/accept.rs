@@ -124,6 +124,7 @@ where
                     Gate::Ready => {}
                     Gate::Closed => return,
                     Gate::Refused(answer) => {
+                        log_refused(&stream, answer);
                         head_gate::refuse(&mut *stream, answer).await;
                         return;
                     }
@@ -219,4 +220,18 @@ where
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
     }
+}
+
+/// The access-log line of a head the gate refused (over a limit), before
+/// pingora saw it: pingora's `logging` hook never runs for it.
+fn log_refused(stream: &Replay, answer: &[u8]) {
+    let peer = stream
+        .inner()
+        .get_socket_digest()
+        .and_then(|digest| digest.peer_addr().cloned());
+    let client = super::exchange::client_ip(peer.as_ref());
+    let status = super::head_limit::answer_status(answer);
+    super::exchange::finish_unrouted(crate::stats::Instant::now(), || {
+        crate::access_log::capture::refused_entry(client, stream.refused_head(), status)
+    });
 }

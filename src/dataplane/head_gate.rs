@@ -50,7 +50,8 @@ pub enum Gate {
     Ready,
     /// The client closed, idled out, or the server is shutting down.
     Closed,
-    /// Over a limit: send this answer, then close ([`refuse`]).
+    /// Over a limit: send this answer, then close ([`refuse`]). What came
+    /// of the head is in [`Replay::refused_head`].
     Refused(&'static [u8]),
 }
 
@@ -84,7 +85,9 @@ pub async fn next_head(
             return Gate::Ready;
         }
         if head.len() >= limits.max {
-            return Gate::Refused(refusal(&head, limits.max));
+            let answer = refusal(&head, limits.max);
+            stream.pending = head;
+            return Gate::Refused(answer);
         }
         let filled = head.len();
         let room = filled.max(FIRST_BUFFER).saturating_mul(2).min(limits.max);
@@ -92,7 +95,11 @@ pub async fn next_head(
         head.resize(room, 0);
         let read = stream.inner.read(&mut head[filled..]);
         match tokio::time::timeout(deadline.remaining(), read).await {
-            Err(_) => return Gate::Refused(TIMED_OUT),
+            Err(_) => {
+                head.truncate(filled);
+                stream.pending = head;
+                return Gate::Refused(TIMED_OUT);
+            }
             Ok(Ok(0)) | Ok(Err(_)) => return Gate::Closed,
             Ok(Ok(n)) => head.truncate(filled + n),
         }
@@ -163,6 +170,11 @@ impl Replay {
     /// The stream it replays in front of (the framing rules' stream).
     pub fn inner(&self) -> &Stream {
         &self.inner
+    }
+
+    /// What a refused head got to before it was refused (its log line).
+    pub fn refused_head(&self) -> &[u8] {
+        &self.pending[self.at..]
     }
 
     /// The bytes not read yet, out of the buffer.

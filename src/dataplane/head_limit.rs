@@ -66,6 +66,15 @@ impl HeadDeadline {
     }
 }
 
+/// The status code of one of the answers above (`HTTP/1.1 NNN ...`).
+pub fn answer_status(answer: &[u8]) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(400)
+}
+
 /// The answer for a head of which `bytes` (at least `max` of them, or a
 /// complete head longer than `max`) have arrived: 400 when no line ended
 /// within the first `max` bytes (the request line alone is too long),

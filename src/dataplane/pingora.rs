@@ -19,11 +19,15 @@ use pingora::{ErrorSource, ErrorType};
 
 use super::answers::Answer;
 use super::exchange::{client_ip, finish_unrouted, Attempt, Outcome};
-use super::framing::stream::{body_refused, refused, REFUSED_MARK};
+use super::framing::stream::{body_refused, refused, refused_line, REFUSED_MARK};
 use super::log_fields::{self, Noted};
+use crate::access_log::capture::refused_entry;
 use crate::routing::{fast_random, PoolId, RoutingTable, StickyId};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, InFlightToken, Instant, REQUESTS};
+
+/// `why` of a request the framing rules refused before routing.
+const REFUSED: &str = "refused";
 
 pub struct SwitchyardProxy {
     shared: Arc<Shared>,
@@ -130,11 +134,14 @@ impl ProxyHttp for SwitchyardProxy {
     /// A head the framing rules refused reaches pingora as a marked
     /// stand-in ([`super::framing::stream`]): answered here with the
     /// refusal's status, and the connection closes.
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let marked = session.req_header().headers.contains_key(REFUSED_MARK);
         let Some(reject) = refused(session.stream(), marked) else {
             return Ok(false);
         };
+        // Logged with the refused head's own first line (see `logging`).
+        ctx.why = REFUSED;
+        ctx.answered = reject.status();
         session.set_keepalive(None);
         if let Err(e) = session.respond_error(reject.status()).await {
             log::debug!("could not send {} to client: {e}", reject.status());
@@ -331,7 +338,13 @@ impl ProxyHttp for SwitchyardProxy {
             answered: ctx.answered,
         };
         let Some(table) = &ctx.table else {
-            finish_unrouted(ctx.started, || log_fields::entry(session, noted));
+            if ctx.why == REFUSED {
+                let client = client_ip(session.client_addr());
+                let line = refused_line(session.stream());
+                finish_unrouted(ctx.started, || refused_entry(client, line, ctx.answered));
+            } else {
+                finish_unrouted(ctx.started, || log_fields::entry(session, noted));
+            }
             return;
         };
         let pool = &table.pools[ctx.pool];

@@ -17,11 +17,11 @@ use super::head::{self, ClientAddr, Parsed};
 use super::io::{read_within, write_within};
 use super::scratch::Scratch;
 use super::upstream::IdlePool;
-use crate::access_log::capture::answer_body_len;
+use crate::access_log::capture::{answer_body_len, refused_entry};
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
 use crate::dataplane::exchange::{finish_unrouted, Attempt, Outcome};
 use crate::dataplane::head_gate::refuse;
-use crate::dataplane::head_limit::{refusal, HeadDeadline, HeadLimits, TIMED_OUT};
+use crate::dataplane::head_limit::{answer_status, refusal, HeadDeadline, HeadLimits, TIMED_OUT};
 use crate::routing::{fast_random, Pool};
 use crate::shared::Shared;
 use crate::stats::{FailureKind, Instant, REQUESTS};
@@ -282,6 +282,7 @@ impl Connection {
         let mut deadline = None;
         let request = loop {
             let bytes = &scratch.client[..filled];
+            let client = self.client_addr.ip;
             match head::parse_request(
                 bytes,
                 &table,
@@ -290,16 +291,17 @@ impl Connection {
                 &mut scratch.out,
             ) {
                 Parsed::Done(request) if request.head_len > limits.max => {
-                    return Next::Refuse(refusal(bytes, limits.max));
+                    return refused_by_limits(client, bytes, refusal(bytes, limits.max));
                 }
                 Parsed::Done(request) => break request,
                 Parsed::Pingora => return Next::Pingora(filled, deadline),
                 Parsed::Reject(reject) => {
+                    log_refused(client, bytes, reject.status());
                     self.refuse(scratch, reject).await;
                     return Next::Close;
                 }
                 Parsed::Partial if filled >= limits.max => {
-                    return Next::Refuse(refusal(bytes, limits.max));
+                    return refused_by_limits(client, bytes, refusal(bytes, limits.max));
                 }
                 // Bigger than this path's buffer, within the limit: the
                 // gate in front of pingora reads the rest.
@@ -312,7 +314,8 @@ impl Connection {
                         .remaining();
                     match self.read_client(&mut scratch.client[filled..], left).await {
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                            return Next::Refuse(TIMED_OUT)
+                            let bytes = &scratch.client[..filled];
+                            return refused_by_limits(self.client_addr.ip, bytes, TIMED_OUT);
                         }
                         Ok(0) | Err(_) => return Next::Close,
                         Ok(read) => filled += read,
@@ -327,6 +330,11 @@ impl Connection {
         let body_left = match self.body_start(scratch, &request, filled) {
             Ok(left) => left,
             Err(reject) => {
+                let client = self.client_addr.ip;
+                finish_unrouted(started, || crate::access_log::Entry {
+                    why: "refused",
+                    ..scratch.log.entry(client, reject.status(), started)
+                });
                 self.refuse(scratch, reject).await;
                 return Next::Close;
             }
@@ -439,4 +447,17 @@ impl Connection {
         let _ = write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
         Next::Close
     }
+}
+
+/// Logs a request refused before it was routed: over a head limit or
+/// against the framing rules (not the pool's doing: no pool is counted).
+fn log_refused(client: Option<std::net::IpAddr>, head: &[u8], status: u16) {
+    finish_unrouted(Instant::now(), || refused_entry(client, head, status));
+}
+
+/// A head over `max_request_head` or past `request_head_timeout`: logged,
+/// then answered by the caller with `answer` (431, 400 or 408).
+fn refused_by_limits(client: Option<std::net::IpAddr>, head: &[u8], answer: &'static [u8]) -> Next {
+    log_refused(client, head, answer_status(answer));
+    Next::Refuse(answer)
 }

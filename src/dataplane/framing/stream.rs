@@ -71,6 +71,9 @@ pub struct StrictStream {
     out: Vec<u8>,
     /// The refusal of the last head, if one was refused.
     verdict: Option<Reject>,
+    /// The refused head's first line (bounded), for its access-log line:
+    /// pingora only sees the stand-in.
+    refused_line: Vec<u8>,
     /// Whole heads handed to pingora (stand-ins included).
     heads: u64,
 }
@@ -109,6 +112,7 @@ impl StrictStream {
             track: Track::Head(Vec::new()),
             out: Vec::new(),
             verdict: None,
+            refused_line: Vec::new(),
             heads: 0,
         })
     }
@@ -124,11 +128,13 @@ impl StrictStream {
 
     /// Refuses the head being read: pingora reads a stand-in in its place,
     /// answered with `reject`'s status; nothing after it is read.
-    fn refuse(&mut self, reject: Reject) {
+    fn refuse(&mut self, reject: Reject, head: &[u8]) {
         self.verdict = Some(reject);
         self.heads += 1;
         self.out.extend_from_slice(STAND_IN);
         self.track = Track::Refused;
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        self.refused_line = line[..line.len().min(REFUSED_LINE_MAX)].to_vec();
     }
 
     /// Runs `raw` (bytes as they came from the client) through the rules,
@@ -153,20 +159,17 @@ impl StrictStream {
                         // Over `max_request_head`, whole or not: refused
                         // here (431, or 400 for the request line alone),
                         // so no more of it is held.
-                        Ok(HeadStatus::Partial) => self.refuse(oversize(&head, self.max_head)),
+                        Ok(HeadStatus::Partial) => {
+                            self.refuse(oversize(&head, self.max_head), &head)
+                        }
                         Ok(HeadStatus::Complete { head_len, .. }) if head_len > self.max_head => {
-                            self.refuse(oversize(&head, self.max_head))
+                            self.refuse(oversize(&head, self.max_head), &head)
                         }
                         Ok(HeadStatus::TooManyHeaders) => {
                             self.out.extend_from_slice(&head);
                             self.track = Track::Through;
                         }
-                        Err(reject) => {
-                            self.verdict = Some(reject);
-                            self.heads += 1;
-                            self.out.extend_from_slice(STAND_IN);
-                            self.track = Track::Refused;
-                        }
+                        Err(reject) => self.refuse(reject, &head),
                         Ok(HeadStatus::Complete {
                             head_len,
                             body,
@@ -190,9 +193,8 @@ impl StrictStream {
                             // (as the fast path does).
                             if matches!(self.track, Track::BadBody) {
                                 self.out.truncate(start);
-                                self.out.extend_from_slice(STAND_IN);
-                                self.verdict = Some(Reject::BadRequest("malformed chunked body"));
-                                self.track = Track::Refused;
+                                self.heads -= 1;
+                                self.refuse(Reject::BadRequest("malformed chunked body"), &head);
                             }
                             return;
                         }
@@ -237,8 +239,10 @@ impl StrictStream {
 const STAND_IN: &[u8] =
     b"GET / HTTP/1.1\r\nhost: refused.invalid\r\nx-switchyard-refused: 1\r\n\r\n";
 
-/// The refusal to answer, if `stream` is a [`StrictStream`] and the head
-/// pingora just read is the stand-in for a refused one.
+/// The first line of a refused head kept for the log: the method and a
+/// target the log itself would cut at 2 KiB.
+const REFUSED_LINE_MAX: usize = 2100;
+
 /// The [`StrictStream`] of a client stream: the stream itself, or the one
 /// the head gate's [`Replay`] reads from (pingora's session holds that).
 fn strict_of(stream: &Stream) -> Option<&StrictStream> {
@@ -253,12 +257,21 @@ fn strict_of(stream: &Stream) -> Option<&StrictStream> {
     }
 }
 
+/// The refusal to answer, if `stream` is a [`StrictStream`] and the head
+/// pingora just read is the stand-in for a refused one.
 pub fn refused(stream: Option<&Stream>, marked: bool) -> Option<Reject> {
     let strict = strict_of(stream?)?;
     match strict.track {
         Track::Refused if marked => strict.verdict,
         _ => None,
     }
+}
+
+/// The first line of the head `stream` refused last (empty if none).
+pub fn refused_line(stream: Option<&Stream>) -> &[u8] {
+    stream
+        .and_then(strict_of)
+        .map_or(&b""[..], |s| &s.refused_line[..])
 }
 
 /// Did a request body's chunked framing fail the rules on `stream`?
@@ -296,10 +309,11 @@ impl AsyncRead for StrictStream {
                 (Track::Head(head), Some(deadline)) if !head.is_empty() => {
                     if deadline.as_mut().poll(cx).is_ready() {
                         this.deadline = None;
-                        this.verdict = Some(Reject::TimedOut);
-                        this.heads += 1;
-                        this.out.extend_from_slice(STAND_IN);
-                        this.track = Track::Refused;
+                        let head = match &mut this.track {
+                            Track::Head(head) => std::mem::take(head),
+                            _ => Vec::new(),
+                        };
+                        this.refuse(Reject::TimedOut, &head);
                         continue;
                     }
                 }
