@@ -341,8 +341,7 @@ impl AsyncRead for StrictStream {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let fresh = fresh.to_vec();
-            this.check(&fresh);
+            this.check(fresh);
         }
     }
 }
