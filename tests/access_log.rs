@@ -34,6 +34,15 @@ async fn lines_at_least(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// The line of `lines` whose target is `target`, parsed.
+fn line_for(lines: &[String], target: &str) -> Value {
+    lines
+        .iter()
+        .map(|l| json(l))
+        .find(|l| l["target"] == target)
+        .unwrap_or_else(|| panic!("no line for {target}:\n{}", lines.join("\n")))
+}
+
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
 }
@@ -127,13 +136,7 @@ async fn every_request_gets_one_json_line_on_both_paths() {
         "one line per request:\n{}",
         lines.join("\n")
     );
-    let by_target = |target: &str| -> Value {
-        lines
-            .iter()
-            .map(|l| json(l))
-            .find(|v| v["target"] == target)
-            .unwrap_or_else(|| panic!("no line for {target}:\n{}", lines.join("\n")))
-    };
+    let by_target = |target: &str| line_for(&lines, target);
 
     let first = by_target("/echo?a=1");
     for key in [
@@ -372,13 +375,7 @@ async fn tls_requests_are_logged_on_http1_and_http2() {
         "one line per request:\n{}",
         lines.join("\n")
     );
-    let by_target = |target: &str| -> Value {
-        lines
-            .iter()
-            .map(|l| json(l))
-            .find(|l| l["target"] == target)
-            .unwrap_or_else(|| panic!("no line for {target}:\n{}", lines.join("\n")))
-    };
+    let by_target = |target: &str| line_for(&lines, target);
     let one = by_target("/echo?tls1");
     assert_eq!(one["protocol"], "HTTP/1.1", "{one}");
     assert_eq!(one["request_id"], "tls-client-1");

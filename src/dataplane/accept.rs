@@ -231,7 +231,13 @@ fn log_refused(stream: &Replay, answer: &[u8]) {
         .and_then(|digest| digest.peer_addr().cloned());
     let client = super::exchange::client_ip(peer.as_ref());
     let status = super::head_limit::answer_status(answer);
+    // A head the framing stream still holds (its deadline and the gate's
+    // run together) is in the framing stream, not here.
+    let head = match stream.refused_head() {
+        [] => super::framing::stream::refused_line(Some(stream.inner())),
+        head => head,
+    };
     super::exchange::finish_unrouted(crate::stats::Instant::now(), || {
-        crate::access_log::capture::refused_entry(client, stream.refused_head(), status)
+        crate::access_log::capture::refused_entry(client, head, status)
     });
 }

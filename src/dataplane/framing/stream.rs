@@ -267,11 +267,19 @@ pub fn refused(stream: Option<&Stream>, marked: bool) -> Option<Reject> {
     }
 }
 
-/// The first line of the head `stream` refused last (empty if none).
+/// The first line of the head `stream` refused last, or else of the head
+/// it is holding (a head gate in front may time out first): for the log.
 pub fn refused_line(stream: Option<&Stream>) -> &[u8] {
-    stream
-        .and_then(strict_of)
-        .map_or(&b""[..], |s| &s.refused_line[..])
+    let Some(strict) = stream.and_then(strict_of) else {
+        return b"";
+    };
+    match &strict.track {
+        Track::Head(head) if strict.refused_line.is_empty() => {
+            let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+            &line[..line.len().min(REFUSED_LINE_MAX)]
+        }
+        _ => &strict.refused_line,
+    }
 }
 
 /// Did a request body's chunked framing fail the rules on `stream`?
