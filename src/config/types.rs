@@ -68,6 +68,23 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[access_log]`: absent = no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// `[mirror]`: absent = nothing is copied.
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[mirror]` (SPEC §11): a share of the requests with one of `methods`
+/// is copied to `pool` off the request path; the copies' answers are
+/// discarded and counted apart from the pool's own traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// A pool of the config.
+    pub pool: String,
+    /// Share of the matching requests copied (0.01 % steps).
+    pub percent: Share,
+    /// Upper-case method names; default `GET`, `HEAD`.
+    pub methods: Vec<String>,
+    /// A request whose body is longer is not copied (counted as skipped).
+    pub max_body: usize,
 }
 
 /// `[access_log]` (SPEC §10): one line per request, written off the

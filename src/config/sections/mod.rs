@@ -12,9 +12,11 @@
 //! - `traffic`: `[split]`, `[sticky]`, `[[route]]`
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
 //! - `access_log`: `[access_log]`
+//! - `mirror`: `[mirror]`
 
 mod access_log;
 mod discovery;
+mod mirror;
 mod policy;
 mod pools;
 mod server;
@@ -49,6 +51,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let notify = policy::read_notify(errors, root, base_dir);
         let discovery = discovery::read_discovery(errors, root);
         let access_log = access_log::read_access_log(errors, root, base_dir);
+        let mirror = mirror::read_mirror(errors, root, &pools);
         Config {
             server,
             admin,
@@ -63,6 +66,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             notify,
             discovery,
             access_log,
+            mirror,
         }
     });
     if errors.0.is_empty() {
