@@ -444,7 +444,13 @@ fn mirror_lines(m: &crate::protocol::answer::MirrorStatus) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let none_if_empty = |text: String| if text.is_empty() { "none".to_string() } else { text };
+    let none_if_empty = |text: String| {
+        if text.is_empty() {
+            "none".to_string()
+        } else {
+            text
+        }
+    };
     let w = &m.window;
     let evidence = match (m.statistic, m.bound) {
         (Some(s), Some(b)) => format!(", statistic {s:.2} of bound {b:.2}"),

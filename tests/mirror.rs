@@ -64,7 +64,11 @@ async fn settled(proxy: &Proxy, origin: &RawOrigin) -> usize {
     let mut last = usize::MAX;
     for _ in 0..100 {
         let seen = copies(origin).len();
-        let counted = sum(&metrics(proxy).await, "switchyard_mirror_requests_total", &[]) as usize;
+        let counted = sum(
+            &metrics(proxy).await,
+            "switchyard_mirror_requests_total",
+            &[],
+        ) as usize;
         if seen == counted && seen == last {
             return seen;
         }
@@ -130,16 +134,25 @@ async fn copies_arrive_with_method_target_body_and_the_mirror_header(path: Proxy
     let get_copy = &seen[0];
     assert_eq!(get_copy.head.get("host"), Some("shop"));
     assert_eq!(get_copy.head.get("x-trace"), Some("abc"));
-    assert!(get_copy.head.get("x-request-id").is_some());
+    assert_eq!(get_copy.head.get("x-forwarded-for"), Some("127.0.0.1"));
     // Counted as the mirror's, never as green's live traffic.
     let text = metrics(&proxy).await;
     assert_eq!(
-        metric(&text, "switchyard_mirror_requests_total{pool=\"green\",class=\"2xx\"}"),
+        metric(
+            &text,
+            "switchyard_mirror_requests_total{pool=\"green\",class=\"2xx\"}"
+        ),
         3.0
     );
-    assert_eq!(sum(&text, "switchyard_requests_total", &["pool=\"green\""]), 0.0);
     assert_eq!(
-        metric(&text, "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}"),
+        sum(&text, "switchyard_requests_total", &["pool=\"green\""]),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_requests_total{pool=\"blue\",class=\"2xx\"}"
+        ),
         3.0
     );
     let status = proxy.ctl("status").await;
@@ -170,7 +183,10 @@ async fn the_share_and_the_methods_decide_what_is_copied() {
     }
     let copied = settled(&proxy, &green).await;
     // Binomial(400, 0.3): mean 120, sd 9.2; ±5 sd.
-    assert!((74..=166).contains(&copied), "{copied} of 400 GETs copied at 30 %");
+    assert!(
+        (74..=166).contains(&copied),
+        "{copied} of 400 GETs copied at 30 %"
+    );
     assert!(copies(&green).iter().all(|r| r.method == "GET"));
 }
 
@@ -228,8 +244,15 @@ async fn clients_unaffected(proxy: &Proxy, limit: Duration) {
             .await
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         let took = started.elapsed();
-        assert_eq!((reply.status, reply.body.as_str()), (200, "blue\n"), "request {i}");
-        assert!(took < limit, "request {i} took {took:?} with the mirror pool failing");
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "blue\n"),
+            "request {i}"
+        );
+        assert!(
+            took < limit,
+            "request {i} took {took:?} with the mirror pool failing"
+        );
     }
 }
 
@@ -242,7 +265,8 @@ async fn a_dead_slow_or_resetting_mirror_pool_changes_nothing_for_clients() {
     let dead = loopback(free_port());
     let proxy = Proxy::start(&config(blue.addr(), dead, mirror)).await;
     clients_unaffected(&proxy, Duration::from_millis(800)).await;
-    let refused = "switchyard_mirror_upstream_failures_total{pool=\"green\",kind=\"connect_refused\"}";
+    let refused =
+        "switchyard_mirror_upstream_failures_total{pool=\"green\",kind=\"connect_refused\"}";
     assert!(
         eventually(Duration::from_secs(10), || async {
             metric(&metrics(&proxy).await, refused) >= 30.0
@@ -272,7 +296,10 @@ async fn a_dead_slow_or_resetting_mirror_pool_changes_nothing_for_clients() {
         &text,
         "switchyard_mirror_request_duration_seconds_bucket{pool=\"green\",le=\"1\"}",
     );
-    assert_eq!(slow_copies, 0.0, "copies of a 2 s mirror answered within 1 s?\n{text}");
+    assert_eq!(
+        slow_copies, 0.0,
+        "copies of a 2 s mirror answered within 1 s?\n{text}"
+    );
     drop(proxy);
 
     let resetting = RawOrigin::start(|_| Act::Hangup).await;
@@ -332,7 +359,10 @@ async fn a_full_queue_drops_copies_and_counts_them() {
     }
     while let Some(slowest) = workers.join_next().await {
         let slowest = slowest.expect("client");
-        assert!(slowest < Duration::from_secs(1), "a client waited {slowest:?}");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a client waited {slowest:?}"
+        );
     }
     let text = metrics(&proxy).await;
     let dropped = metric(
@@ -345,7 +375,11 @@ async fn a_full_queue_drops_copies_and_counts_them() {
         (800.0..=1500.0).contains(&dropped),
         "{dropped} of {total} copies dropped\n{text}"
     );
-    assert!(holding.accepted() <= 64, "{} mirror connections", holding.accepted());
+    assert!(
+        holding.accepted() <= 64,
+        "{} mirror connections",
+        holding.accepted()
+    );
     let status = proxy.ctl("status").await;
     assert_eq!(status["mirror"]["dropped"]["queue_full"], dropped as u64);
 }
@@ -364,7 +398,11 @@ async fn cutover_and_canary_start_to_a_failing_mirror_are_refused_unless_forced(
     ))
     .await;
     let gets = load(proxy.listen, 60, 4, "/").await;
-    assert!(failures(&gets).is_empty(), "clients saw the mirror's 500s: {:?}", failures(&gets));
+    assert!(
+        failures(&gets).is_empty(),
+        "clients saw the mirror's 500s: {:?}",
+        failures(&gets)
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             proxy.ctl("status").await["mirror"]["verdict"] == "failing"
@@ -375,18 +413,32 @@ async fn cutover_and_canary_start_to_a_failing_mirror_are_refused_unless_forced(
     );
     // The mirror's 500s are not green's live traffic, nor the guard's.
     let text = metrics(&proxy).await;
-    assert!(metric(&text, "switchyard_mirror_requests_total{pool=\"green\",class=\"5xx\"}") >= 20.0);
-    assert_eq!(sum(&text, "switchyard_requests_total", &["pool=\"green\""]), 0.0);
+    assert!(
+        metric(
+            &text,
+            "switchyard_mirror_requests_total{pool=\"green\",class=\"5xx\"}"
+        ) >= 20.0
+    );
+    assert_eq!(
+        sum(&text, "switchyard_requests_total", &["pool=\"green\""]),
+        0.0
+    );
 
     let refused = proxy.ctl("cutover green").await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert_eq!(refused["kind"], "mirror_failing");
     let message = refused["error"].as_str().unwrap_or_default();
     for expected in ["copies failed", "limit 5%", "reached its bound", "--force"] {
-        assert!(message.contains(expected), "{expected:?} not in {message:?}");
+        assert!(
+            message.contains(expected),
+            "{expected:?} not in {message:?}"
+        );
     }
     let canary = proxy.ctl("canary start green").await;
-    assert_eq!((canary["ok"].clone(), canary["kind"].clone()), (false.into(), "mirror_failing".into()));
+    assert_eq!(
+        (canary["ok"].clone(), canary["kind"].clone()),
+        (false.into(), "mirror_failing".into())
+    );
     assert_eq!(proxy.ctl("status").await["split"]["green"], 0.0);
 
     let socket = proxy.socket();
@@ -400,7 +452,10 @@ async fn cutover_and_canary_start_to_a_failing_mirror_are_refused_unless_forced(
 
     let forced = proxy.ctl("cutover --force green").await;
     assert_eq!(forced["ok"], true, "{forced}");
-    assert!(forced["message"].as_str().unwrap_or_default().contains("forced: the mirrored traffic"));
+    assert!(forced["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("forced: the mirrored traffic"));
     assert_eq!(proxy.ctl("status").await["split"]["green"], 100.0);
 }
 
@@ -417,7 +472,10 @@ async fn a_healthy_mirror_or_too_little_evidence_lets_changes_through() {
     let early = proxy.ctl("canary start green").await;
     assert_eq!(early["ok"], true, "{early}");
     let message = early["message"].as_str().unwrap_or_default();
-    assert!(message.contains("insufficient mirror evidence: 0 of 20"), "{message}");
+    assert!(
+        message.contains("insufficient mirror evidence: 0 of 20"),
+        "{message}"
+    );
     assert_eq!(proxy.ctl("canary abort").await["ok"], true);
 
     let gets = load(proxy.listen, 60, 4, "/").await;
@@ -433,7 +491,10 @@ async fn a_healthy_mirror_or_too_little_evidence_lets_changes_through() {
     let cutover = proxy.ctl("cutover green").await;
     assert_eq!(cutover["ok"], true, "{cutover}");
     let message = cutover["message"].as_str().unwrap_or_default();
-    assert!(message.contains("failed (0.00%), within the 5% error-rate limit"), "{message}");
+    assert!(
+        message.contains("failed (0.00%), within the 5% error-rate limit"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +513,10 @@ async fn a_reload_turns_the_mirror_on_changes_it_and_turns_it_off() {
     ));
     let reloaded = proxy.ctl("reload").await;
     assert_eq!(reloaded["ok"], true, "{reloaded}");
-    assert!(reloaded["message"].as_str().unwrap_or_default().contains("[mirror] changed"));
+    assert!(reloaded["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("[mirror] changed"));
     assert!(failures(&load(proxy.listen, 10, 2, "/during").await).is_empty());
     assert_eq!(settled(&proxy, &green).await, 10);
     assert!(copies(&green).iter().all(|r| r.target == "/during"));
@@ -465,7 +529,11 @@ async fn a_reload_turns_the_mirror_on_changes_it_and_turns_it_off() {
     ));
     assert_eq!(proxy.ctl("reload").await["ok"], true);
     assert!(failures(&load(proxy.listen, 10, 2, "/head-only").await).is_empty());
-    assert_eq!(proxy.ctl("status").await["mirror"]["copies"], 10, "the counts kept");
+    assert_eq!(
+        proxy.ctl("status").await["mirror"]["copies"],
+        10,
+        "the counts kept"
+    );
 
     proxy.write_config(&config(blue.addr(), green.addr, ""));
     assert_eq!(proxy.ctl("reload").await["ok"], true);
@@ -481,5 +549,8 @@ async fn a_reload_turns_the_mirror_on_changes_it_and_turns_it_off() {
     ));
     let bad = proxy.ctl("reload").await;
     assert_eq!(bad["ok"], false);
-    assert!(bad["error"].as_str().unwrap_or_default().contains("mirror.pool: no such pool \"red\""));
+    assert!(bad["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("mirror.pool: no such pool \"red\""));
 }

@@ -139,8 +139,11 @@ impl MirrorStats {
             }
         }
         if let Some(t) = test.as_mut() {
-            t.test
-                .add(1, u64::from(failed), crate::clock::MonoMs(crate::stats::ms_at(now)));
+            t.test.add(
+                1,
+                u64::from(failed),
+                crate::clock::MonoMs(crate::stats::ms_at(now)),
+            );
         }
     }
 
@@ -260,9 +263,17 @@ mod tests {
         let healthy = MirrorStats::new("green", Duration::from_secs(30));
         let failing = MirrorStats::new("green", Duration::from_secs(30));
         for i in 0..400u32 {
-            let ok = if i % 50 == 0 { StatusClass::S5xx } else { StatusClass::S2xx };
+            let ok = if i % 50 == 0 {
+                StatusClass::S5xx
+            } else {
+                StatusClass::S2xx
+            };
             healthy.record(ok, Instant::now(), &guard);
-            let bad = if i % 4 == 0 { StatusClass::S5xx } else { StatusClass::S2xx };
+            let bad = if i % 4 == 0 {
+                StatusClass::S5xx
+            } else {
+                StatusClass::S2xx
+            };
             failing.record(bad, Instant::now(), &guard);
         }
         let h = healthy.evidence();

@@ -66,8 +66,13 @@ pub async fn send(
                 return Sent::Answered(status);
             }
             Ok((status, None)) => return Sent::Answered(status),
-            Err(Failure { answered: true, kind }) => return Sent::Failed(kind),
-            Err(Failure { answered: false, .. }) => {}
+            Err(Failure {
+                answered: true,
+                kind,
+            }) => return Sent::Failed(kind),
+            Err(Failure {
+                answered: false, ..
+            }) => {}
         }
     }
     let stream = match connect(addr, server.connect_timeout).await {
@@ -217,7 +222,10 @@ async fn read_more(
 
 /// The answer's head if it is all in `buf`: its length, status, framing and
 /// whether the origin closes after it.
-fn parse_head(buf: &[u8], head_method: bool) -> Result<Option<(usize, u16, Framing, bool)>, Failure> {
+fn parse_head(
+    buf: &[u8],
+    head_method: bool,
+) -> Result<Option<(usize, u16, Framing, bool)>, Failure> {
     let mut storage = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -255,8 +263,7 @@ fn parse_head(buf: &[u8], head_method: bool) -> Result<Option<(usize, u16, Frami
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
-    let framing = if (100..200).contains(&status) || head_method || status == 204 || status == 304
-    {
+    let framing = if (100..200).contains(&status) || head_method || status == 204 || status == 304 {
         Framing::Empty
     } else if chunked {
         Framing::Chunked

@@ -75,7 +75,8 @@ pub fn offer_h1(route: &MirrorRoute, upstream: &[u8], declared: Option<u64>, com
         return;
     };
     let body = &upstream[head_end..];
-    let too_large = declared.is_some_and(|n| n > route.max_body as u64) || body.len() > route.max_body;
+    let too_large =
+        declared.is_some_and(|n| n > route.max_body as u64) || body.len() > route.max_body;
     if too_large {
         stats.count_skipped(Skipped::BodyTooLarge);
     } else if !complete {
@@ -197,10 +198,7 @@ const NOT_COPIED: [&str; 9] = [
 fn write_head(out: &mut Vec<u8>, request: &RequestHeader) {
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = request
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !request.headers.contains_key(http::header::HOST) {
@@ -274,10 +272,30 @@ mod tests {
     #[test]
     fn copies_come_out_whole_with_the_mirror_line() {
         let route = route(16);
-        offer_h1(&route, b"GET /tap-a HTTP/1.1\r\nhost: x\r\n\r\n", Some(0), true);
-        offer_h1(&route, b"POST /tap-b HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello", Some(5), true);
-        offer_h1(&route, b"POST /tap-c HTTP/1.1\r\ncontent-length: 50\r\n\r\nhel", Some(50), false);
-        offer_h1(&route, b"POST /tap-d HTTP/1.1\r\ncontent-length: 9\r\n\r\nhel", Some(9), false);
+        offer_h1(
+            &route,
+            b"GET /tap-a HTTP/1.1\r\nhost: x\r\n\r\n",
+            Some(0),
+            true,
+        );
+        offer_h1(
+            &route,
+            b"POST /tap-b HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
+            Some(5),
+            true,
+        );
+        offer_h1(
+            &route,
+            b"POST /tap-c HTTP/1.1\r\ncontent-length: 50\r\n\r\nhel",
+            Some(50),
+            false,
+        );
+        offer_h1(
+            &route,
+            b"POST /tap-d HTTP/1.1\r\ncontent-length: 9\r\n\r\nhel",
+            Some(9),
+            false,
+        );
         assert_eq!(route.stats.skipped(Skipped::BodyTooLarge), 1);
         assert_eq!(route.stats.skipped(Skipped::BodyNotBuffered), 1);
         let mut out = Vec::new();
@@ -300,7 +318,9 @@ mod tests {
     fn a_pingora_copy_gets_a_length_and_drops_framing() {
         let route = route(8);
         let mut request = RequestHeader::build("POST", b"/tap-p?q=1", None).unwrap();
-        request.insert_header("transfer-encoding", "chunked").unwrap();
+        request
+            .insert_header("transfer-encoding", "chunked")
+            .unwrap();
         request.insert_header("x-id", "7").unwrap();
         let mut capture = Capture::Undecided;
         capture.head(Some(&route), &request, false);

@@ -125,7 +125,10 @@ mod tests {
         let text = f.to_string();
         assert!(text.contains("50 of 200 copies failed"), "{text}");
         assert!(text.contains("(25.00%, limit 5%)"), "{text}");
-        assert!(text.contains("statistic 9.50 reached its bound 8.00"), "{text}");
+        assert!(
+            text.contains("statistic 9.50 reached its bound 8.00"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -133,7 +136,10 @@ mod tests {
         let Mirrored::Fine(note) = judge_evidence(&evidence(10, 1, 0.5), 50) else {
             panic!()
         };
-        assert!(note.contains("insufficient mirror evidence: 10 of 50"), "{note}");
+        assert!(
+            note.contains("insufficient mirror evidence: 10 of 50"),
+            "{note}"
+        );
         let Mirrored::Fine(note) = judge_evidence(&evidence(500, 5, 0.0), 50) else {
             panic!()
         };

@@ -141,7 +141,10 @@ mod tests {
         let missing = errors("[mirror]\n");
         assert!(missing.contains("mirror.pool: missing"), "{missing}");
         assert!(missing.contains("mirror.percent: missing"), "{missing}");
-        assert!(errors("[mirror]\npool = \"green\"\npercent = 0.01\nmethods = [\"post\"]\nmax_body = 0\n").is_empty());
+        assert!(errors(
+            "[mirror]\npool = \"green\"\npercent = 0.01\nmethods = [\"post\"]\nmax_body = 0\n"
+        )
+        .is_empty());
     }
 
     #[test]
