@@ -484,6 +484,18 @@ async fn cutover_and_canary_start_to_a_failing_mirror_are_refused_unless_forced(
     assert!(text.contains("mirror: 100% of GET,HEAD to green"), "{text}");
     assert!(text.contains("verdict: failing"), "{text}");
 
+    // The dashboard shows the copies' row, in a real browser.
+    if let Some(browser) = common::browser::chromium() {
+        let url = format!("http://{}/", proxy.admin);
+        let dom = tokio::task::spawn_blocking(move || common::browser::rendered(&browser, &url))
+            .await
+            .expect("chromium task");
+        assert!(dom.contains("copies → "), "no mirror row:\n{dom}");
+        assert!(dom.contains("mirror failing"), "no verdict:\n{dom}");
+    } else {
+        println!("dashboard check skipped: no chromium binary on PATH");
+    }
+
     let forced = proxy.ctl("cutover --force green").await;
     assert_eq!(forced["ok"], true, "{forced}");
     assert!(forced["message"]
