@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::types::{MirrorConfig, PoolConfig, Share};
+use crate::config::types::{MirrorConfig, PoolConfig, Share, UpstreamProtocol};
 use crate::config::walk::{Errors, Section};
 
 /// `max_body` when absent.
@@ -22,6 +22,14 @@ pub(super) fn read_mirror(
     }
     root.section(errors, "mirror", |m, errors| {
         let pool = match m.str(errors, "pool") {
+            // Copies go out as HTTP/1.1 in clear (`crate::mirror::send`).
+            Some(name) if pools.get(name).is_some_and(|p| p.upstream.tls || p.upstream.protocol == UpstreamProtocol::Http2) => {
+                errors.add(
+                    m.key("pool"),
+                    format!("pool \"{name}\" is reached over TLS or HTTP/2; copies are sent as plain HTTP/1.1 only"),
+                );
+                None
+            }
             Some(name) if pools.contains_key(name) => Some(name.to_string()),
             Some(name) => {
                 errors.add(m.key("pool"), format!("no such pool \"{name}\""));
@@ -145,6 +153,19 @@ mod tests {
             "[mirror]\npool = \"green\"\npercent = 0.01\nmethods = [\"post\"]\nmax_body = 0\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_pool_reached_over_tls_cannot_be_the_mirror() {
+        let text = format!(
+            "{POOLS}[pools.red]\nbackends = [\"127.0.0.1:9003\"]\ntls = true\n\
+             [mirror]\npool = \"red\"\npercent = 1\n"
+        );
+        let errors = parse(&text, Path::new("/")).unwrap_err().to_string();
+        assert!(
+            errors.contains("mirror.pool: pool \"red\" is reached over TLS"),
+            "{errors}"
+        );
     }
 
     #[test]
