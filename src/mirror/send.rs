@@ -201,23 +201,22 @@ async fn exchange(
     }
 }
 
-/// Reads what is there (up to 16 KiB) onto the end of `buf`, within `limit`.
+/// Reads what is there onto the end of `buf`, within `limit`.
 async fn read_more(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     limit: Duration,
     answered: bool,
 ) -> Result<usize, Failure> {
-    let start = buf.len();
-    buf.resize(start + 16 * 1024, 0);
-    let read = tokio::time::timeout(limit, stream.read(&mut buf[start..])).await;
-    let read = match read {
+    // Into the spare capacity: `read_buf` does not zero it first (a
+    // zeroed 16 KiB per read was most of a copy's instructions).
+    buf.reserve(16 * 1024);
+    let read = tokio::time::timeout(limit, stream.read_buf(buf)).await;
+    match read {
         Err(_) => Err(failed(FailureKind::ReadTimeout, answered)),
         Ok(Err(_)) => Err(failed(FailureKind::Reset, answered)),
         Ok(Ok(n)) => Ok(n),
-    };
-    buf.truncate(start + *read.as_ref().unwrap_or(&0));
-    read
+    }
 }
 
 /// The answer's head if it is all in `buf`: its length, status, framing and

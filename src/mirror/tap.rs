@@ -71,8 +71,14 @@ fn push(stats: &MirrorStats, parts: &[&[u8]]) {
 /// is in `upstream`.
 pub fn offer_h1(route: &MirrorRoute, upstream: &[u8], declared: Option<u64>, complete: bool) {
     let stats = &route.stats;
-    let Some(head_end) = find(upstream, b"\r\n\r\n").map(|at| at + 4) else {
-        return;
+    // Without a body the head is all of it (no scan).
+    let head_end = if declared == Some(0) && upstream.ends_with(b"\r\n\r\n") {
+        upstream.len()
+    } else {
+        match find(upstream, b"\r\n\r\n") {
+            Some(at) => at + 4,
+            None => return,
+        }
     };
     let body = &upstream[head_end..];
     let too_large =
