@@ -13,6 +13,10 @@
 #   OUT [a temp dir]: where callgrind.out.* and the annotate output stay
 #   SERVER_EXTRA [none]: extra [server] lines, e.g. 'fast_path = false' to
 #     profile pingora's HTTP path
+#   SECTIONS_EXTRA [none]: extra sections at the end of the config, e.g.
+#     SECTIONS_EXTRA=$'[mirror]\npool = "green"\npercent = 100' to count the
+#     mirror's cost (its worker thread included: the dump waits, bounded,
+#     until every copy of the measured requests was answered or dropped)
 #
 # Origin: nginx (1 worker) answering "blue"/"green" on free loopback ports.
 # switchyard: threads=1, split 90/10, health checks off (their timer would
@@ -112,6 +116,7 @@ blue = 90
 green = 10
 [health]
 enabled = false
+${SECTIONS_EXTRA:-}
 EOF
 "$SWITCHYARD_BIN" check -c "$RUN_DIR/sy/switchyard.toml" >/dev/null || die "config rejected"
 
@@ -135,8 +140,20 @@ log "warm-up: $WARM requests"
 load "$WARM"
 before=$(count)
 timeout 60 callgrind_control -z "$VG" >/dev/null || die "callgrind_control -z failed"
+mirrored() {  # copies the mirror has answered or dropped so far
+  timeout 60 curl -s --max-time 50 "http://$HOST:$ADMIN/metrics" |
+    awk '/^switchyard_mirror_(requests|dropped)_total/ {s += $NF} END {printf "%d\n", s}'
+}
+copies_before=$(mirrored)
 log "measuring: $REQS requests, -c$CONNS"
 load "$REQS"
+if [[ ${SECTIONS_EXTRA:-} == *'[mirror]'* ]]; then
+  for ((i = 0; i < 240; i++)); do
+    (( $(mirrored) - copies_before >= REQS )) && break
+    sleep 0.5
+  done
+  log "mirror: $(( $(mirrored) - copies_before )) copies answered or dropped"
+fi
 timeout 60 callgrind_control -d "$VG" >/dev/null || die "callgrind_control -d failed"
 after=$(count)
 reqs=$((after - before))

@@ -59,6 +59,13 @@
 #     in the same interleaved rounds; reports its req/s over switchyard's
 #     (median of the per-round ratios; the goal is >= 0.90) and the lines
 #     written and dropped
+#   MIRROR [1]: also bench "switchyard-mirror", the same binary with
+#     [mirror] pool = "green", percent = 100 (every GET copied to green's
+#     origin, answers discarded), in the same interleaved rounds; reports its
+#     req/s and CPU per request over switchyard's (median of the per-round
+#     ratios; the goal is >= 0.90) and the copies answered and dropped. The
+#     copies double the origin's requests, and the origin shares SUT_CPU
+#     with the proxy: the ratio includes that work too.
 #   SWITCHYARD_SERVER_B [none]: extra [server] lines for switchyard-b, e.g.
 #     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
 #     it benches the same binary twice
@@ -95,6 +102,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 NOFILE=${NOFILE:-65536}
 KEEP=${KEEP:-0}
 ACCESS_LOG=${ACCESS_LOG:-1}
+MIRROR=${MIRROR:-1}
 
 readonly HOST=127.0.0.1   # loopback only
 W_BLUE=90 W_GREEN=10
@@ -103,7 +111,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 for v in ROUNDS DURATION WARMUP PAUSE CONNS WRK_THREADS THREADS LOAD LIVE LIVE_DURATION \
-         SHIFT_INTERVAL IDLE IDLE_CONNS IDLE_BATCH IDLE_HOLD_SECS NOFILE KEEP QUICK ACCESS_LOG; do
+         SHIFT_INTERVAL IDLE IDLE_CONNS IDLE_BATCH IDLE_HOLD_SECS NOFILE KEEP QUICK ACCESS_LOG MIRROR; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && CONNS >= 1 && WRK_THREADS >= 1 && THREADS >= 1 \
@@ -231,6 +239,7 @@ for p in $PROXIES; do
   case $p in
     switchyard) TARGETS+=(switchyard)
                 if ((ACCESS_LOG)); then TARGETS+=(switchyard-log); fi
+                if ((MIRROR)); then TARGETS+=(switchyard-mirror); fi
                 if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then TARGETS+=(switchyard-b); fi ;;
     nginx)   if command -v nginx >/dev/null; then TARGETS+=(nginx); else log "nginx not installed: skipped"; fi ;;
     haproxy) if command -v haproxy >/dev/null; then TARGETS+=(haproxy); else log "haproxy not installed: skipped"; fi ;;
@@ -315,6 +324,9 @@ start_switchyard() {
   [[ $name == switchyard-log ]] && log_section="[access_log]
 path = \"$d/access.log\"
 format = \"json\""
+  [[ $name == switchyard-mirror ]] && log_section="[mirror]
+pool = \"green\"
+percent = 100"
   PORT[$name]=$(free_port); BIN_OF[$name]=$bin
   local admin_http; admin_http=$(free_port); ADMIN_OF[$name]=$admin_http
   mkdir -p "$d/state"
@@ -356,6 +368,7 @@ EOF
 }
 if has switchyard; then start_switchyard switchyard "$SWITCHYARD_BIN"; fi
 if has switchyard-log; then start_switchyard switchyard-log "$SWITCHYARD_BIN"; fi
+if has switchyard-mirror; then start_switchyard switchyard-mirror "$SWITCHYARD_BIN"; fi
 if has switchyard-b; then start_switchyard switchyard-b "$SWITCHYARD_BIN_B"; fi
 
 # nginx proxy config: weights 90/10, upstream keep-alive
@@ -553,6 +566,27 @@ if ((LOAD)); then
     verdict=$(awk -v x="$ratio" 'BEGIN{print (x >= 0.9 ? "ok, >= 0.90" : "BELOW 0.90")}')
     echo "access log: switchyard-log / switchyard req/s = $(printf '%.2fx' "$ratio") (median of per-round ratios: ${ratios[*]}; $verdict);"
     echo "            JSON lines written $lines, dropped ${dropped:-?} (switchyard_access_log_dropped_total)"
+  fi
+  if has switchyard-mirror; then
+    ratios=() cpus=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      read -r on _ _ on_req _ <<<"$(parse "$RUN_DIR/wrk.switchyard-mirror.$r.txt")"
+      read -r off _ _ off_req _ <<<"$(parse "$RUN_DIR/wrk.switchyard.$r.txt")"
+      ratios+=("$(awk -v a="$on" -v b="$off" 'BEGIN{printf "%.3f", (b > 0 ? a / b : 0)}')")
+      read -r du ds <"$RUN_DIR/cpu.switchyard-mirror.$r.txt"; on_cpu=$((du + ds))
+      read -r du ds <"$RUN_DIR/cpu.switchyard.$r.txt"; off_cpu=$((du + ds))
+      cpus+=("$(awk -v a="$on_cpu" -v an="$on_req" -v b="$off_cpu" -v bn="$off_req" \
+        'BEGIN{printf "%.3f", (an > 0 && bn > 0 && b > 0 ? (a / an) / (b / bn) : 0)}')")
+    done
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    cpu=$(printf '%s\n' "${cpus[@]}" | median)
+    mirror_metrics=$(timeout 10 curl -s "http://$HOST:${ADMIN_OF[switchyard-mirror]}/metrics")
+    answered=$(awk '/^switchyard_mirror_requests_total/ {s += $NF} END {printf "%d", s}' <<<"$mirror_metrics")
+    dropped=$(awk '/^switchyard_mirror_dropped_total/ {s += $NF} END {printf "%d", s}' <<<"$mirror_metrics")
+    verdict=$(awk -v x="$ratio" 'BEGIN{print (x >= 0.9 ? "ok, >= 0.90" : "BELOW 0.90")}')
+    echo "mirror:     switchyard-mirror / switchyard req/s = $(printf '%.2fx' "$ratio") (median of per-round ratios: ${ratios[*]}; $verdict);"
+    echo "            its CPU per request = $(printf '%.2fx' "$cpu") switchyard's (per round: ${cpus[*]});"
+    echo "            copies answered $answered, dropped $dropped (the origin served both the requests and their copies)"
   fi
 fi
 

@@ -381,6 +381,9 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     out.push_str(&dns_line(d));
                 }
             }
+            if let Some(m) = &status.mirror {
+                out.push_str(&mirror_lines(m));
+            }
         }
         "history" => {
             let history: History = read(answer)?;
@@ -430,6 +433,52 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
         }
     }
     Ok(out)
+}
+
+/// The mirror's record: what is copied, the copies' figures, the verdict.
+fn mirror_lines(m: &crate::protocol::answer::MirrorStatus) -> String {
+    let total = |map: &std::collections::BTreeMap<String, u64>| {
+        map.iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let none_if_empty = |text: String| {
+        if text.is_empty() {
+            "none".to_string()
+        } else {
+            text
+        }
+    };
+    let w = &m.window;
+    let evidence = match (m.statistic, m.bound) {
+        (Some(s), Some(b)) => format!(", statistic {s:.2} of bound {b:.2}"),
+        _ => String::new(),
+    };
+    format!(
+        "\nmirror: {}% of {} to {} (bodies up to {} bytes), since {}\n  \
+         copies {}  failed {} ({:.2}%)  [{}]\n  \
+         window: {} copies, {:.2}% errors, p50 {} p95 {} p99 {}\n  \
+         dropped: {}   skipped: {}\n  verdict: {}{evidence}\n",
+        pct(m.percent),
+        m.methods.join(","),
+        m.pool,
+        m.max_body,
+        m.since,
+        m.copies,
+        m.errors,
+        m.error_rate,
+        none_if_empty(total(&m.classes)),
+        w.requests,
+        w.error_rate,
+        ms(w.p50_ms),
+        ms(w.p95_ms),
+        ms(w.p99_ms),
+        none_if_empty(total(&m.dropped)),
+        none_if_empty(total(&m.skipped)),
+        m.verdict,
+    )
 }
 
 /// `  dns NAME  → N addresses [..], resolved Xs ago[, failing since T: error]`

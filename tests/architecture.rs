@@ -40,6 +40,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("access_log", 3), // written by the data plane, reopened by control
     // 4. the data plane and the services that feed it
     ("dataplane", 4),
+    // traffic mirroring: the table's part is pure like routing; the
+    // hand-off and the sender sit with the data plane
+    ("mirror", 4),
+    ("mirror::route", 2),
     // the HTTP/1.1 framing rules both request paths apply (pure, plus the
     // stream wrapper for pingora's path)
     ("dataplane::framing", 4),

@@ -21,7 +21,8 @@
 
 pub mod capture;
 pub mod format;
-mod ring;
+/// Also the mirror's queue of copies (`crate::mirror::tap`).
+pub(crate) mod ring;
 pub mod writer;
 
 use std::cell::RefCell;

@@ -42,26 +42,53 @@ impl Ring {
     /// Producer side: appends `line`; `false` (and nothing written) when
     /// the consumer has not made room for it.
     pub fn push(&self, line: &[u8]) -> bool {
-        let need = 1 + line.len().div_ceil(8) as u64;
+        self.push_parts(&[line])
+    }
+
+    /// [`Ring::push`] of the concatenation of `parts`, without making it
+    /// (the mirror's copies are a prefix, a head and a body).
+    pub fn push_parts(&self, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let need = 1 + len.div_ceil(8) as u64;
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);
         if head - tail + need > self.mask + 1 {
             return false;
         }
-        self.word(head).store(line.len() as u64, Ordering::Relaxed);
+        self.word(head).store(len as u64, Ordering::Relaxed);
         let mut at = head + 1;
-        let mut chunks = line.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.word(at)
-                .store(u64::from_le_bytes(word), Ordering::Relaxed);
-            at += 1;
+        let mut word = [0u8; 8];
+        let mut filled = 0;
+        for part in parts {
+            let mut part: &[u8] = part;
+            // Whole words straight from the part once the word in
+            // progress is empty; bytes one by one only at the seams.
+            while !part.is_empty() {
+                if filled == 0 && part.len() >= 8 {
+                    let mut chunks = part.chunks_exact(8);
+                    for chunk in &mut chunks {
+                        word.copy_from_slice(chunk);
+                        self.word(at)
+                            .store(u64::from_le_bytes(word), Ordering::Relaxed);
+                        at += 1;
+                    }
+                    part = chunks.remainder();
+                    continue;
+                }
+                let n = (8 - filled).min(part.len());
+                word[filled..filled + n].copy_from_slice(&part[..n]);
+                filled += n;
+                part = &part[n..];
+                if filled == 8 {
+                    self.word(at)
+                        .store(u64::from_le_bytes(word), Ordering::Relaxed);
+                    at += 1;
+                    filled = 0;
+                }
+            }
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
+        if filled > 0 {
+            word[filled..].fill(0);
             self.word(at)
                 .store(u64::from_le_bytes(word), Ordering::Relaxed);
             at += 1;
@@ -115,6 +142,21 @@ mod tests {
             out.clear();
         }
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn parts_come_out_as_one_line_whatever_their_seams() {
+        let ring = Ring::new(256);
+        let mut out = Vec::new();
+        let whole: Vec<u8> = (0..40u8).collect();
+        for cut in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
+            let (a, rest) = whole.split_at(cut.min(whole.len()));
+            let (b, c) = rest.split_at(rest.len() / 2);
+            assert!(ring.push_parts(&[a, b, c]), "cut {cut}");
+            assert_eq!(ring.drain_into(&mut out), 1);
+            assert_eq!(out, whole, "cut {cut}");
+            out.clear();
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
     render_discovery(&mut out, &table);
+    render_mirror(&mut out, &table);
     render_process(&mut out, shared, &table);
     super::process_metrics::render(&mut out);
     let encoder = prometheus::TextEncoder::new();
@@ -87,6 +88,101 @@ fn render_discovery(out: &mut String, table: &RoutingTable) {
                 "switchyard_{name}{{pool=\"{pool}\",name=\"{dns}\"}} {value}"
             );
         }
+    }
+}
+
+/// `[mirror]`'s copies, counted apart from the pool's own requests (the
+/// families are absent without a mirror).
+fn render_mirror(out: &mut String, table: &RoutingTable) {
+    use crate::mirror::route::{Dropped, Skipped};
+    let Some(route) = table.mirror.as_ref() else {
+        return;
+    };
+    let stats = &route.stats;
+    let pool = escape(&stats.pool);
+    let t = stats.copies.totals();
+    header(
+        out,
+        "mirror_requests_total",
+        "counter",
+        "Mirrored copies answered, by mirror pool and status class (error = no response).",
+    );
+    for class in StatusClass::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_mirror_requests_total{{pool=\"{pool}\",class=\"{}\"}} {}",
+            class.label(),
+            t.by_class[class as usize]
+        );
+    }
+    header(
+        out,
+        "mirror_request_duration_seconds",
+        "histogram",
+        "Latency of mirrored copies, from their send to the end of the answer.",
+    );
+    for (le, count) in &t.buckets {
+        let _ = writeln!(
+            out,
+            "switchyard_mirror_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "switchyard_mirror_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"+Inf\"}} {}",
+        t.latency_count
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_mirror_request_duration_seconds_sum{{pool=\"{pool}\"}} {}",
+        t.latency_sum.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_mirror_request_duration_seconds_count{{pool=\"{pool}\"}} {}",
+        t.latency_count
+    );
+    header(
+        out,
+        "mirror_upstream_failures_total",
+        "counter",
+        "Failed mirrored copies, by mirror pool and kind.",
+    );
+    for kind in FailureKind::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_mirror_upstream_failures_total{{pool=\"{pool}\",kind=\"{}\"}} {}",
+            kind.label(),
+            t.failures[kind as usize]
+        );
+    }
+    header(
+        out,
+        "mirror_dropped_total",
+        "counter",
+        "Copies made and not sent, by reason (queue_full: the mirror fell behind).",
+    );
+    for why in Dropped::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_mirror_dropped_total{{pool=\"{pool}\",reason=\"{}\"}} {}",
+            why.label(),
+            stats.dropped(why)
+        );
+    }
+    header(
+        out,
+        "mirror_skipped_total",
+        "counter",
+        "Requests chosen for a copy and not copied, by reason (body_too_large, body_not_buffered).",
+    );
+    for why in Skipped::ALL {
+        let _ = writeln!(
+            out,
+            "switchyard_mirror_skipped_total{{pool=\"{pool}\",reason=\"{}\"}} {}",
+            why.label(),
+            stats.skipped(why)
+        );
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// `[cluster]`: absent = a single instance, its state in its own file.
     pub cluster: Option<ClusterConfig>,
+    /// `[mirror]`: absent = nothing is copied.
+    pub mirror: Option<MirrorConfig>,
 }
 
 /// `[cluster]` (SPEC §9): a fleet sharing one runtime state through etcd.
@@ -119,6 +121,21 @@ pub struct ClusterTls {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+/// `[mirror]` (SPEC §11): a share of the requests with one of `methods`
+/// is copied to `pool` off the request path; the copies' answers are
+/// discarded and counted apart from the pool's own traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// A pool of the config.
+    pub pool: String,
+    /// Share of the matching requests copied (0.01 % steps).
+    pub percent: Share,
+    /// Upper-case method names; default `GET`, `HEAD`.
+    pub methods: Vec<String>,
+    /// A request whose body is longer is not copied (counted as skipped).
+    pub max_body: usize,
 }
 
 /// `[access_log]` (SPEC §10): one line per request, written off the

@@ -13,7 +13,9 @@ use crate::guard::canary::{self, CanaryNext, CanaryRun};
 use crate::guard::Verdict;
 use crate::protocol::CanaryCommand;
 
-use super::change::{complete_split, refuse_dead_pools, split_problem, Ctx, Plan};
+use super::change::{
+    complete_split, refuse_dead_pools, refuse_failing_mirror, split_problem, Ctx, Plan,
+};
 use super::error::Refusal;
 use super::state::RuntimeState;
 use super::transition::{raise_canary_step, raise_split, watch_canary};
@@ -43,6 +45,7 @@ pub fn command(
                 return Err(problem.into());
             }
             let forced = refuse_dead_pools(ctx.table, &state.split, &split, *force)?;
+            let mirrored = refuse_failing_mirror(ctx.table, pool, *force)?;
             raise_split(&mut state, split, ctx.now.wall);
             let full = canary::step_split(&base, pool, Share::FULL);
             watch_canary(&mut state, &base, pool, &full, ctx.now.wall);
@@ -55,7 +58,7 @@ pub fn command(
                 paused: false,
             });
             let reason = format!(
-                "canary of {pool}: step 1/{} at {}%{forced}",
+                "canary of {pool}: step 1/{} at {}%{forced}{mirrored}",
                 steps.len(),
                 first.weight
             );

@@ -121,6 +121,24 @@ pub fn refuse_dead_pools(
     }
 }
 
+/// Refuses a change that gives traffic to the mirror pool while its
+/// copies fail the guard's error-rate test (`crate::mirror::verdict`) —
+/// unless forced, which the audit reason records. Otherwise a note of what
+/// the mirror saw, for the reason (empty when `pool` is not mirrored).
+pub fn refuse_failing_mirror(
+    table: &RoutingTable,
+    pool: &str,
+    force: bool,
+) -> Result<String, Refusal> {
+    use crate::mirror::verdict::{judge, Mirrored};
+    match judge(table, pool) {
+        Mirrored::No => Ok(String::new()),
+        Mirrored::Fine(note) => Ok(note),
+        Mirrored::Failing(failing) if force => Ok(format!(" (forced: {failing})")),
+        Mirrored::Failing(failing) => Err(Refusal::MirrorFailing(failing)),
+    }
+}
+
 /// Why a pool has no usable backend, in the operator's words: drained by
 /// someone, or failing its health checks.
 fn unusable_because(pool: &crate::routing::Pool) -> String {
@@ -193,6 +211,7 @@ pub fn cutover(ctx: &Ctx, pool: &str, force: bool) -> Result<Plan, Refusal> {
     }
     let mut state = ctx.state.clone();
     let forced = refuse_dead_pools(ctx.table, &state.split, &split, force)?;
+    let mirrored = refuse_failing_mirror(ctx.table, pool, force)?;
     raise_split(&mut state, split, ctx.now.wall);
     // Forcing traffic onto a failing pool is the operator's call, but the
     // guard is still on duty: say so, and how to stand it down.
@@ -205,7 +224,7 @@ pub fn cutover(ctx: &Ctx, pool: &str, force: bool) -> Result<Plan, Refusal> {
     };
     Ok(Plan::new(
         state,
-        format!("cutover to {pool}{forced}{still_guarded}"),
+        format!("cutover to {pool}{forced}{mirrored}{still_guarded}"),
         "cutover",
     ))
 }

@@ -42,6 +42,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<String> {
         ("[server]", old.server != new.server),
         ("[admin]", old.admin != new.admin),
         ("[discovery]", old.discovery != new.discovery),
+        ("[mirror]", old.mirror != new.mirror),
     ];
     out.extend(
         sections

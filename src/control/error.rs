@@ -58,6 +58,9 @@ pub enum Refusal {
     },
     #[error("pool {pool} has no usable backend ({why}); add --force to do it anyway")]
     DeadPool { pool: String, why: String },
+    /// The pool's mirrored copies fail the guard's error-rate test.
+    #[error("{0}; add --force to do it anyway")]
+    MirrorFailing(crate::mirror::verdict::Failing),
     #[error(
         "{backend} is the last usable backend of pool {pool}, which has a {share}% share: \
          every request to {pool} would get 503; add --force to drain it anyway"
@@ -111,6 +114,7 @@ impl Refusal {
             | Refusal::TargetUnusable(problem)
             | Refusal::RevisionUnusable { problem, .. } => problem.kind(),
             Refusal::DeadPool { .. } => "dead_pool",
+            Refusal::MirrorFailing(_) => "mirror_failing",
             Refusal::LastBackend { .. } => "last_backend",
             Refusal::HandingOver => "handing_over",
             Refusal::Persist { .. } => "persist",

@@ -11,8 +11,8 @@ use crate::config::{format_duration, Config};
 use crate::guard::canary::CanaryRun;
 use crate::guard::Verdict;
 use crate::protocol::answer::{
-    BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, PoolStatus, Status,
-    TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
+    BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, MirrorStatus, PoolStatus,
+    Status, TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
 };
 use crate::routing::{DnsEntry, RoutingTable};
 use crate::stats::{FailureKind, StatusClass, WindowStats};
@@ -78,8 +78,59 @@ pub fn table_status(table: &RoutingTable, now: Now) -> Status {
         split: split_doc(&table.split),
         window: format_duration(table.config.guard.window),
         pools,
+        mirror: mirror_status(table, now),
         control: None,
     }
+}
+
+/// The copies of `[mirror]`, if there is one.
+fn mirror_status(table: &RoutingTable, now: Now) -> Option<MirrorStatus> {
+    use crate::mirror::route::{Dropped, Skipped};
+    use crate::mirror::verdict::{judge, Mirrored};
+    let route = table.mirror.as_ref()?;
+    let stats = &route.stats;
+    let evidence = stats.evidence();
+    let totals = stats.copies.totals();
+    let verdict = match (judge(table, &route.config.pool), &evidence.test) {
+        (Mirrored::Failing(_), _) => "failing",
+        (_, None) => "untested",
+        _ if evidence.copies < table.config.guard.min_requests => "insufficient",
+        _ => "passing",
+    };
+    let since_ms = stats
+        .since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Some(MirrorStatus {
+        pool: route.config.pool.clone(),
+        percent: route.config.percent.percent(),
+        methods: route.config.methods.clone(),
+        max_body: route.max_body as u64,
+        since: rfc3339(crate::clock::WallMs(since_ms)),
+        copies: evidence.copies,
+        errors: evidence.errors,
+        error_rate: if evidence.copies == 0 {
+            0.0
+        } else {
+            (evidence.errors as f64 * 10_000.0 / evidence.copies as f64).round() / 100.0
+        },
+        classes: StatusClass::ALL
+            .iter()
+            .map(|c| (c.label().to_string(), totals.by_class[*c as usize]))
+            .collect(),
+        window: window_figures(&stats.copies.window(now.mono.0)),
+        dropped: Dropped::ALL
+            .iter()
+            .map(|d| (d.label().to_string(), stats.dropped(*d)))
+            .collect(),
+        skipped: Skipped::ALL
+            .iter()
+            .map(|k| (k.label().to_string(), stats.skipped(*k)))
+            .collect(),
+        verdict: verdict.to_string(),
+        statistic: evidence.test.as_ref().map(|t| t.statistic),
+        bound: evidence.test.as_ref().map(|t| t.bound),
+    })
 }
 
 /// One `dns` backend: addresses in force and its lookups' record.

@@ -16,7 +16,8 @@ use pingora::protocols::l4::socket::SocketAddr;
 
 use crate::access_log::{self, Entry};
 use crate::config::HealthConfig;
-use crate::routing::{fast_random, Pool};
+use crate::mirror::route::MirrorRoute;
+use crate::routing::{fast_random, Pool, RoutingTable};
 use crate::stats::{FailureKind, Instant, StatusClass};
 
 /// Connect failures retried per request: once, on another backend of the
@@ -182,6 +183,18 @@ pub fn finish_unrouted<'e>(started: Instant, log: impl FnOnce() -> Entry<'e>) {
         entry.duration = Instant::now().saturating_duration_since(started);
         access_log::record(&entry);
     }
+}
+
+/// The mirror to copy this request to, if `[mirror]` is on and the
+/// request (by `method`, and the mirror's share) is one to copy: one
+/// branch without a mirror. Both paths then hand the copy to
+/// [`crate::mirror::tap`], which never waits.
+#[inline]
+pub fn mirror_for<'t>(table: &'t RoutingTable, method: &[u8]) -> Option<&'t MirrorRoute> {
+    table
+        .mirror
+        .as_ref()
+        .filter(|mirror| mirror.wants(method, fast_random()))
 }
 
 /// The client's IP address, from the peer address of its connection (the

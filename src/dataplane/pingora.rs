@@ -18,7 +18,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
 use super::answers::Answer;
-use super::exchange::{client_ip, finish_unrouted, Attempt, Outcome};
+use super::exchange::{client_ip, finish_unrouted, mirror_for, Attempt, Outcome};
 use super::framing::stream::{body_refused, refused, refused_line, REFUSED_MARK};
 use super::log_fields::{self, Noted};
 use crate::access_log::capture::refused_entry;
@@ -61,6 +61,8 @@ pub struct RequestCtx {
     request_id: Option<[u8; 32]>,
     upstream_at: Option<Instant>,
     answered: u16,
+    /// The request's copy for `[mirror]`, made as it goes up.
+    mirror: crate::mirror::tap::Capture,
     /// Keeps the request counted as in flight until the context drops, so
     /// shutdown can exit as soon as the last one finishes.
     _in_flight: InFlightToken,
@@ -127,6 +129,7 @@ impl ProxyHttp for SwitchyardProxy {
             request_id: None,
             upstream_at: None,
             answered: 0,
+            mirror: crate::mirror::tap::Capture::Undecided,
             _in_flight: REQUESTS.start(),
         }
     }
@@ -211,6 +214,25 @@ impl ProxyHttp for SwitchyardProxy {
             upstream_request.insert_header(crate::access_log::capture::REQUEST_ID, value)?;
             ctx.request_id = Some(id);
         }
+        if let Some(table) = &ctx.table {
+            if table.mirror.is_some() {
+                let mirror = mirror_for(table, upstream_request.method.as_str().as_bytes());
+                let no_body = session.is_body_empty();
+                ctx.mirror.head(mirror, upstream_request, no_body);
+            }
+        }
+        Ok(())
+    }
+
+    /// The body on its way up fills the request's mirror copy, if any.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.mirror.body(body.as_ref(), end_of_stream);
         Ok(())
     }
 

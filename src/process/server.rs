@@ -177,6 +177,10 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         DiscoveryService::new(Arc::clone(&controller)),
     ));
     server.add_service(background_service(
+        "mirror",
+        crate::mirror::service::MirrorService::new(Arc::clone(&shared)),
+    ));
+    server.add_service(background_service(
         "health checks",
         HealthService::new(Arc::clone(&shared)),
     ));

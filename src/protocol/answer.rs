@@ -99,8 +99,44 @@ pub struct Status {
     /// The guard window the figures cover, e.g. `30s`.
     pub window: String,
     pub pools: Vec<PoolStatus>,
+    /// `[mirror]`: the copies' record (absent without a mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorStatus>,
     #[serde(flatten)]
     pub control: Option<ControlStatus>,
+}
+
+/// The mirror pool's copies (SPEC §11), apart from its own traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub pool: String,
+    pub percent: f64,
+    pub methods: Vec<String>,
+    pub max_body: u64,
+    /// RFC 3339: when mirroring to this pool began (the counts' start).
+    pub since: String,
+    /// Copies answered since then, and those that failed (5xx or no answer).
+    pub copies: u64,
+    pub errors: u64,
+    /// Percent, two decimals.
+    pub error_rate: f64,
+    /// Copies by class (`2xx` … `5xx`, `error`), since the mirror began.
+    pub classes: BTreeMap<String, u64>,
+    /// The copies over the guard window, latency included.
+    pub window: WindowFigures,
+    /// Copies not sent: by reason (`queue_full`).
+    pub dropped: BTreeMap<String, u64>,
+    /// Requests chosen but not copied: by reason (`body_too_large`,
+    /// `body_not_buffered`).
+    pub skipped: BTreeMap<String, u64>,
+    /// `failing` (the guard's error-rate test tripped on the copies:
+    /// `cutover`/`canary start` to the pool are refused without --force),
+    /// `passing`, `insufficient` (fewer than `min_requests` copies) or
+    /// `untested` (no `max_error_rate`).
+    pub verdict: String,
+    /// The error-rate test's statistic and bound (absent when untested).
+    pub statistic: Option<f64>,
+    pub bound: Option<f64>,
 }
 
 /// What the controller knows beyond the table: where the config lives, the
@@ -389,6 +425,7 @@ mod tests {
             split: [("blue".to_string(), 100.0)].into(),
             window: "30s".into(),
             pools: vec![],
+            mirror: None,
             control: None,
         };
         let value = serde_json::to_value(&status).unwrap();
@@ -405,6 +442,7 @@ mod tests {
             split: [("blue".to_string(), 100.0)].into(),
             window: "30s".into(),
             pools: vec![],
+            mirror: None,
             control: Some(ControlStatus {
                 ok: true,
                 config: "/etc/switchyard.toml".into(),

@@ -16,6 +16,7 @@ use crate::config::{
     Config, HealthConfig, PoolConfig, RouteMatch, Share, Split, StickyKey, UpstreamProtocol,
 };
 use crate::health::verdict::{BackendHealth, Peers};
+use crate::mirror::route::MirrorRoute;
 use crate::stats::{ms_at, now_ms, FailureKind, Instant, PoolStats, StatusClass};
 
 /// Index of a pool in [`RoutingTable::pools`]; only meaningful with its table.
@@ -194,6 +195,9 @@ pub struct RoutingTable {
     /// request may take the fast path (`dataplane::fastpath`). Decided for the
     /// whole table so that falling back never skews the split.
     pub fast_path: bool,
+    /// `[mirror]`: which requests are copied to which pool; `None` costs
+    /// the request path one branch.
+    pub mirror: Option<MirrorRoute>,
 }
 
 impl RoutingTable {
@@ -276,8 +280,17 @@ impl RoutingTable {
                 !pool.upstream.tls && pool.upstream.protocol != UpstreamProtocol::Http2
             });
 
+        // Validation checked the pool; the copies' statistics stay while
+        // the mirror pool does.
+        let mirror = config.mirror.as_ref().and_then(|m| {
+            let pool = id_of(&m.pool)?;
+            let previous = previous.and_then(|t| t.mirror.as_ref());
+            Some(MirrorRoute::new(m, pool, config.guard.window, previous))
+        });
+
         RoutingTable {
             fast_path,
+            mirror,
             revision: runtime.revision,
             split: runtime.split.clone(),
             pools,

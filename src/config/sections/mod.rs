@@ -13,10 +13,12 @@
 //! - `policy`: `[health]`, `[guard]`, `[canary]`, `[notify]`
 //! - `access_log`: `[access_log]`
 //! - `cluster`: `[cluster]` (fleet mode on etcd)
+//! - `mirror`: `[mirror]`
 
 mod access_log;
 mod cluster;
 mod discovery;
+mod mirror;
 mod policy;
 mod pools;
 mod server;
@@ -52,6 +54,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
         let discovery = discovery::read_discovery(errors, root);
         let access_log = access_log::read_access_log(errors, root, base_dir);
         let cluster = cluster::read_cluster(errors, root, base_dir);
+        let mirror = mirror::read_mirror(errors, root, &pools);
         Config {
             server,
             admin,
@@ -67,6 +70,7 @@ pub(super) fn read(document: &toml::Table, base_dir: &Path) -> Result<Config, Co
             discovery,
             access_log,
             cluster,
+            mirror,
         }
     });
     if errors.0.is_empty() {

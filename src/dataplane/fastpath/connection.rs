@@ -19,7 +19,7 @@ use super::scratch::Scratch;
 use super::upstream::IdlePool;
 use crate::access_log::capture::{answer_body_len, refused_entry};
 use crate::dataplane::answers::{Answer, BAD_GATEWAY, NO_SHARE};
-use crate::dataplane::exchange::{finish_unrouted, Attempt, Outcome};
+use crate::dataplane::exchange::{finish_unrouted, mirror_for, Attempt, Outcome};
 use crate::dataplane::head_gate::refuse;
 use crate::dataplane::head_limit::{answer_status, refusal, HeadDeadline, HeadLimits, TIMED_OUT};
 use crate::routing::{fast_random, Pool};
@@ -350,6 +350,19 @@ impl Connection {
             return Next::Close;
         };
         let pool = &table.pools[pool_id];
+        // A copy for `[mirror]` (one branch without it), handed off
+        // without waiting: the head as it goes up, and the body if it came
+        // whole with the head.
+        if table.mirror.is_some() {
+            let method = scratch.out.split(|b| *b == b' ').next().unwrap_or_default();
+            if let Some(mirror) = mirror_for(&table, method) {
+                let declared = match request.body {
+                    crate::dataplane::framing::Body::Length(len) => Some(len),
+                    crate::dataplane::framing::Body::Chunked => None,
+                };
+                crate::mirror::tap::offer_h1(mirror, &scratch.out, declared, body_left.done());
+            }
+        }
         let close_client = request.close || *serving.shutdown.borrow();
         let mut attempt = Attempt::new();
         let result = self

@@ -67,7 +67,7 @@ pub(super) enum BodyLeft {
 }
 
 impl BodyLeft {
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         matches!(self, BodyLeft::Length(0))
     }
 }
