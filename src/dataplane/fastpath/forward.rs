@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::client::Client;
 use super::connection::{Connection, Delivered, Failure, Retry, CLIENT_TIMEOUT};
 use super::head::{self, Request, ResponseContext};
 use super::io::{clamp, connect_failure, write_failure, write_within, Side};
@@ -84,7 +85,7 @@ pub(super) struct Upstream {
     pub reused: bool,
 }
 
-impl Connection {
+impl<C: Client> Connection<C> {
     /// The body's first bytes (maybe all of it) came with the head; they go
     /// out with the upstream head (appended to `scratch.out`). Bytes after
     /// the body are the next (pipelined) request: they move to the front of
@@ -364,7 +365,7 @@ impl Connection {
         server: &ServerConfig,
     ) -> Result<(bool, usize), Side> {
         let (answer, mut sender) = upstream.split();
-        let client = &mut *self.client;
+        let client = &mut self.client;
         let deadline = &mut self.deadline;
         let mut answered = 0;
         while !left.done() {

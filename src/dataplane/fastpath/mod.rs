@@ -28,6 +28,7 @@
 //! framing rules and the chunked scanner are [`crate::dataplane::framing`]'s,
 //! shared with pingora's path.
 
+mod client;
 mod connection;
 mod deadline;
 mod forward;
@@ -44,6 +45,7 @@ use pingora::server::ShutdownWatch;
 use super::exchange::client_ip;
 use crate::shared::Shared;
 pub use connection::Ending;
+use client::Client;
 use connection::{Connection, Serving};
 use deadline::Deadline;
 use head::ClientAddr;
@@ -59,16 +61,46 @@ pub fn plain(stream: Stream) -> Option<Box<L4Stream>> {
     stream.into_any().downcast::<L4Stream>().ok()
 }
 
-/// Serves one client connection until it closes, or until a request needs
-/// pingora. Upstream connections are reused from `idle`.
+/// Serves one plain client connection until it closes, or until a request
+/// needs pingora. Upstream connections are reused from `idle`.
 pub async fn serve(
     client: Box<L4Stream>,
     shared: &Shared,
     idle: &IdlePool,
     shutdown: &ShutdownWatch,
 ) -> Ending {
+    let client_ip = peer_ip(&*client);
+    serve_client(client, client_ip, shared, idle, shutdown).await
+}
+
+/// Serves one TLS client connection (its handshake done, ALPN http/1.1 or
+/// none) like [`serve`]: the same routing, limits, statistics and log, over
+/// the decrypted stream. The client's address is read once here, not per
+/// request (pingora's TLS stream makes a new socket digest, a
+/// `getpeername`, each time it is asked).
+pub async fn serve_tls(
+    client: Stream,
+    shared: &Shared,
+    idle: &IdlePool,
+    shutdown: &ShutdownWatch,
+) -> Ending {
+    let client_ip = peer_ip(&*client);
+    serve_client(client, client_ip, shared, idle, shutdown).await
+}
+
+/// The client's IP address, asked of its socket once per connection.
+fn peer_ip<S: GetSocketDigest + ?Sized>(client: &S) -> Option<std::net::IpAddr> {
     let digest = client.get_socket_digest();
-    let client_ip = client_ip(digest.as_ref().and_then(|d| d.peer_addr()));
+    client_ip(digest.as_ref().and_then(|d| d.peer_addr()))
+}
+
+async fn serve_client<C: Client>(
+    client: C,
+    client_ip: Option<std::net::IpAddr>,
+    shared: &Shared,
+    idle: &IdlePool,
+    shutdown: &ShutdownWatch,
+) -> Ending {
     let connection = Connection {
         client,
         client_addr: ClientAddr::new(client_ip),
