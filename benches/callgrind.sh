@@ -20,6 +20,9 @@
 #   PEER [switchyard]: haproxy = run HAProxy (nbthread 1, the same origins,
 #     split, keep-alive and TLS settings) under callgrind instead; its
 #     requests are the ones curl sent (it has no /metrics)
+#   CLIENT [curl for http, h2load for https]: h2load --h1 keeps exactly
+#     CONNS connections (curl -Z opens more than CONNS over TLS, and each
+#     extra handshake lands in the figure)
 #   POST_BYTES [0]: send POSTs with a body of this many bytes instead of GETs
 #
 # Origin: nginx (1 worker) answering "blue"/"green" on free loopback ports.
@@ -183,9 +186,19 @@ count() {  # requests the proxy has counted so far (HAProxy: those curl sent)
   timeout 60 curl -s --max-time 50 "http://$HOST:$ADMIN/metrics" |
     awk '/^switchyard_requests_total/ {s += $NF} END {printf "%d\n", s}'
 }
-load() {  # load N: exactly N keep-alive GETs, CONNS at a time (curl --parallel)
+if [[ $SCHEME == https ]]; then CLIENT=${CLIENT:-h2load}; else CLIENT=${CLIENT:-curl}; fi
+load() {  # load N: exactly N keep-alive GETs, CONNS at a time (curl --parallel, or h2load --h1)
   local i
   local extra=()
+  if [[ $CLIENT == h2load ]]; then
+    command -v h2load >/dev/null || die "h2load is required (nghttp2-client)"
+    [[ $POST_BYTES -gt 0 ]] && extra+=(-d "$RUN_DIR/post.bin")
+    timeout 1800 h2load --h1 -n "$1" -c "$CONNS" "${extra[@]}" "$SCHEME://$HOST:$PROXY/" >"$RUN_DIR/h2load.$1" 2>&1 \
+      || die "h2load failed or timed out: $(tail -n 5 "$RUN_DIR/h2load.$1")"
+    awk '/^status codes:/ {print "200 x" $3}' "$RUN_DIR/h2load.$1" | tr -d , >"$RUN_DIR/codes.$1"
+    SENT=$((${SENT:-0} + $1))
+    return
+  fi
   for ((i = 0; i < $1; i++)); do echo "url = \"$SCHEME://localhost:$PROXY/\""; echo 'output = "/dev/null"'; done >"$RUN_DIR/urls.$1"
   [[ $SCHEME == https ]] && extra+=(-k --http1.1)
   [[ $POST_BYTES -gt 0 ]] && extra+=(--data-binary "@$RUN_DIR/post.bin" -H 'Content-Type: application/octet-stream')
@@ -208,7 +221,11 @@ dump=$(ls -t "$OUT"/callgrind.out.*.* 2>/dev/null | head -n1)
 [[ -n $dump ]] || die "no callgrind dump"
 ir=$(awk '/^summary:/ {print $2}' "$dump")
 [[ -n $ir ]] || ir=$(awk '/^totals:/ {print $2}' "$dump")
-codes=$(sort "$RUN_DIR/codes.$REQS" | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+if [[ $CLIENT == h2load ]]; then
+  codes="2xx $(awk '/^status codes:/ {print $3}' "$RUN_DIR/h2load.$REQS" | tr -d ,) (h2load --h1 -c$CONNS)"
+else
+  codes=$(sort "$RUN_DIR/codes.$REQS" | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+fi
 if [[ $PEER == haproxy ]]; then bin=$(haproxy -v | head -n1); else bin=$SWITCHYARD_BIN; fi
 echo "binary:        $bin ($SCHEME${SERVER_EXTRA:+, $SERVER_EXTRA}$( ((POST_BYTES > 0)) && echo ", POST $POST_BYTES B"))"
 echo "requests:      $reqs counted by the proxy (curl -Z --parallel-max $CONNS, $REQS requests; status codes: $codes)"

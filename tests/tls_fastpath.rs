@@ -1,7 +1,8 @@
 //! HTTP/1.1 over TLS on the fast path (real binary, real rustls client,
 //! loopback): keep-alive requests with ALPN http/1.1 and with no ALPN are
 //! served without pingora (its hand-over count stays 0), with the same
-//! upstream head as on a plain listener (X-Forwarded-For, x-request-id);
+//! upstream head as on a plain listener (X-Forwarded-For, x-request-id
+//! while the access log is on) and their access log lines;
 //! a request the fast path does not carry is handed to pingora on the same
 //! TLS connection, its bytes intact, and served.
 
@@ -66,14 +67,17 @@ async fn tls_http1_keep_alive_takes_the_fast_path_and_hands_over_what_it_does_no
     std::fs::write(certs.path().join("cert.pem"), cert).expect("write cert");
     std::fs::write(certs.path().join("key.pem"), key).expect("write key");
     let tls_addr = loopback(free_port());
+    let log = certs.path().join("access.log");
     let proxy = Proxy::start_with(
         &format!(
             "[[server.tls]]\nlisten = \"{tls_addr}\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
             d = certs.path().display()
         ),
         &format!(
-            "[pools.blue]\nbackends = [\"{}\"]\n[split]\nblue = 100\n",
-            blue.addr()
+            "[pools.blue]\nbackends = [\"{}\"]\n[split]\nblue = 100\n\
+             [access_log]\npath = \"{}\"\nformat = \"json\"\n",
+            blue.addr(),
+            log.display()
         ),
     )
     .await;
@@ -105,6 +109,22 @@ async fn tls_http1_keep_alive_takes_the_fast_path_and_hands_over_what_it_does_no
         assert_eq!((status, body.as_str()), (200, "blue\n"), "the pipelined one");
     }
     assert_eq!(handoffs(&proxy).await, 0.0, "TLS HTTP/1.1 stayed on the fast path");
+    // 2 connections x 5 requests, each with its line (the writer drains
+    // within ~100 ms).
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(WITHIN, || async { lines().lines().count() >= 10 }).await,
+        "10 access log lines: {}",
+        lines()
+    );
+    let echo_line: serde_json::Value = lines()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["target"] == "/echo")
+        .expect("the /echo request's line");
+    assert_eq!(echo_line["protocol"], "HTTP/1.1");
+    assert_eq!(echo_line["status"], 200);
+    assert_eq!(echo_line["pool"], "blue");
 
     // HTTP/1.0 is pingora's: handed over on the same TLS connection after
     // a fast-path request, and answered.

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::client::Client;
 use super::connection::{Connection, Delivered, Failure, Retry, CLIENT_TIMEOUT};
 use super::head::{self, Request, ResponseContext};
-use super::io::{clamp, connect_failure, write_failure, write_within, Side};
+use super::io::{clamp, connect_failure, read_now, write_failure, write_two_within, write_within, Side};
 use super::relay::Head;
 use super::scratch::Scratch;
 use super::upstream::{self, IdlePool};
@@ -272,10 +272,25 @@ impl<C: Client> Connection<C> {
             kind,
             answered: false,
         };
-        if let Err(error) = write_within(
+        // The body's next bytes, when the client has sent them already, go
+        // up in the same write as the head (one `writev`: a 16 KiB POST's
+        // head and body do not fit the client buffer together, so the
+        // body's tail is a read of its own).
+        let mut with_head = 0;
+        if let BodyLeft::Length(len) = body_left {
+            if *len > 0 && self.buffered == 0 {
+                let want = clamp(*len).min(scratch.client.len());
+                if let Some(read) = read_now(&mut self.client, &mut scratch.client[..want]).await {
+                    with_head = read;
+                    *len -= read as u64;
+                }
+            }
+        }
+        if let Err(error) = write_two_within(
             &mut self.deadline,
             &mut upstream,
             &scratch.out,
+            &scratch.client[..with_head],
             server.write_timeout,
         )
         .await

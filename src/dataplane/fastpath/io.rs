@@ -1,6 +1,7 @@
 //! Reads and writes within a deadline, and what an I/O error means for the
 //! pool's failure counts.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -66,4 +67,48 @@ pub(super) fn write_failure(error: &io::Error) -> FailureKind {
         io::ErrorKind::TimedOut => FailureKind::WriteTimeout,
         _ => FailureKind::Reset,
     }
+}
+
+/// Writes `head` then `body` with as few system calls as the socket allows
+/// (one `writev` when it has room), within `limit`.
+pub(super) async fn write_two_within<W: AsyncWrite + Unpin + ?Sized>(
+    deadline: &mut Deadline,
+    writer: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let write = async {
+        let mut done = 0;
+        let total = head.len() + body.len();
+        while done < total {
+            let written = if done < head.len() {
+                let parts = [io::IoSlice::new(&head[done..]), io::IoSlice::new(body)];
+                writer.write_vectored(&parts).await?
+            } else {
+                writer.write(&body[done - head.len()..]).await?
+            };
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            done += written;
+        }
+        writer.flush().await
+    };
+    deadline.bound(limit, write).await
+}
+
+/// What `reader` has for `buf` right now, without waiting: `None` if
+/// nothing is there yet (or the read failed: the caller's next read, which
+/// does wait, sees that again).
+pub(super) async fn read_now<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut read = std::pin::pin!(reader.read(buf));
+    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        std::task::Poll::Ready(Ok(n)) if n > 0 => std::task::Poll::Ready(Some(n)),
+        std::task::Poll::Ready(_) | std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }

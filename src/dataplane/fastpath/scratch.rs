@@ -41,7 +41,12 @@ struct Spare {
     sets: Vec<Scratch>,
     fewest: usize,
     window_ends_ms: u64,
+    /// Sets given back since the clock was last read: it is read once
+    /// every [`CLOCK_EVERY`] (a trim window is seconds long).
+    given: u32,
 }
+
+const CLOCK_EVERY: u32 = 64;
 
 thread_local! {
     static SPARE: RefCell<Spare> = const {
@@ -49,6 +54,7 @@ thread_local! {
             sets: Vec::new(),
             fewest: 0,
             window_ends_ms: 0,
+            given: 0,
         })
     };
 }
@@ -84,7 +90,13 @@ impl Scratch {
         // Freed after the borrow ends (a drop never runs under it).
         let trimmed = SPARE.with(|spare| {
             let mut spare = spare.borrow_mut();
-            let trimmed = spare.trim(now_ms());
+            spare.given += 1;
+            let trimmed = if spare.given >= CLOCK_EVERY {
+                spare.given = 0;
+                spare.trim(now_ms())
+            } else {
+                Vec::new()
+            };
             if spare.sets.len() < SPARE_MAX {
                 spare.sets.push(self);
             }
@@ -121,6 +133,7 @@ mod tests {
             sets: (0..n).map(|_| Scratch::new()).collect(),
             fewest: n,
             window_ends_ms: 1_000,
+            given: 0,
         }
     }
 
