@@ -78,23 +78,26 @@ pub(super) async fn write_two_within<W: AsyncWrite + Unpin + ?Sized>(
     body: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    let write = async {
-        let mut done = 0;
-        let total = head.len() + body.len();
-        while done < total {
+    // A poll function rather than a loop of awaits: it keeps no I/O slices
+    // across a wait, so the connection future does not grow by them.
+    let mut done = 0;
+    let write = std::future::poll_fn(|cx| {
+        while done < head.len() + body.len() {
             let written = if done < head.len() {
                 let parts = [io::IoSlice::new(&head[done..]), io::IoSlice::new(body)];
-                writer.write_vectored(&parts).await?
+                std::task::ready!(std::pin::Pin::new(&mut *writer).poll_write_vectored(cx, &parts))
             } else {
-                writer.write(&body[done - head.len()..]).await?
-            };
+                std::task::ready!(
+                    std::pin::Pin::new(&mut *writer).poll_write(cx, &body[done - head.len()..])
+                )
+            }?;
             if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return std::task::Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             done += written;
         }
-        writer.flush().await
-    };
+        std::pin::Pin::new(&mut *writer).poll_flush(cx)
+    });
     deadline.bound(limit, write).await
 }
 

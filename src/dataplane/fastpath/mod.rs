@@ -63,14 +63,16 @@ pub fn plain(stream: Stream) -> Option<Box<L4Stream>> {
 
 /// Serves one plain client connection until it closes, or until a request
 /// needs pingora. Upstream connections are reused from `idle`.
-pub async fn serve(
+/// (Not an `async fn`: a wrapper future of its own would add to every
+/// connection's task.)
+pub fn serve<'a>(
     client: Box<L4Stream>,
-    shared: &Shared,
-    idle: &IdlePool,
-    shutdown: &ShutdownWatch,
-) -> Ending {
+    shared: &'a Shared,
+    idle: &'a IdlePool,
+    shutdown: &'a ShutdownWatch,
+) -> impl std::future::Future<Output = Ending> + Send + 'a {
     let client_ip = peer_ip(&*client);
-    serve_client(client, client_ip, shared, idle, shutdown).await
+    serve_client(client, client_ip, shared, idle, shutdown)
 }
 
 /// Serves one TLS client connection (its handshake done, ALPN http/1.1 or
@@ -78,14 +80,14 @@ pub async fn serve(
 /// the decrypted stream. The client's address is read once here, not per
 /// request (pingora's TLS stream makes a new socket digest, a
 /// `getpeername`, each time it is asked).
-pub async fn serve_tls(
+pub fn serve_tls<'a>(
     client: Stream,
-    shared: &Shared,
-    idle: &IdlePool,
-    shutdown: &ShutdownWatch,
-) -> Ending {
+    shared: &'a Shared,
+    idle: &'a IdlePool,
+    shutdown: &'a ShutdownWatch,
+) -> impl std::future::Future<Output = Ending> + Send + 'a {
     let client_ip = peer_ip(&*client);
-    serve_client(client, client_ip, shared, idle, shutdown).await
+    serve_client(client, client_ip, shared, idle, shutdown)
 }
 
 /// The client's IP address, asked of its socket once per connection.
