@@ -128,7 +128,7 @@ fi
 cat >"$RUN_DIR/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4000
 defaults
   mode http
   timeout connect 5s

@@ -106,9 +106,17 @@ async fn tls_http1_keep_alive_takes_the_fast_path_and_hands_over_what_it_does_no
         assert!(echo.contains("x-forwarded-for: 127.0.0.1"), "{echo}");
         assert!(echo.contains("x-request-id: "), "{echo}");
         let (status, _, body) = response(&mut stream).await;
-        assert_eq!((status, body.as_str()), (200, "blue\n"), "the pipelined one");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "blue\n"),
+            "the pipelined one"
+        );
     }
-    assert_eq!(handoffs(&proxy).await, 0.0, "TLS HTTP/1.1 stayed on the fast path");
+    assert_eq!(
+        handoffs(&proxy).await,
+        0.0,
+        "TLS HTTP/1.1 stayed on the fast path"
+    );
     // 2 connections x 5 requests, each with its line (the writer drains
     // within ~100 ms).
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();

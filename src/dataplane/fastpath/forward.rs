@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use super::client::Client;
 use super::connection::{Connection, Delivered, Failure, Retry, CLIENT_TIMEOUT};
 use super::head::{self, Request, ResponseContext};
-use super::io::{clamp, connect_failure, read_now, write_failure, write_two_within, write_within, Side};
+use super::io::{
+    clamp, connect_failure, read_now, write_failure, write_two_within, write_within, Side,
+};
 use super::relay::Head;
 use super::scratch::Scratch;
 use super::upstream::{self, IdlePool};

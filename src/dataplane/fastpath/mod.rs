@@ -44,8 +44,8 @@ use pingora::server::ShutdownWatch;
 
 use super::exchange::client_ip;
 use crate::shared::Shared;
-pub use connection::Ending;
 use client::Client;
+pub use connection::Ending;
 use connection::{Connection, Serving};
 use deadline::Deadline;
 use head::ClientAddr;
