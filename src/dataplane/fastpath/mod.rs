@@ -1,5 +1,5 @@
-//! The HTTP/1.1 fast path: plain keep-alive requests proxied without
-//! pingora's HTTP layer.
+//! The HTTP/1.1 fast path: keep-alive requests, plain or over TLS, proxied
+//! without pingora's HTTP layer.
 //!
 //! Profiles of the pingora path (README, "Performance") put most of its cost
 //! per request in building `http` header maps twice, copying them, and the
@@ -15,12 +15,14 @@
 //! retries are the same as on the pingora path: both call the data plane's
 //! `exchange` policy.
 //!
-//! The boundary: it takes a plain (cleartext) connection from the accept
+//! The boundary: it takes an HTTP/1.1 connection (plain, or TLS after its
+//! handshake) from the accept
 //! app and serves it request by request; a request it does
 //! not carry is handed back as [`Ending::Pingora`] with its bytes put back
 //! in the stream, and pingora serves the connection from then on.
 //!
-//! By job: [`connection`] (the keep-alive loop and its waits, parsing,
+//! By job: [`client`] (the plain and TLS client streams, and how each is
+//! handed to pingora), [`connection`] (the keep-alive loop and its waits, parsing,
 //! answering failures), [`forward`] (attempts, request head and body up),
 //! [`relay`] (response head and body down), [`scratch`] (per-request
 //! buffers), [`io`] (deadline-bound reads and writes), [`head`] (HTTP/1.1
