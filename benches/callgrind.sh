@@ -17,6 +17,17 @@
 #     SECTIONS_EXTRA=$'[mirror]\npool = "green"\npercent = 100' to count the
 #     mirror's cost (its worker thread included: the dump waits, bounded,
 #     until every copy of the measured requests was answered or dropped)
+#   SCHEME [http]: https = TLS 1.3 keep-alive HTTP/1.1 (self-signed ECDSA
+#     P-256 certificate made here with openssl; curl --http1.1, so ALPN
+#     http/1.1); the handshakes of the CONNS connections are amortised over
+#     REQS requests
+#   PEER [switchyard]: haproxy = run HAProxy (nbthread 1, the same origins,
+#     split, keep-alive and TLS settings) under callgrind instead; its
+#     requests are the ones curl sent (it has no /metrics)
+#   CLIENT [curl for http, h2load for https]: h2load --h1 keeps exactly
+#     CONNS connections (curl -Z opens more than CONNS over TLS, and each
+#     extra handshake lands in the figure)
+#   POST_BYTES [0]: send POSTs with a body of this many bytes instead of GETs
 #
 # Origin: nginx (1 worker) answering "blue"/"green" on free loopback ports.
 # switchyard: threads=1, split 90/10, health checks off (their timer would
@@ -32,10 +43,17 @@ TOP=${TOP:-25}
 HOST=127.0.0.1
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-for tool in valgrind callgrind_control python3 nginx curl ss; do
+SCHEME=${SCHEME:-http}
+PEER=${PEER:-switchyard}
+POST_BYTES=${POST_BYTES:-0}
+for tool in valgrind callgrind_control python3 nginx curl ss openssl; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
-[[ -x ${SWITCHYARD_BIN:-} ]] || die "set SWITCHYARD_BIN to the release binary"
+if [[ $PEER == haproxy ]]; then
+  command -v haproxy >/dev/null || die "haproxy is required for PEER=haproxy"
+else
+  [[ -x ${SWITCHYARD_BIN:-} ]] || die "set SWITCHYARD_BIN to the release binary"
+fi
 
 RUN_DIR=$(mktemp -d /tmp/switchyard-cg.XXXXXX)
 chmod 755 "$RUN_DIR"
@@ -95,14 +113,51 @@ nginx -p "$RUN_DIR/origin/" -c "$RUN_DIR/origin/nginx.conf" -e "$RUN_DIR/origin/
 PIDS+=("$!")
 wait_port "$BLUE" 10 && wait_port "$GREEN" 10 || die "origin did not start"
 
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$RUN_DIR/key.pem" -out "$RUN_DIR/cert.pem" >/dev/null 2>&1 \
+  || die "openssl could not make a certificate"
+cat "$RUN_DIR/cert.pem" "$RUN_DIR/key.pem" >"$RUN_DIR/haproxy.pem"
+if [[ $SCHEME == https ]]; then
+  LISTEN_PLAIN=$(free_port)
+  SY_TLS="[[server.tls]]
+listen = \"$HOST:$PROXY\"
+cert = \"$RUN_DIR/cert.pem\"
+key = \"$RUN_DIR/key.pem\""
+  HA_BIND="bind $HOST:$PROXY ssl crt $RUN_DIR/haproxy.pem alpn h2,http/1.1"
+else
+  LISTEN_PLAIN=$PROXY
+  SY_TLS=""
+  HA_BIND="bind $HOST:$PROXY"
+fi
+cat >"$RUN_DIR/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 600s
+  timeout server 600s
+  timeout http-keep-alive 600s
+  option http-keep-alive
+frontend fe
+  $HA_BIND
+  default_backend split
+backend split
+  balance random
+  http-reuse always
+  server blue $HOST:$BLUE weight 90
+  server green $HOST:$GREEN weight 10
+EOF
 cat >"$RUN_DIR/sy/switchyard.toml" <<EOF
 [server]
-listen = ["$HOST:$PROXY"]
+listen = ["$HOST:$LISTEN_PLAIN"]
 threads = 1
 grace_period = "1s"
 read_timeout = "600s"
 write_timeout = "600s"
 ${SERVER_EXTRA:-}
+$SY_TLS
 [admin]
 socket = "$RUN_DIR/sy/admin.sock"
 http = "$HOST:$ADMIN"
@@ -118,24 +173,46 @@ green = 10
 enabled = false
 ${SECTIONS_EXTRA:-}
 EOF
-"$SWITCHYARD_BIN" check -c "$RUN_DIR/sy/switchyard.toml" >/dev/null || die "config rejected"
-
-env RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" \
-  "$SWITCHYARD_BIN" run -c "$RUN_DIR/sy/switchyard.toml" >"$RUN_DIR/sy.log" 2>&1 &
+if [[ $PEER == haproxy ]]; then
+  haproxy -c -f "$RUN_DIR/haproxy.cfg" >/dev/null || die "haproxy config rejected"
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" \
+    haproxy -db -f "$RUN_DIR/haproxy.cfg" >"$RUN_DIR/sy.log" 2>&1 &
+else
+  "$SWITCHYARD_BIN" check -c "$RUN_DIR/sy/switchyard.toml" >/dev/null || die "config rejected"
+  env RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out.%p" \
+    "$SWITCHYARD_BIN" run -c "$RUN_DIR/sy/switchyard.toml" >"$RUN_DIR/sy.log" 2>&1 &
+fi
 VG=$!
 PIDS+=("$VG")
 wait_port "$PROXY" 120 || { tail -n 30 "$RUN_DIR/sy.log" >&2; die "switchyard under valgrind did not listen"; }
 
-count() {  # requests the proxy has counted so far
+count() {  # requests the proxy has counted so far (HAProxy: those curl sent)
+  if [[ $PEER == haproxy ]]; then echo "${SENT:-0}"; return; fi
   timeout 60 curl -s --max-time 50 "http://$HOST:$ADMIN/metrics" |
     awk '/^switchyard_requests_total/ {s += $NF} END {printf "%d\n", s}'
 }
-load() {  # load N: exactly N keep-alive GETs, CONNS at a time (curl --parallel)
+if [[ $SCHEME == https ]]; then CLIENT=${CLIENT:-h2load}; else CLIENT=${CLIENT:-curl}; fi
+load() {  # load N: exactly N keep-alive GETs, CONNS at a time (curl --parallel, or h2load --h1)
   local i
-  for ((i = 0; i < $1; i++)); do echo "url = \"http://$HOST:$PROXY/\""; echo 'output = "/dev/null"'; done >"$RUN_DIR/urls.$1"
-  timeout 1800 curl -s -Z --parallel-max "$CONNS" -w '%{http_code}\n' -K "$RUN_DIR/urls.$1" >"$RUN_DIR/codes.$1" 2>"$RUN_DIR/curl.err" \
+  local extra=()
+  if [[ $CLIENT == h2load ]]; then
+    command -v h2load >/dev/null || die "h2load is required (nghttp2-client)"
+    [[ $POST_BYTES -gt 0 ]] && extra+=(-d "$RUN_DIR/post.bin")
+    timeout 1800 h2load --h1 -n "$1" -c "$CONNS" "${extra[@]}" "$SCHEME://$HOST:$PROXY/" >"$RUN_DIR/h2load.$1" 2>&1 \
+      || die "h2load failed or timed out: $(tail -n 5 "$RUN_DIR/h2load.$1")"
+    awk '/^status codes:/ {print "200 x" $3}' "$RUN_DIR/h2load.$1" | tr -d , >"$RUN_DIR/codes.$1"
+    SENT=$((${SENT:-0} + $1))
+    return
+  fi
+  for ((i = 0; i < $1; i++)); do echo "url = \"$SCHEME://localhost:$PROXY/\""; echo 'output = "/dev/null"'; done >"$RUN_DIR/urls.$1"
+  [[ $SCHEME == https ]] && extra+=(-k --http1.1)
+  [[ $POST_BYTES -gt 0 ]] && extra+=(--data-binary "@$RUN_DIR/post.bin" -H 'Content-Type: application/octet-stream')
+  timeout 1800 curl -s -Z --parallel-max "$CONNS" --resolve "localhost:$PROXY:$HOST" "${extra[@]}" \
+    -w '%{http_code}\n' -K "$RUN_DIR/urls.$1" >"$RUN_DIR/codes.$1" 2>"$RUN_DIR/curl.err" \
     || die "curl failed or timed out"
+  SENT=$((${SENT:-0} + $1))
 }
+if [[ $POST_BYTES -gt 0 ]]; then head -c "$POST_BYTES" /dev/zero | tr '\0' x >"$RUN_DIR/post.bin"; fi
 log "warm-up: $WARM requests"
 load "$WARM"
 before=$(count)
@@ -161,8 +238,13 @@ dump=$(ls -t "$OUT"/callgrind.out.*.* 2>/dev/null | head -n1)
 [[ -n $dump ]] || die "no callgrind dump"
 ir=$(awk '/^summary:/ {print $2}' "$dump")
 [[ -n $ir ]] || ir=$(awk '/^totals:/ {print $2}' "$dump")
-codes=$(sort "$RUN_DIR/codes.$REQS" | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
-echo "binary:        $SWITCHYARD_BIN"
+if [[ $CLIENT == h2load ]]; then
+  codes="2xx $(awk '/^status codes:/ {print $3}' "$RUN_DIR/h2load.$REQS" | tr -d ,) (h2load --h1 -c$CONNS)"
+else
+  codes=$(sort "$RUN_DIR/codes.$REQS" | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+fi
+if [[ $PEER == haproxy ]]; then bin=$(haproxy -v | head -n1); else bin=$SWITCHYARD_BIN; fi
+echo "binary:        $bin ($SCHEME${SERVER_EXTRA:+, $SERVER_EXTRA}$( ((POST_BYTES > 0)) && echo ", POST $POST_BYTES B"))"
 echo "requests:      $reqs counted by the proxy (curl -Z --parallel-max $CONNS, $REQS requests; status codes: $codes)"
 echo "instructions:  $ir in the measured interval (all threads)"
 echo "per request:   $(awk -v a="$ir" -v b="$reqs" 'BEGIN{printf "%.0f", (b > 0 ? a / b : 0)}') instructions"

@@ -8,6 +8,11 @@
 //!   cargo bench --bench idle_conns
 //! ```
 //!
+//! With `IDLE_TLS=1` every client connection is TLS (rustls, ALPN
+//! http/1.1, server name `IDLE_SNI` [localhost]), trusting the PEM
+//! certificate at `IDLE_CA`: what a TLS listener's idle connection costs,
+//! record buffers included.
+//!
 //! `benches/load.sh` runs it with `IDLE=1` (and starts the proxies with
 //! `ulimit -n 65536`, which the proxy needs for 10 000 clients).
 //!
@@ -25,7 +30,67 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One client connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A TLS client trusting the PEM certificate(s) at `ca`, offering http/1.1.
+fn tls_client(ca: &str) -> Arc<rustls::ClientConfig> {
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("IDLE_CA {ca}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots
+            .add(cert.expect("IDLE_CA: a PEM certificate"))
+            .expect("IDLE_CA: a usable certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -80,7 +145,7 @@ fn raise_nofile(want: u64) -> u64 {
 
 /// Reads one HTTP/1.1 response (headers + body by Content-Length or chunked)
 /// before `deadline`. Returns the status code.
-fn read_response(s: &mut TcpStream, deadline: Instant) -> Result<u16, String> {
+fn read_response(s: &mut Conn, deadline: Instant) -> Result<u16, String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     let header_end = loop {
@@ -123,7 +188,7 @@ fn read_response(s: &mut TcpStream, deadline: Instant) -> Result<u16, String> {
 }
 
 fn read_some(
-    s: &mut TcpStream,
+    s: &mut Conn,
     buf: &mut Vec<u8>,
     chunk: &mut [u8],
     deadline: Instant,
@@ -132,7 +197,9 @@ fn read_some(
     if left.is_zero() {
         return Err("timed out reading response".into());
     }
-    s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+    s.tcp()
+        .set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
     match s.read(chunk) {
         Ok(0) => Err("connection closed before the response ended".into()),
         Ok(n) => {
@@ -144,7 +211,8 @@ fn read_some(
 }
 
 /// Still open? A non-blocking peek: WouldBlock = open and idle, 0 = closed.
-fn still_open(s: &TcpStream) -> bool {
+fn still_open(s: &Conn) -> bool {
+    let s = s.tcp();
     let mut b = [0u8; 1];
     if s.set_nonblocking(true).is_err() {
         return false;
@@ -179,6 +247,12 @@ fn main() {
     let settle = Duration::from_secs(env_or("IDLE_SETTLE_SECS", 3));
     let io_timeout = Duration::from_secs(env_or("IDLE_IO_TIMEOUT_SECS", 10));
     let label: String = env_or("IDLE_LABEL", "proxy".to_string());
+    let tls = (env_or("IDLE_TLS", 0u8) == 1).then(|| {
+        let ca: String = env_or("IDLE_CA", String::new());
+        assert!(!ca.is_empty(), "IDLE_TLS=1 needs IDLE_CA=cert.pem");
+        tls_client(&ca)
+    });
+    let sni: String = env_or("IDLE_SNI", "localhost".to_string());
 
     let nofile = raise_nofile(n as u64 + 1024);
     if nofile < n as u64 + 64 {
@@ -188,7 +262,8 @@ fn main() {
 
     let (rss0, _, threads0) = rss_kb(&pids);
     println!(
-        "idle_conns [{label}] target {addr} pid {pids:?}: {n} connections, batches of {batch}"
+        "idle_conns [{label}] target {addr} pid {pids:?}: {n} {} connections, batches of {batch}",
+        if tls.is_some() { "TLS" } else { "plain" }
     );
     println!(
         "  baseline          VmRSS {:8.1} MB   threads {threads0}",
@@ -197,17 +272,29 @@ fn main() {
 
     let started = Instant::now();
     let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
-    let mut conns: Vec<TcpStream> = Vec::with_capacity(n);
+    let mut conns: Vec<Conn> = Vec::with_capacity(n);
     let (mut failed, mut non2xx) = (0usize, 0usize);
     let mut first_error: Option<String> = None;
     while conns.len() + failed < n {
         let this = batch.min(n - conns.len() - failed);
-        let mut open: Vec<TcpStream> = Vec::with_capacity(this);
+        let mut open: Vec<Conn> = Vec::with_capacity(this);
         for _ in 0..this {
             match TcpStream::connect_timeout(&addr, io_timeout) {
-                Ok(mut s) => {
+                Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let _ = s.set_write_timeout(Some(io_timeout));
+                    let _ = s.set_read_timeout(Some(io_timeout));
+                    let mut s = match &tls {
+                        None => Conn::Plain(s),
+                        Some(config) => {
+                            let name = rustls::pki_types::ServerName::try_from(sni.clone())
+                                .expect("IDLE_SNI: a server name");
+                            let client = rustls::ClientConnection::new(Arc::clone(config), name)
+                                .expect("a TLS client");
+                            Conn::Tls(Box::new(rustls::StreamOwned::new(client, s)))
+                        }
+                    };
+                    // The TLS handshake happens in this write.
                     match s.write_all(request.as_bytes()) {
                         Ok(()) => open.push(s),
                         Err(e) => {
@@ -280,9 +367,10 @@ fn main() {
         mb(rss_closed)
     );
     println!(
-        "RESULT label={label} conns={count} alive={alive} failed={failed} non2xx={non2xx} \
+        "RESULT label={label} tls={} conns={count} alive={alive} failed={failed} non2xx={non2xx} \
          rss_base_kb={rss0} rss_open_kb={rss_open} rss_idle_kb={rss_idle} hwm_kb={hwm_idle} \
-         rss_closed_kb={rss_closed} bytes_per_conn={per_conn:.0} threads={threads_idle}"
+         rss_closed_kb={rss_closed} bytes_per_conn={per_conn:.0} threads={threads_idle}",
+        u8::from(tls.is_some())
     );
     if failed > 0 || alive < count {
         std::process::exit(1);

@@ -70,6 +70,11 @@
 #     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
 #     it benches the same binary twice
 #   IDLE_BIN [build with `cargo bench --bench idle_conns --no-run`]
+#   SCHEME [http]: https = every proxy also gets a TLS listener (TLS 1.3,
+#     self-signed ECDSA P-256 certificate made here with openssl, ALPN
+#     http/1.1) and wrk, the live shift and the idle bench (IDLE_TLS=1) go
+#     through it: TLS keep-alive HTTP/1.1
+#   CONNS=1000 is the 1 000-connection case (p99 is the figure to watch)
 #   QUICK [0]: 1 = ROUNDS=1 DURATION=3 WARMUP=1 LIVE_DURATION=3 PAUSE=0
 
 set -euo pipefail
@@ -103,6 +108,8 @@ NOFILE=${NOFILE:-65536}
 KEEP=${KEEP:-0}
 ACCESS_LOG=${ACCESS_LOG:-1}
 MIRROR=${MIRROR:-1}
+SCHEME=${SCHEME:-http}
+[[ $SCHEME == http || $SCHEME == https ]] || die "SCHEME must be http or https"
 
 readonly HOST=127.0.0.1   # loopback only
 W_BLUE=90 W_GREEN=10
@@ -257,6 +264,18 @@ fi
 ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE_NOW=$(ulimit -n)
 
+# TLS listeners (SCHEME=https): one certificate for every proxy.
+declare -A TPORT=()
+if [[ $SCHEME == https ]]; then
+  command -v openssl >/dev/null || die "openssl is required for SCHEME=https"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$RUN_DIR/key.pem" -out "$RUN_DIR/cert.pem" >/dev/null 2>&1 || die "openssl: no certificate"
+  cat "$RUN_DIR/cert.pem" "$RUN_DIR/key.pem" >"$RUN_DIR/haproxy.pem"
+fi
+# The port wrk and the idle bench use for proxy NAME.
+lport() { if [[ $SCHEME == https ]]; then echo "${TPORT[$1]}"; else echo "${PORT[$1]}"; fi; }
+
 # ---------------------------------------------------------------- origins --
 declare -A PORT=()
 nginx_top() {  # $1 = subdir; common top of an nginx config
@@ -328,6 +347,14 @@ format = \"json\""
 pool = \"green\"
 percent = 100"
   PORT[$name]=$(free_port); BIN_OF[$name]=$bin
+  local tls_section=""
+  if [[ $SCHEME == https ]]; then
+    TPORT[$name]=$(free_port)
+    tls_section="[[server.tls]]
+listen = \"$HOST:${TPORT[$name]}\"
+cert = \"$RUN_DIR/cert.pem\"
+key = \"$RUN_DIR/key.pem\""
+  fi
   local admin_http; admin_http=$(free_port); ADMIN_OF[$name]=$admin_http
   mkdir -p "$d/state"
   cat >"$d/switchyard.toml" <<EOF
@@ -337,6 +364,7 @@ threads = $THREADS
 grace_period = "1s"
 upstream_keepalive_pool = 1024
 $extra
+$tls_section
 
 [admin]
 socket = "$d/admin.sock"
@@ -374,6 +402,7 @@ if has switchyard-b; then start_switchyard switchyard-b "$SWITCHYARD_BIN_B"; fi
 # nginx proxy config: weights 90/10, upstream keep-alive
 if has nginx; then
   PORT[nginx]=$(free_port)
+  [[ $SCHEME == https ]] && TPORT[nginx]=$(free_port)
   mkdir -p "$RUN_DIR/nginx/tmp"
   { nginx_top nginx
     cat <<EOF
@@ -386,6 +415,7 @@ if has nginx; then
   }
   server {
     listen $HOST:${PORT[nginx]};
+$( [[ $SCHEME == https ]] && printf '    listen %s:%s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n' "$HOST" "${TPORT[nginx]}" "$RUN_DIR/cert.pem" "$RUN_DIR/key.pem")
     location / {
       proxy_pass http://backends;
       proxy_http_version 1.1;
@@ -402,6 +432,11 @@ fi
 
 if has haproxy; then
   PORT[haproxy]=$(free_port)
+  HA_TLS_BIND=""
+  if [[ $SCHEME == https ]]; then
+    TPORT[haproxy]=$(free_port)
+    HA_TLS_BIND="bind $HOST:${TPORT[haproxy]} ssl crt $RUN_DIR/haproxy.pem alpn http/1.1"
+  fi
   HA_MAXCONN=$(( (NOFILE_NOW - 200) / 2 )); ((HA_MAXCONN > 30000)) && HA_MAXCONN=30000
   mkdir -p "$RUN_DIR/haproxy"
   cat >"$RUN_DIR/haproxy/haproxy.cfg" <<EOF
@@ -421,6 +456,7 @@ defaults
 
 frontend fe
   bind $HOST:${PORT[haproxy]}
+  $HA_TLS_BIND
   default_backend be
 
 backend be
@@ -437,7 +473,7 @@ fi
 # wrk_run SECONDS PORT OUTFILE : pinned to LOAD_CPU, hard time bound
 wrk_run() {
   timeout -k 5 $(($1 + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1"s --latency --timeout 5s "http://$HOST:$2/" >"$3" 2>&1 || true
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$1"s --latency --timeout 5s "$SCHEME://$HOST:$2/" >"$3" 2>&1 || true
 }
 
 # cpu_ticks PID -> "utime stime" (clock ticks) of PID and its children
@@ -501,7 +537,7 @@ echo "binary:   $SWITCHYARD_BIN  (git $(git -C "$REPO" rev-parse --short HEAD 2>
 if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then echo "binary B: $SWITCHYARD_BIN_B  (benched as switchyard-b)${SWITCHYARD_SERVER_B:+, [server] $SWITCHYARD_SERVER_B}"; fi
 echo "tools:    $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}') | $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/^nginx version: //') | haproxy $(command -v haproxy >/dev/null && haproxy -v 2>&1 | awk 'NR==1{print $3}')"
 echo "origins:  $ORIGIN_KIND  blue :${PORT[blue]}  green :${PORT[green]}"
-echo "proxies:  $(for t in "${TARGETS[@]}"; do printf '%s :%s  ' "$t" "${PORT[$t]}"; done)(switchyard threads=$THREADS; ulimit -n $NOFILE_NOW${HA_MAXCONN:+; haproxy maxconn $HA_MAXCONN})"
+echo "proxies:  $(for t in "${TARGETS[@]}"; do printf '%s :%s  ' "$t" "$(lport "$t")"; done)($SCHEME, $CONNS connections; switchyard threads=$THREADS; ulimit -n $NOFILE_NOW${HA_MAXCONN:+; haproxy maxconn $HA_MAXCONN})"
 echo "pinning:  origin + proxies cpu $SUT_CPU | wrk cpu $LOAD_CPU"
 
 # ------------------------------------------------------------------ 1. load --
@@ -512,9 +548,9 @@ if ((LOAD)); then
     for ((k = 0; k < n; k++)); do
       t=${TARGETS[(k + r - 1) % n]}
       alive "${PID_OF[$t]}" || die "$t died (see $RUN_DIR/$t.log; KEEP=1 keeps it)"
-      ((WARMUP)) && wrk_run "$WARMUP" "${PORT[$t]}" "$RUN_DIR/warm.$t.$r.txt"
+      ((WARMUP)) && wrk_run "$WARMUP" "$(lport "$t")" "$RUN_DIR/warm.$t.$r.txt"
       read -r u0 s0 <<<"$(cpu_ticks "${PID_OF[$t]}")"
-      wrk_run "$DURATION" "${PORT[$t]}" "$RUN_DIR/wrk.$t.$r.txt"
+      wrk_run "$DURATION" "$(lport "$t")" "$RUN_DIR/wrk.$t.$r.txt"
       read -r u1 s1 <<<"$(cpu_ticks "${PID_OF[$t]}")"
       echo "$((u1 - u0)) $((s1 - s0))" >"$RUN_DIR/cpu.$t.$r.txt"
       read -r rps p50 p99 _ <<<"$(parse "$RUN_DIR/wrk.$t.$r.txt")"
@@ -611,7 +647,7 @@ if ((LIVE)); then
     shift_split "$t" "$W_BLUE" "$W_GREEN" || true
     log "live shift: $t"
     timeout -k 5 $((LIVE_DURATION + 30)) taskset -c "$LOAD_CPU" \
-      wrk -t"$WRK_THREADS" -c"$CONNS" -d"$LIVE_DURATION"s --latency --timeout 5s "http://$HOST:${PORT[$t]}/" \
+      wrk -t"$WRK_THREADS" -c"$CONNS" -d"$LIVE_DURATION"s --latency --timeout 5s "$SCHEME://$HOST:$(lport "$t")/" \
       >"$RUN_DIR/live.$t.txt" 2>&1 &
     BG_WRK=$!
     failed=0 state=0
@@ -639,7 +675,7 @@ if ((IDLE)); then
     if [[ $t == nginx ]]; then   # master + worker
       for c in $(pgrep -P "${PID_OF[$t]}" || true); do pids+=",$c"; done
     fi
-    IDLE_ADDR=$HOST:${PORT[$t]} IDLE_PID=$pids IDLE_CONNS=$IDLE_CONNS IDLE_BATCH=$IDLE_BATCH \
+    IDLE_ADDR=$HOST:$(lport "$t") IDLE_TLS=$([[ $SCHEME == https ]] && echo 1 || echo 0) IDLE_CA=$RUN_DIR/cert.pem IDLE_PID=$pids IDLE_CONNS=$IDLE_CONNS IDLE_BATCH=$IDLE_BATCH \
       IDLE_HOLD_SECS=$IDLE_HOLD_SECS IDLE_LABEL=$t \
       timeout -k 5 300 taskset -c "$LOAD_CPU" "$IDLE_BIN" || log "idle_conns against $t reported a failure"
     sleep 2

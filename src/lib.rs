@@ -22,7 +22,7 @@
 //!
 //! | module      | owns |
 //! |-------------|------|
-//! | `dataplane` | `accept` (the front door: plain → `fastpath`, TLS/h2 → `pingora`), `head_limit` + `head_gate` (every request head within `max_request_head` and `request_head_timeout`, before either path parses it), `framing` (the one HTTP/1.1 framing rule set both paths apply, RFC 9112; strict chunked scanner), `exchange` (the one pick / retry / passive-health / record policy both paths call), `answers` (the 502/503 bytes), `log_fields` (a pingora request's access-log fields), `fastpath/` (HTTP/1.1 without pingora's HTTP layer), `pingora` (the `ProxyHttp` adapter) |
+//! | `dataplane` | `accept` (the front door: HTTP/1.1, plain or TLS → `fastpath`, h2/h2c → `pingora`), `head_limit` + `head_gate` (every request head within `max_request_head` and `request_head_timeout`, before either path parses it), `framing` (the one HTTP/1.1 framing rule set both paths apply, RFC 9112; strict chunked scanner), `exchange` (the one pick / retry / passive-health / record policy both paths call), `answers` (the 502/503 bytes), `log_fields` (a pingora request's access-log fields), `fastpath/` (HTTP/1.1, plain or TLS, without pingora's HTTP layer; `client` is the stream kind), `pingora` (the `ProxyHttp` adapter) |
 //! | `routing`   | the immutable routing table; pool and backend choice per request |
 //! | `health`    | `verdict` (per-backend atomics), `ejection` (pure passive ejection), `probe`, `service` |
 //! | `shared`    | what every service shares: the routing table (one publisher), readiness, counters |

@@ -1,13 +1,12 @@
 //! The front door: every client connection of the proxy service starts
 //! here. HTTP/2 (TLS with ALPN h2, h2c by its preface) takes pingora's own
-//! path; plain HTTP/1.1 connections get a task of their own, the fast path
-//! first; HTTP/1.1 on TLS is served by pingora's proxy from this app's own
-//! keep-alive loop.
+//! path; HTTP/1.1 connections, plain or TLS (ALPN http/1.1 or none), get a
+//! task of their own, the fast path first, then pingora's proxy from this
+//! app's own keep-alive loop for a request the fast path does not carry.
 //!
-//! [`LeanKeepalive`] is the pingora app of the proxy service. A plain
-//! (cleartext) connection moves to a task of its own, sized for what a
-//! plain connection needs, instead of staying in pingora's accept task,
-//! which is sized for a TLS handshake. There it is served by
+//! [`LeanKeepalive`] is the pingora app of the proxy service. An HTTP/1.1
+//! connection moves to a task of its own, sized for what it needs, instead
+//! of staying in pingora's accept task, which is sized for a TLS handshake. There it is served by
 //! [`super::fastpath`] until a request needs pingora; from then on pingora's
 //! proxy serves it one request at a time: an idle keep-alive connection
 //! waits for the next request's first byte with a future of a few hundred
@@ -96,6 +95,19 @@ where
             }
         }
         self.serve_h1(stream, shutdown, arrival).await;
+    }
+
+    /// One TLS client connection that speaks HTTP/1.x, to its end: the
+    /// fast path over the decrypted stream, then pingora's proxy from the
+    /// first request the fast path does not carry.
+    async fn serve_tls(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        let shutdown = &shutdown;
+        let (stream, arrival) =
+            match fastpath::serve_tls(stream, &self.shared, &self.idle, shutdown).await {
+                fastpath::Ending::Closed => return,
+                fastpath::Ending::Pingora(handed, deadline) => (handed, Arrival::Here(deadline)),
+            };
+        Box::pin(self.serve_h1(stream, shutdown, arrival)).await;
     }
 
     /// An HTTP/1.x connection on pingora's proxy, request by request; plain
@@ -195,7 +207,9 @@ where
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
                 return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
             }
-            Box::pin(self.serve_h1(stream, shutdown, Arrival::Idle)).await;
+            // HTTP/1.1 (or no ALPN): the fast path, in a task of its own
+            // (pingora's is sized for the handshake, done by now).
+            tokio::spawn(Arc::clone(self).serve_tls(stream, shutdown.clone()));
             return None;
         }
         let mut stream = stream;

@@ -7,11 +7,11 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::client::Client;
 use super::deadline::Deadline;
 use super::head::{self, ClientAddr, Parsed};
 use super::io::{read_within, write_within};
@@ -54,7 +54,10 @@ pub(super) struct Serving<'a> {
 
 /// Serves one client connection until it closes, or until a request needs
 /// pingora.
-pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>) -> Ending {
+pub(super) async fn keep_alive<C: Client>(
+    mut connection: Connection<C>,
+    serving: Serving<'_>,
+) -> Ending {
     let shutdown = serving.shutdown;
     // Registered once for the connection's life (not per idle wait).
     let mut watch = shutdown.clone();
@@ -105,7 +108,7 @@ pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>)
                     spare.give_back();
                 }
                 // Boxed: only refused connections carry its state.
-                Box::pin(refuse(&mut *connection.client, answer)).await;
+                Box::pin(refuse(&mut connection.client, answer)).await;
                 return Ending::Closed;
             }
             Next::Pingora(filled, deadline) => {
@@ -113,8 +116,7 @@ pub(super) async fn keep_alive(mut connection: Connection, serving: Serving<'_>)
                     .shared
                     .pingora_handoffs
                     .fetch_add(1, Ordering::Relaxed);
-                let mut client = connection.client;
-                client.rewind(&buffers.client[..filled]);
+                let client = connection.client.hand_over(&buffers.client[..filled]);
                 if let Some(spare) = scratch.take() {
                     spare.give_back();
                 }
@@ -146,8 +148,8 @@ pub(super) enum Next {
     Refuse(&'static [u8]),
 }
 
-pub(super) struct Connection {
-    pub client: Box<L4Stream>,
+pub(super) struct Connection<C> {
+    pub client: C,
     pub client_addr: ClientAddr,
     /// Bytes of the next request already in the client buffer.
     pub buffered: usize,
@@ -193,10 +195,10 @@ pub(super) struct Delivered {
     pub client_close: bool,
 }
 
-impl Connection {
+impl<C: Client> Connection<C> {
     /// Writes `bytes` to the client, within `limit`.
     pub(super) async fn write_client(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
-        write_within(&mut self.deadline, &mut *self.client, bytes, limit).await
+        write_within(&mut self.deadline, &mut self.client, bytes, limit).await
     }
 
     /// Reads from the client into `buf`, within `limit`.
@@ -205,7 +207,7 @@ impl Connection {
         buf: &mut [u8],
         limit: Duration,
     ) -> io::Result<usize> {
-        read_within(&mut self.deadline, &mut *self.client, buf, limit).await
+        read_within(&mut self.deadline, &mut self.client, buf, limit).await
     }
 
     /// Waits for the first byte of the next request, as `wait` says: `None`
@@ -457,7 +459,7 @@ impl Connection {
         let Some(bytes) = answer else {
             return next;
         };
-        let _ = write_within(&mut self.deadline, &mut *self.client, bytes, CLIENT_TIMEOUT).await;
+        let _ = write_within(&mut self.deadline, &mut self.client, bytes, CLIENT_TIMEOUT).await;
         Next::Close
     }
 }

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::client::Client;
 use super::connection::{Connection, Delivered, Failure, Retry, CLIENT_TIMEOUT};
 use super::head::{self, Request, ResponseContext};
-use super::io::{clamp, connect_failure, write_failure, write_within, Side};
+use super::io::{
+    clamp, connect_failure, read_now, write_failure, write_two_within, write_within, Side,
+};
 use super::relay::Head;
 use super::scratch::Scratch;
 use super::upstream::{self, IdlePool};
@@ -84,7 +87,7 @@ pub(super) struct Upstream {
     pub reused: bool,
 }
 
-impl Connection {
+impl<C: Client> Connection<C> {
     /// The body's first bytes (maybe all of it) came with the head; they go
     /// out with the upstream head (appended to `scratch.out`). Bytes after
     /// the body are the next (pipelined) request: they move to the front of
@@ -271,10 +274,25 @@ impl Connection {
             kind,
             answered: false,
         };
-        if let Err(error) = write_within(
+        // The body's next bytes, when the client has sent them already, go
+        // up in the same write as the head (one `writev`: a 16 KiB POST's
+        // head and body do not fit the client buffer together, so the
+        // body's tail is a read of its own).
+        let mut with_head = 0;
+        if let BodyLeft::Length(len) = body_left {
+            if *len > 0 && self.buffered == 0 {
+                let want = clamp(*len).min(scratch.client.len());
+                if let Some(read) = read_now(&mut self.client, &mut scratch.client[..want]).await {
+                    with_head = read;
+                    *len -= read as u64;
+                }
+            }
+        }
+        if let Err(error) = write_two_within(
             &mut self.deadline,
             &mut upstream,
             &scratch.out,
+            &scratch.client[..with_head],
             server.write_timeout,
         )
         .await
@@ -364,7 +382,7 @@ impl Connection {
         server: &ServerConfig,
     ) -> Result<(bool, usize), Side> {
         let (answer, mut sender) = upstream.split();
-        let client = &mut *self.client;
+        let client = &mut self.client;
         let deadline = &mut self.deadline;
         let mut answered = 0;
         while !left.done() {

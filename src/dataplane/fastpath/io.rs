@@ -1,6 +1,7 @@
 //! Reads and writes within a deadline, and what an I/O error means for the
 //! pool's failure counts.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -66,4 +67,51 @@ pub(super) fn write_failure(error: &io::Error) -> FailureKind {
         io::ErrorKind::TimedOut => FailureKind::WriteTimeout,
         _ => FailureKind::Reset,
     }
+}
+
+/// Writes `head` then `body` with as few system calls as the socket allows
+/// (one `writev` when it has room), within `limit`.
+pub(super) async fn write_two_within<W: AsyncWrite + Unpin + ?Sized>(
+    deadline: &mut Deadline,
+    writer: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    // A poll function rather than a loop of awaits: it keeps no I/O slices
+    // across a wait, so the connection future does not grow by them.
+    let mut done = 0;
+    let write = std::future::poll_fn(|cx| {
+        while done < head.len() + body.len() {
+            let written = if done < head.len() {
+                let parts = [io::IoSlice::new(&head[done..]), io::IoSlice::new(body)];
+                std::task::ready!(std::pin::Pin::new(&mut *writer).poll_write_vectored(cx, &parts))
+            } else {
+                std::task::ready!(
+                    std::pin::Pin::new(&mut *writer).poll_write(cx, &body[done - head.len()..])
+                )
+            }?;
+            if written == 0 {
+                return std::task::Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            done += written;
+        }
+        std::pin::Pin::new(&mut *writer).poll_flush(cx)
+    });
+    deadline.bound(limit, write).await
+}
+
+/// What `reader` has for `buf` right now, without waiting: `None` if
+/// nothing is there yet (or the read failed: the caller's next read, which
+/// does wait, sees that again).
+pub(super) async fn read_now<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut read = std::pin::pin!(reader.read(buf));
+    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        std::task::Poll::Ready(Ok(n)) if n > 0 => std::task::Poll::Ready(Some(n)),
+        std::task::Poll::Ready(_) | std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }

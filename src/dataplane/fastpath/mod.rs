@@ -1,5 +1,5 @@
-//! The HTTP/1.1 fast path: plain keep-alive requests proxied without
-//! pingora's HTTP layer.
+//! The HTTP/1.1 fast path: keep-alive requests, plain or over TLS, proxied
+//! without pingora's HTTP layer.
 //!
 //! Profiles of the pingora path (README, "Performance") put most of its cost
 //! per request in building `http` header maps twice, copying them, and the
@@ -15,12 +15,14 @@
 //! retries are the same as on the pingora path: both call the data plane's
 //! `exchange` policy.
 //!
-//! The boundary: it takes a plain (cleartext) connection from the accept
+//! The boundary: it takes an HTTP/1.1 connection (plain, or TLS after its
+//! handshake) from the accept
 //! app and serves it request by request; a request it does
 //! not carry is handed back as [`Ending::Pingora`] with its bytes put back
 //! in the stream, and pingora serves the connection from then on.
 //!
-//! By job: [`connection`] (the keep-alive loop and its waits, parsing,
+//! By job: [`client`] (the plain and TLS client streams, and how each is
+//! handed to pingora), [`connection`] (the keep-alive loop and its waits, parsing,
 //! answering failures), [`forward`] (attempts, request head and body up),
 //! [`relay`] (response head and body down), [`scratch`] (per-request
 //! buffers), [`io`] (deadline-bound reads and writes), [`head`] (HTTP/1.1
@@ -28,6 +30,7 @@
 //! framing rules and the chunked scanner are [`crate::dataplane::framing`]'s,
 //! shared with pingora's path.
 
+mod client;
 mod connection;
 mod deadline;
 mod forward;
@@ -43,6 +46,7 @@ use pingora::server::ShutdownWatch;
 
 use super::exchange::client_ip;
 use crate::shared::Shared;
+use client::Client;
 pub use connection::Ending;
 use connection::{Connection, Serving};
 use deadline::Deadline;
@@ -59,16 +63,48 @@ pub fn plain(stream: Stream) -> Option<Box<L4Stream>> {
     stream.into_any().downcast::<L4Stream>().ok()
 }
 
-/// Serves one client connection until it closes, or until a request needs
-/// pingora. Upstream connections are reused from `idle`.
-pub async fn serve(
+/// Serves one plain client connection until it closes, or until a request
+/// needs pingora. Upstream connections are reused from `idle`.
+/// (Not an `async fn`: a wrapper future of its own would add to every
+/// connection's task.)
+pub fn serve<'a>(
     client: Box<L4Stream>,
+    shared: &'a Shared,
+    idle: &'a IdlePool,
+    shutdown: &'a ShutdownWatch,
+) -> impl std::future::Future<Output = Ending> + Send + 'a {
+    let client_ip = peer_ip(&*client);
+    serve_client(client, client_ip, shared, idle, shutdown)
+}
+
+/// Serves one TLS client connection (its handshake done, ALPN http/1.1 or
+/// none) like [`serve`]: the same routing, limits, statistics and log, over
+/// the decrypted stream. The client's address is read once here, not per
+/// request (pingora's TLS stream makes a new socket digest, a
+/// `getpeername`, each time it is asked).
+pub fn serve_tls<'a>(
+    client: Stream,
+    shared: &'a Shared,
+    idle: &'a IdlePool,
+    shutdown: &'a ShutdownWatch,
+) -> impl std::future::Future<Output = Ending> + Send + 'a {
+    let client_ip = peer_ip(&*client);
+    serve_client(client, client_ip, shared, idle, shutdown)
+}
+
+/// The client's IP address, asked of its socket once per connection.
+fn peer_ip<S: GetSocketDigest + ?Sized>(client: &S) -> Option<std::net::IpAddr> {
+    let digest = client.get_socket_digest();
+    client_ip(digest.as_ref().and_then(|d| d.peer_addr()))
+}
+
+async fn serve_client<C: Client>(
+    client: C,
+    client_ip: Option<std::net::IpAddr>,
     shared: &Shared,
     idle: &IdlePool,
     shutdown: &ShutdownWatch,
 ) -> Ending {
-    let digest = client.get_socket_digest();
-    let client_ip = client_ip(digest.as_ref().and_then(|d| d.peer_addr()));
     let connection = Connection {
         client,
         client_addr: ClientAddr::new(client_ip),

@@ -6,6 +6,7 @@ use std::io;
 
 use tokio::net::TcpStream;
 
+use super::client::Client;
 use super::connection::{Connection, Failure, Retry};
 use super::head::{self, Framing, Response, ResponseContext};
 use super::io::{clamp, read_failure, read_within, Side};
@@ -21,7 +22,7 @@ pub(super) struct Head {
     pub filled: usize,
 }
 
-impl Connection {
+impl<C: Client> Connection<C> {
     /// Reads the final response head. Interim (1xx) heads are passed on.
     /// A reused connection that closes before any response byte is a
     /// [`Retry::Resend`] when `may_resend`.
