@@ -53,6 +53,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;
