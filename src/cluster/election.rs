@@ -34,7 +34,7 @@ use crate::shared::Shared;
 
 /// `{prefix}/leader`: the election's name.
 pub fn election_name(prefix: &str) -> String {
-    format!("{prefix}/leader")
+    super::keys::Keys::new(prefix).leader()
 }
 
 /// The fleet's summed counts as the leader last listed them.

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 
+use super::keys::Keys;
 use crate::shared::Shared;
 
 /// One member's published entry (JSON). `ctl cluster` reads it too.
@@ -93,16 +94,6 @@ pub fn snapshot(shared: &Shared, name: &str, start_id: &str) -> MemberDoc {
     }
 }
 
-/// `{prefix}/members/`
-pub fn members_prefix(prefix: &str) -> String {
-    format!("{prefix}/members/")
-}
-
-/// `{prefix}/members/{name}`
-pub fn member_key(prefix: &str, name: &str) -> String {
-    format!("{prefix}/members/{name}")
-}
-
 /// Puts this member's entry under its lease.
 pub async fn publish(
     client: &mut Client,
@@ -113,7 +104,7 @@ pub async fn publish(
     let value = serde_json::to_vec(doc).unwrap_or_default();
     client
         .put(
-            member_key(prefix, &doc.name),
+            Keys::new(prefix).member(&doc.name),
             value,
             Some(PutOptions::new().with_lease(lease)),
         )
@@ -124,7 +115,7 @@ pub async fn publish(
 /// Every member's entry (entries that do not parse are skipped and logged).
 pub async fn list(client: &mut Client, prefix: &str) -> Result<Vec<MemberDoc>, etcd_client::Error> {
     let resp = client
-        .get(members_prefix(prefix), Some(GetOptions::new().with_prefix()))
+        .get(Keys::new(prefix).members_prefix(), Some(GetOptions::new().with_prefix()))
         .await?;
     Ok(resp
         .kvs()

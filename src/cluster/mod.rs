@@ -23,6 +23,7 @@
 pub mod client;
 pub mod election;
 pub mod fleet_counts;
+pub mod keys;
 pub mod members;
 
 use std::sync::Arc;

@@ -389,6 +389,7 @@ impl Controller {
             uid: origin.uid(),
             reason: reason.to_string(),
             split: split_doc(&state.split),
+            instance: None,
         };
         if let Err(e) = inner.audit.append(&record) {
             log::error!("could not append to the audit log: {e}");

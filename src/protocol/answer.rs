@@ -79,6 +79,9 @@ pub struct AuditRecord {
     pub reason: String,
     /// The split in force after this revision.
     pub split: SplitDoc,
+    /// Fleet mode: the member name of the instance that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The answer to `history [N]`: oldest first.
