@@ -24,6 +24,7 @@ pub fn render(shared: &Shared) -> String {
     render_table(&mut out, &table);
     render_discovery(&mut out, &table);
     render_process(&mut out, shared, &table);
+    render_cluster_leader(&mut out, shared);
     super::process_metrics::render(&mut out);
     let encoder = prometheus::TextEncoder::new();
     if let Ok(text) = encoder.encode_to_string(&prometheus::gather()) {
@@ -256,6 +257,20 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         "Revision of the routing table in force.",
     );
     let _ = writeln!(out, "switchyard_revision {}", table.revision);
+}
+
+/// Fleet mode only: 1 while this instance leads the fleet, else 0.
+fn render_cluster_leader(out: &mut String, shared: &Shared) {
+    let Some(role) = shared.cluster_role.get() else {
+        return;
+    };
+    header(
+        out,
+        "cluster_leader",
+        "gauge",
+        "1 while this instance is the fleet's leader (runs the guard and canary on the fleet's counts), else 0.",
+    );
+    let _ = writeln!(out, "switchyard_cluster_leader {}", u8::from(role.is_leader()));
 }
 
 fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {

@@ -17,7 +17,7 @@
 //! new session starts after a bounded backoff.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,9 @@ pub struct Decision {
     /// decides. Without it the local guard acts on local counts (toward
     /// safety: its commits are checked by the store when etcd returns).
     in_session: AtomicBool,
+    /// The lease of the session under way (0: none), revoked on a clean
+    /// stop so the next leader need not wait out the TTL.
+    lease: AtomicI64,
 }
 
 /// Where the judge takes its counts from this tick.
@@ -101,6 +104,16 @@ impl Decision {
         self.role.set_fence(Some(fence));
     }
 
+    /// Whether this member's lease is confirmed (it takes part in the fleet).
+    pub fn in_session(&self) -> bool {
+        self.in_session.load(Ordering::Acquire)
+    }
+
+    /// The fleet's sums as the leader last listed them (`None` elsewhere).
+    pub fn sums(&self) -> Option<Arc<FleetSums>> {
+        self.sums.load_full()
+    }
+
     fn end_session(&self) {
         self.role.set_fence(None);
         self.sums.store(None);
@@ -140,6 +153,12 @@ pub async fn run(
         let was_leader = decision.is_leader();
         decision.end_session();
         let Some(end) = ended else {
+            // A clean stop: give the leadership (and the member key) up now.
+            let lease = decision.lease.swap(0, Ordering::AcqRel);
+            if lease != 0 {
+                let mut client = client.clone();
+                let _ = within(cluster.timeout, client.lease_revoke(lease)).await;
+            }
             return;
         };
         if was_leader {
@@ -184,6 +203,7 @@ async fn session_inner(
         .await?
         .id();
     let granted = Instant::now();
+    decision.lease.store(lease, Ordering::Release);
     let (mut keeper, mut renewals) = within(timeout, client.lease_keep_alive(lease)).await?;
     let prefix = cluster.prefix.as_str();
     let doc = members::snapshot(shared, &cluster.name, start_id);
@@ -287,5 +307,42 @@ async fn observe_leader(client: &mut Client, name: &str, timeout: Duration, deci
         }
         // "election: no leader" while a failover is under way.
         Err(_) => decision.role.set_leader(None),
+    }
+}
+
+/// The election as a background service of the process (fleet mode).
+pub struct ElectionService {
+    pub cluster: ClusterConfig,
+    pub shared: Arc<Shared>,
+    pub decision: Arc<Decision>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ElectionService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut backoff = Backoff::new();
+        // Without authentication this returns at once (the channel
+        // connects on first use); with it, retried until etcd answers.
+        let client = loop {
+            match super::client::connect(&self.cluster).await {
+                Ok(client) => break client,
+                Err(e) => log::warn!("cluster: cannot connect to etcd: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        };
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        run(
+            self.cluster.clone(),
+            client,
+            Arc::clone(&self.shared),
+            Arc::clone(&self.decision),
+            stop,
+        )
+        .await;
     }
 }

@@ -31,10 +31,10 @@ struct Dense {
 
 impl Dense {
     fn of(published: &PublishedCounts) -> Dense {
-        let mut latency = vec![0; BUCKETS];
+        let mut latency: Vec<u64> = vec![0; BUCKETS];
         for &(index, n) in &published.latency {
             if let Some(slot) = latency.get_mut(usize::from(index)) {
-                *slot = slot.saturating_add(n);
+                *slot = (*slot).saturating_add(n);
             }
         }
         Dense {

@@ -49,6 +49,10 @@ pub struct Controller {
     /// `inner` so reading the file (which resolves host names) never holds
     /// up status, commands or the guard.
     pub(super) reloading: Mutex<()>,
+    /// Fleet mode: who leads and the fleet's sums (`cluster::election`).
+    /// Set once at start when `[cluster]` is configured; the judge reads
+    /// it to decide whose counts it judges, or whether it judges at all.
+    pub(super) decision: std::sync::OnceLock<Arc<crate::cluster::election::Decision>>,
 }
 
 pub(super) struct Inner {
@@ -142,6 +146,7 @@ impl Controller {
             config_path: config_path.to_path_buf(),
             notifier,
             reloading: Mutex::new(()),
+            decision: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner {
                 audit,
                 config: Arc::clone(&config),
@@ -165,6 +170,17 @@ impl Controller {
             ),
         }
         Ok((controller, events))
+    }
+
+    /// Fleet mode: hands the judge the election's view (once; a second
+    /// call is ignored).
+    pub fn attach_decision(&self, decision: Arc<crate::cluster::election::Decision>) {
+        let _ = self.decision.set(decision);
+    }
+
+    /// The election's view, in fleet mode.
+    pub fn decision(&self) -> Option<&Arc<crate::cluster::election::Decision>> {
+        self.decision.get()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
