@@ -43,9 +43,6 @@ pub struct Shared {
     /// Plain connections the fast path handed to pingora (rare: counted
     /// once per connection, never per request).
     pub pingora_handoffs: AtomicU64,
-    /// Fleet mode: this instance's place in the election, for the
-    /// `cluster_leader` metric (set once at start with `[cluster]`).
-    pub cluster_role: std::sync::OnceLock<Arc<crate::cluster::Role>>,
     /// Rollbacks by reason label, for `rollbacks_total` (control plane only).
     rollbacks: Mutex<BTreeMap<String, u64>>,
     /// The judge's evidence per test of the watched pool, for
@@ -88,7 +85,6 @@ impl Shared {
             webhooks_dropped: AtomicU64::new(0),
             webhooks_pending: AtomicU64::new(0),
             pingora_handoffs: AtomicU64::new(0),
-            cluster_role: std::sync::OnceLock::new(),
             handover: tokio::sync::watch::Sender::new(false),
         });
         let publisher = TablePublisher {

@@ -13,24 +13,50 @@
 
 use std::fmt::Write;
 
+use crate::cluster::Cluster;
 use crate::routing::RoutingTable;
 use crate::shared::Shared;
 use crate::stats::{now_ms, FailureKind, StatusClass};
 
-/// The full `/metrics` body.
-pub fn render(shared: &Shared) -> String {
+/// The full `/metrics` body (`cluster`: fleet mode's link, if any).
+pub fn render(shared: &Shared, cluster: Option<&Cluster>) -> String {
     let table = shared.table();
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
+    if let Some(cluster) = cluster {
+        render_cluster(&mut out, cluster, &table);
+    }
     render_discovery(&mut out, &table);
     render_process(&mut out, shared, &table);
-    render_cluster_leader(&mut out, shared);
     super::process_metrics::render(&mut out);
     let encoder = prometheus::TextEncoder::new();
     if let Ok(text) = encoder.encode_to_string(&prometheus::gather()) {
         out.push_str(&text);
     }
     out
+}
+
+/// Fleet mode (SPEC §9): is etcd answering, and which fleet revision is
+/// in force here (the table's: what requests are routed by).
+fn render_cluster(out: &mut String, cluster: &Cluster, table: &RoutingTable) {
+    header(out, "cluster_connected", "gauge", "1 while etcd answers this instance.");
+    let up = u8::from(cluster.link.connected());
+    let _ = writeln!(out, "switchyard_cluster_connected {up}");
+    header(
+        out,
+        "cluster_revision",
+        "gauge",
+        "The fleet revision in force on this instance.",
+    );
+    let _ = writeln!(out, "switchyard_cluster_revision {}", table.revision);
+    header(
+        out,
+        "cluster_leader",
+        "gauge",
+        "1 while this instance leads the fleet (runs the guard and canary on the fleet's counts).",
+    );
+    let leads = u8::from(cluster.role.is_leader());
+    let _ = writeln!(out, "switchyard_cluster_leader {leads}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -257,20 +283,6 @@ fn render_table(out: &mut String, table: &RoutingTable) {
         "Revision of the routing table in force.",
     );
     let _ = writeln!(out, "switchyard_revision {}", table.revision);
-}
-
-/// Fleet mode only: 1 while this instance leads the fleet, else 0.
-fn render_cluster_leader(out: &mut String, shared: &Shared) {
-    let Some(role) = shared.cluster_role.get() else {
-        return;
-    };
-    header(
-        out,
-        "cluster_leader",
-        "gauge",
-        "1 while this instance is the fleet's leader (runs the guard and canary on the fleet's counts), else 0.",
-    );
-    let _ = writeln!(out, "switchyard_cluster_leader {}", u8::from(role.is_leader()));
 }
 
 fn render_process(out: &mut String, shared: &Shared, _table: &RoutingTable) {

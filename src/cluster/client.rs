@@ -29,6 +29,8 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    #[error("cannot start the cluster runtime: {0}")]
+    Runtime(String),
     /// A value could not be written as JSON (never expected).
     #[error("cannot encode for etcd: {0}")]
     Encode(serde_json::Error),
@@ -41,6 +43,8 @@ pub fn options(cluster: &ClusterConfig) -> Result<ConnectOptions, ClusterError> 
     let keep_alive = cluster.timeout.max(Duration::from_millis(200));
     let mut options = ConnectOptions::new()
         .with_connect_timeout(cluster.timeout)
+        // Without a quorum a member answers nothing current: fail instead.
+        .with_require_leader(true)
         .with_keep_alive(keep_alive, keep_alive)
         .with_keep_alive_while_idle(true);
     if let Some(tls) = &cluster.tls {

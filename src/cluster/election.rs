@@ -27,7 +27,7 @@ use etcd_client::{Client, LeaderKey};
 use super::client::{within, Backoff, ClusterError};
 use super::fleet_counts::FleetCounts;
 use super::members::{self, MemberDoc};
-use super::{Fence, Role};
+use super::{Cluster, Fence, Role};
 use crate::config::types::ClusterConfig;
 use crate::guard::watch::PoolCounts;
 use crate::shared::Shared;
@@ -50,8 +50,8 @@ pub struct FleetSums {
 }
 
 /// What the judge needs from the election: who leads, and the sums.
-#[derive(Debug, Default)]
 pub struct Decision {
+    pub cluster: Arc<Cluster>,
     pub role: Arc<Role>,
     sums: ArcSwapOption<FleetSums>,
     /// etcd confirmed this member's lease within its TTL: the fleet
@@ -74,17 +74,22 @@ pub enum CountSource {
 }
 
 impl Decision {
-    pub fn new(role: Arc<Role>) -> Arc<Decision> {
+    pub fn new(cluster: Arc<Cluster>) -> Arc<Decision> {
         Arc::new(Decision {
-            role,
-            ..Decision::default()
+            role: Arc::clone(&cluster.role),
+            cluster,
+            sums: ArcSwapOption::empty(),
+            in_session: AtomicBool::new(false),
+            lease: AtomicI64::new(0),
         })
     }
 
     /// The judge's count source now. The leader's sums must be younger than
     /// `fresh` (else the leader waits a tick rather than judge old counts).
     pub fn source(&self, fresh: Duration) -> Option<CountSource> {
-        if !self.in_session.load(Ordering::Acquire) {
+        // Cut off from etcd (its commits fail, or the member lease is not
+        // confirmed): the fleet cannot decide, this member judges itself.
+        if !self.cluster.link.connected() || !self.in_session() {
             return Some(CountSource::Local);
         }
         if !self.role.is_leader() {
@@ -310,9 +315,9 @@ async fn observe_leader(client: &mut Client, name: &str, timeout: Duration, deci
     }
 }
 
-/// The election as a background service of the process (fleet mode).
+/// The election as a background service of the process (fleet mode): it
+/// runs on the cluster's runtime and ends with the process.
 pub struct ElectionService {
-    pub cluster: ClusterConfig,
     pub shared: Arc<Shared>,
     pub decision: Arc<Decision>,
 }
@@ -320,29 +325,21 @@ pub struct ElectionService {
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for ElectionService {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut backoff = Backoff::new();
-        // Without authentication this returns at once (the channel
-        // connects on first use); with it, retried until etcd answers.
-        let client = loop {
-            match super::client::connect(&self.cluster).await {
-                Ok(client) => break client,
-                Err(e) => log::warn!("cluster: cannot connect to etcd: {e}"),
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-        };
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        run(
-            self.cluster.clone(),
-            client,
+        let cluster = &self.decision.cluster;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = cluster.handle().spawn(run(
+            cluster.config.clone(),
+            cluster.client(),
             Arc::clone(&self.shared),
             Arc::clone(&self.decision),
-            stop,
-        )
-        .await;
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let _ = shutdown.changed().await;
+        let _ = stop_tx.send(());
+        // The lease is revoked within `timeout`: the next leader need not
+        // wait out the TTL.
+        let _ = tokio::time::timeout(cluster.config.timeout * 2, task).await;
     }
 }

@@ -22,6 +22,10 @@ use crate::shared::Shared;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemberDoc {
     pub name: String,
+    /// Where to reach this member: its admin HTTP address, else its first
+    /// proxy listener.
+    #[serde(default)]
+    pub address: Option<String>,
     /// The admin HTTP address, when there is one.
     #[serde(default)]
     pub admin: Option<String>,
@@ -36,7 +40,7 @@ pub struct MemberDoc {
     pub start_id: String,
     /// Unix ms of this publication.
     #[serde(default)]
-    pub published_ms: u64,
+    pub published_at_ms: u64,
     /// Cumulative counts per pool name.
     #[serde(default)]
     pub pools: BTreeMap<String, PublishedCounts>,
@@ -85,11 +89,13 @@ pub fn snapshot(shared: &Shared, name: &str, start_id: &str) -> MemberDoc {
         .collect();
     MemberDoc {
         name: name.to_string(),
+        address: (config.admin.http.or(config.server.listen.first().copied()))
+            .map(|a| a.to_string()),
         admin: config.admin.http.map(|a| a.to_string()),
         listen: config.server.listen.iter().map(|a| a.to_string()).collect(),
         applied_revision: table.revision,
         start_id: start_id.to_string(),
-        published_ms: crate::clock::WallMs::read().0,
+        published_at_ms: crate::clock::WallMs::read().0,
         pools,
     }
 }

@@ -25,10 +25,20 @@ pub mod election;
 pub mod fleet_counts;
 pub mod keys;
 pub mod members;
+pub mod store;
+pub mod watch;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+
+use crate::config::types::ClusterConfig;
+use client::ClusterError;
+use keys::Keys;
+use store::Store;
 
 /// The leader's election key and the revision it was created at: a write
 /// of the leader's automation (guard, canary) carries it, and etcd refuses
@@ -76,5 +86,140 @@ impl Role {
 
     pub fn set_leader(&self, name: Option<String>) {
         self.leader.store(name.map(Arc::new));
+    }
+}
+
+/// What this instance knows of its link to etcd, for status and metrics
+/// (atomics: read without the controller's lock).
+#[derive(Debug, Default)]
+pub struct Link {
+    connected: AtomicBool,
+    /// The newest fleet state's revision seen in etcd (switchyard's count).
+    fleet_revision: AtomicU64,
+    /// etcd's revision of that state.
+    fleet_mod_revision: AtomicI64,
+}
+
+impl Link {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether this changed the link's state (for one log line per
+    /// outage, not one per call).
+    pub fn set_connected(&self, up: bool) -> bool {
+        self.connected.swap(up, Ordering::Relaxed) != up
+    }
+
+    pub fn fleet_revision(&self) -> u64 {
+        self.fleet_revision.load(Ordering::Relaxed)
+    }
+
+    pub fn fleet_mod_revision(&self) -> i64 {
+        self.fleet_mod_revision.load(Ordering::Relaxed)
+    }
+
+    /// A fleet state seen in etcd (committed here, read or watched).
+    pub fn saw(&self, revision: u64, mod_revision: i64) {
+        if mod_revision >= self.fleet_mod_revision.load(Ordering::Relaxed) {
+            self.fleet_mod_revision.store(mod_revision, Ordering::Relaxed);
+            self.fleet_revision.store(revision, Ordering::Relaxed);
+        }
+    }
+}
+
+/// This instance's membership of the fleet: the etcd client, the key
+/// layout, the link's state and the role. It runs its own small tokio
+/// runtime, so the controller (a synchronous writer) can wait on etcd with
+/// [`Cluster::block`] from any thread, and the watch and fleet-leader's
+/// tasks run independently of the proxy's runtimes.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub keys: Keys,
+    pub link: Link,
+    pub role: Arc<Role>,
+    store: Store,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Cluster {
+    /// Makes the runtime and the client. Without authentication this does
+    /// not wait for etcd; with it, a token is fetched within `timeout`.
+    pub fn start(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Runtime(e.to_string()))?;
+        // Not `block_on`: the caller may itself be on a runtime's thread.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let cfg = config.clone();
+        runtime.spawn(async move {
+            let _ = tx.send(client::connect(&cfg).await);
+        });
+        let client = rx
+            .recv_timeout(config.timeout + Duration::from_millis(500))
+            .map_err(|_| ClusterError::Timeout(config.timeout))??;
+        let keys = Keys::new(&config.prefix);
+        Ok(Arc::new(Cluster {
+            config: config.clone(),
+            store: Store::new(client, keys.clone(), config.timeout),
+            keys,
+            link: Link::default(),
+            role: Role::new(),
+            runtime: Some(runtime),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The etcd client (cheap to clone: one shared channel).
+    pub fn client(&self) -> etcd_client::Client {
+        self.store.client().clone()
+    }
+
+    /// The cluster runtime, for tasks that talk to etcd (watch, members,
+    /// election).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Runs `call` on the cluster runtime and waits for it, at most
+    /// `timeout` and a little (each etcd call inside is bounded by
+    /// `timeout` already). For the controller, which is synchronous.
+    pub fn block<T, E, F>(&self, call: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<ClusterError> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle().spawn(async move {
+            let _ = tx.send(call.await);
+        });
+        let wait = self.config.timeout + Duration::from_millis(500);
+        match rx.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(_) => Err(ClusterError::Timeout(self.config.timeout).into()),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Dropping a runtime may happen on an async thread: do not wait.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }

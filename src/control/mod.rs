@@ -27,6 +27,7 @@ pub mod config_diff;
 pub mod controller;
 pub mod discovered;
 pub mod error;
+pub mod fleet;
 pub mod judge;
 pub mod judge_state;
 pub mod reconcile;

@@ -138,6 +138,13 @@ pub struct StateDoc {
     fleet_mod_revision: i64,
 }
 
+impl StateDoc {
+    /// The switchyard revision this document is.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }

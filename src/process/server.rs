@@ -164,16 +164,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         "config reload",
         ReloadService::new(Arc::clone(&controller)),
     ));
-    if let Some(cluster) = &config.cluster {
+    if let Some(cluster) = controller.cluster() {
         // One decision (SPEC §9): lease, member entry, election, the
         // leader's sums; the judge reads them through the controller.
-        let decision = crate::cluster::election::Decision::new(crate::cluster::Role::new());
-        let _ = shared.cluster_role.set(Arc::clone(&decision.role));
+        let decision = crate::cluster::election::Decision::new(Arc::clone(cluster));
         controller.attach_decision(Arc::clone(&decision));
         server.add_service(background_service(
             "cluster election",
             crate::cluster::election::ElectionService {
-                cluster: cluster.clone(),
                 shared: Arc::clone(&shared),
                 decision,
             },

@@ -104,6 +104,53 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     #[serde(flatten)]
     pub control: Option<ControlStatus>,
+    /// Fleet mode only: this instance's link to the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Fleet mode (SPEC §9): this instance's view of the fleet, in `status`
+/// and `ctl cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This instance's member name.
+    pub name: String,
+    /// etcd answered the last call (or the watch stream is up).
+    pub connected: bool,
+    /// The leader's member name, when known.
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    /// The newest revision of the fleet's state this instance has seen in
+    /// etcd (ahead of `applied_revision` only for a moment).
+    pub fleet_revision: u64,
+    /// The revision of the state in force here.
+    pub applied_revision: u64,
+    /// Changes made here while etcd was unreachable (`rollback`, the
+    /// guard), to be written back when it answers again.
+    pub pending_writeback: usize,
+}
+
+/// One member under `{prefix}/members/` as `ctl cluster` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: Option<String>,
+    pub applied_revision: Option<u64>,
+    /// Fleet revision less the member's applied revision.
+    pub lag: Option<u64>,
+    /// Milliseconds since the member last published.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// The answer to `cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterAnswer {
+    pub ok: bool,
+    pub cluster: ClusterStatus,
+    pub members: Vec<MemberStatus>,
+    /// Why the member list is missing or stale (etcd unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the controller knows beyond the table: where the config lives, the
@@ -262,6 +309,7 @@ pub enum Answer {
     Applied(Applied),
     Reloaded(Reloaded),
     LogsReopened(LogsReopened),
+    Cluster(Box<ClusterAnswer>),
 }
 
 /// The body of a webhook POST (SPEC §8).
@@ -393,6 +441,7 @@ mod tests {
             window: "30s".into(),
             pools: vec![],
             control: None,
+            cluster: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert!(value.get("guard").is_none() && value.get("ok").is_none());
@@ -430,6 +479,7 @@ mod tests {
                 },
                 canary: None,
             }),
+            cluster: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(value["ok"], true);
