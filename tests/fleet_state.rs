@@ -273,10 +273,16 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
     let rollback_revision = rolled["revision"].as_u64().unwrap();
     fleet.wait_all_at(rollback_revision, Duration::from_secs(15)).await;
     for p in &fleet.proxies {
+        let up = eventually(Duration::from_secs(5), || async {
+            status(p).await["cluster"]["connected"] == true
+        })
+        .await;
         let s = status(p).await;
+        assert!(up, "not connected again: {s}");
         assert_eq!(share(&s, "blue"), 100.0, "{s}");
-        assert_eq!(s["cluster"]["connected"], true, "{s}");
         assert_eq!(s["cluster"]["pending_writeback"], 0, "{s}");
+        let metrics = p.admin_get("/metrics").await.body;
+        assert_eq!(metric(&metrics, "switchyard_cluster_connected"), 1.0);
     }
     let history = fleet.proxies[2].ctl("history 1").await;
     let record = &history["history"][0];
