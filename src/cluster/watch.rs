@@ -51,7 +51,9 @@ pub fn spawn(cluster: &Arc<Cluster>, follower: Weak<dyn Follower>) {
                 }
                 // The stream broke (its member died, say): the next read
                 // says whether etcd is gone, the watch resumes either way.
-                Err(Lost::Stream(why)) => log::info!("watch of the fleet state lost ({why}): resuming"),
+                Err(Lost::Stream(why)) => {
+                    log::info!("watch of the fleet state lost ({why}): resuming")
+                }
             }
             drop(cluster);
             tokio::time::sleep(backoff.next_delay()).await;
@@ -90,9 +92,12 @@ async fn follow_once(
     let key = cluster.keys.state();
     let options = WatchOptions::new().with_start_revision(applied + 1);
     let mut client = cluster.client();
-    let mut stream = within(cluster.config.timeout, client.watch(key.clone(), Some(options)))
-        .await
-        .map_err(|e| Lost::Stream(e.to_string()))?;
+    let mut stream = within(
+        cluster.config.timeout,
+        client.watch(key.clone(), Some(options)),
+    )
+    .await
+    .map_err(|e| Lost::Stream(e.to_string()))?;
     backoff.reset();
     loop {
         let message = (stream.message().await).map_err(|e| Lost::Stream(e.to_string()))?;
@@ -117,7 +122,10 @@ async fn follow_once(
             let doc: FleetDoc = match serde_json::from_slice(kv.value()) {
                 Ok(doc) => doc,
                 Err(e) => {
-                    log::error!("{key} at etcd revision {} is not a fleet state: {e}; ignored", kv.mod_revision());
+                    log::error!(
+                        "{key} at etcd revision {} is not a fleet state: {e}; ignored",
+                        kv.mod_revision()
+                    );
                     continue;
                 }
             };
