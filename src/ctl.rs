@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::control::Refusal;
 use crate::protocol::answer::{
-    Applied, ClusterAnswer, ClusterStatus, ControlStatus, History, LogsReopened, Refused,
-    Reloaded, SplitDoc, Status, VerdictStatus,
+    Applied, ClusterAnswer, ClusterStatus, ControlStatus, History, LogsReopened, Refused, Reloaded,
+    SplitDoc, Status, VerdictStatus,
 };
 use crate::protocol::command::USAGE;
 use crate::protocol::wire::{one_line, request, ClientError};
@@ -428,9 +428,13 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     "{:<20} {:<24} {:>8} {:>5} {:>10}",
                     format!("{}{}", m.name, if leader { " *" } else { "" }),
                     m.address.clone().unwrap_or_else(dash),
-                    m.applied_revision.map(|r| r.to_string()).unwrap_or_else(dash),
+                    m.applied_revision
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(dash),
                     m.lag.map(|l| l.to_string()).unwrap_or_else(dash),
-                    m.last_seen_ms.map(|ms| format!("{ms}ms ago")).unwrap_or_else(dash)
+                    m.last_seen_ms
+                        .map(|ms| format!("{ms}ms ago"))
+                        .unwrap_or_else(dash)
                 );
             }
         }
@@ -465,7 +469,11 @@ fn cluster_line(c: &ClusterStatus) -> String {
     let mut line = format!(
         "cluster: {} {}, leader {}, fleet revision {}, applied {}",
         c.name,
-        if c.connected { "connected" } else { "DISCONNECTED (serving the last state)" },
+        if c.connected {
+            "connected"
+        } else {
+            "DISCONNECTED (serving the last state)"
+        },
         c.leader.as_deref().unwrap_or("unknown"),
         c.fleet_revision,
         c.applied_revision

@@ -25,7 +25,14 @@ struct Fleet {
 
 /// The config body of instance `name` (`[server]`/`[admin]` come from the
 /// harness).
-fn body(etcd: &Etcd, blue: &Origin, green: &Origin, name: &str, prefix: &str, extra: &str) -> String {
+fn body(
+    etcd: &Etcd,
+    blue: &Origin,
+    green: &Origin,
+    name: &str,
+    prefix: &str,
+    extra: &str,
+) -> String {
     format!(
         "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n\
          [split]\nblue = 100\ngreen = 0\n{extra}\
@@ -67,7 +74,12 @@ impl Fleet {
     async fn wait_all_at(&self, wanted: u64, within: Duration) {
         for (i, p) in self.proxies.iter().enumerate() {
             let ok = eventually(within, || async { revision(p).await == wanted }).await;
-            assert!(ok, "edge-{} not at revision {wanted}: {}", i + 1, p.ctl("status").await);
+            assert!(
+                ok,
+                "edge-{} not at revision {wanted}: {}",
+                i + 1,
+                p.ctl("status").await
+            );
         }
     }
 }
@@ -106,7 +118,9 @@ async fn a_split_on_one_instance_is_in_force_on_every_instance_within_200ms() {
     for round in 0..30 {
         let green = if round % 2 == 0 { 30 } else { 70 };
         let t0 = Instant::now();
-        let answer = one.ctl(&format!("split blue={} green={green}", 100 - green)).await;
+        let answer = one
+            .ctl(&format!("split blue={} green={green}", 100 - green))
+            .await;
         assert_eq!(answer["ok"], true, "{answer}");
         let wanted = answer["revision"].as_u64().expect("revision");
         for p in others {
@@ -141,15 +155,32 @@ async fn a_split_on_one_instance_is_in_force_on_every_instance_within_200ms() {
                 on_green += 1;
             }
         }
-        assert!((50..=90).contains(&on_green), "{on_green} of 100 on green at 70 %");
+        assert!(
+            (50..=90).contains(&on_green),
+            "{on_green} of 100 on green at 70 %"
+        );
     }
     // Every instance shows the fleet's history, naming who changed it.
     let history = fleet.proxies[2].ctl("history 3").await;
     let records = history["history"].as_array().expect("history");
     assert_eq!(records.len(), 3, "{history}");
     let newest = &records[2];
-    assert_eq!(newest["revision"].as_u64(), Some(last["revision"].as_u64().unwrap()));
+    assert_eq!(
+        newest["revision"].as_u64(),
+        Some(last["revision"].as_u64().unwrap())
+    );
     assert_eq!(newest["instance"], "edge-1", "{newest}");
+    // Applied once each: the committer skips its own change on its watch,
+    // the others apply it once from theirs (one local audit line each).
+    for p in &fleet.proxies {
+        let log = std::fs::read_to_string(p.dir.path().join("state/audit.log")).unwrap_or_default();
+        let rev = last["revision"].as_u64().unwrap();
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(&format!("\"revision\":{rev},")))
+            .count();
+        assert_eq!(lines, 1, "revision {rev} in the local audit log:\n{log}");
+    }
     let cluster = &status(&fleet.proxies[1]).await["cluster"];
     assert_eq!(cluster["connected"], true, "{cluster}");
     assert_eq!(cluster["name"], "edge-2");
@@ -174,7 +205,11 @@ async fn two_concurrent_splits_on_two_instances_never_mix() {
         let applied: Vec<&Value> = [&ra, &rb].into_iter().filter(|r| r["ok"] == true).collect();
         let refused: Vec<&Value> = [&ra, &rb].into_iter().filter(|r| r["ok"] != true).collect();
         assert!(!applied.is_empty(), "neither applied: {ra} {rb}");
-        let newest = applied.iter().filter_map(|r| r["revision"].as_u64()).max().unwrap();
+        let newest = applied
+            .iter()
+            .filter_map(|r| r["revision"].as_u64())
+            .max()
+            .unwrap();
         if let [refusal] = refused.as_slice() {
             conflicts += 1;
             assert_eq!(refusal["kind"], "conflict", "{refusal}");
@@ -199,7 +234,10 @@ async fn two_concurrent_splits_on_two_instances_never_mix() {
             assert_eq!(share(&s, "blue"), 100.0 - green, "{s}");
             seen.push(green);
         }
-        assert!(seen.windows(2).all(|w| w[0] == w[1]), "instances disagree: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "instances disagree: {seen:?}"
+        );
     }
     eprintln!("{conflicts} of 20 rounds of simultaneous splits had a conflict");
     assert!(conflicts > 0, "no round ran the two splits concurrently");
@@ -215,7 +253,12 @@ async fn an_etcd_member_killed_the_fleet_carries_on() {
         let answer = fleet.proxies[i]
             .ctl(&format!("split blue={} green={green}", 100 - green))
             .await;
-        assert_eq!(answer["ok"], true, "split on edge-{} with m1 dead: {answer}", i + 1);
+        assert_eq!(
+            answer["ok"],
+            true,
+            "split on edge-{} with m1 dead: {answer}",
+            i + 1
+        );
         let wanted = answer["revision"].as_u64().unwrap();
         fleet.wait_all_at(wanted, Duration::from_secs(10)).await;
     }
@@ -245,8 +288,15 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
         .await;
         assert!(down, "still connected: {}", status(p).await);
         let metrics = p.admin_get("/metrics").await.body;
-        assert_eq!(metric(&metrics, "switchyard_cluster_connected"), 0.0, "{metrics}");
-        assert_eq!(metric(&metrics, "switchyard_cluster_revision"), before as f64);
+        assert_eq!(
+            metric(&metrics, "switchyard_cluster_connected"),
+            0.0,
+            "{metrics}"
+        );
+        assert_eq!(
+            metric(&metrics, "switchyard_cluster_revision"),
+            before as f64
+        );
         // Serving goes on with the last state.
         for _ in 0..10 {
             answering_pool(p, &[]).await;
@@ -258,7 +308,9 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
     assert_eq!(refused["kind"], "cluster_unreachable", "{refused}");
     assert_eq!(share(&status(&fleet.proxies[1]).await, "green"), 50.0);
     // `rollback` acts here, toward safety.
-    let rolled = fleet.proxies[0].ctl("rollback etcd is down and green looks bad").await;
+    let rolled = fleet.proxies[0]
+        .ctl("rollback etcd is down and green looks bad")
+        .await;
     assert_eq!(rolled["ok"], true, "{rolled}");
     let local = status(&fleet.proxies[0]).await;
     assert_eq!(share(&local, "blue"), 100.0, "{local}");
@@ -271,17 +323,31 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
 
     fleet.etcd.start_all();
     let rollback_revision = rolled["revision"].as_u64().unwrap();
-    fleet.wait_all_at(rollback_revision, Duration::from_secs(15)).await;
+    fleet
+        .wait_all_at(rollback_revision, Duration::from_secs(15))
+        .await;
     for p in &fleet.proxies {
+        let up = eventually(Duration::from_secs(5), || async {
+            status(p).await["cluster"]["connected"] == true
+        })
+        .await;
         let s = status(p).await;
+        assert!(up, "not connected again: {s}");
         assert_eq!(share(&s, "blue"), 100.0, "{s}");
-        assert_eq!(s["cluster"]["connected"], true, "{s}");
         assert_eq!(s["cluster"]["pending_writeback"], 0, "{s}");
+        let metrics = p.admin_get("/metrics").await.body;
+        assert_eq!(metric(&metrics, "switchyard_cluster_connected"), 1.0);
     }
     let history = fleet.proxies[2].ctl("history 1").await;
     let record = &history["history"][0];
     assert_eq!(record["instance"], "edge-1", "{history}");
-    assert!(record["command"].as_str().unwrap_or_default().starts_with("rollback"), "{history}");
+    assert!(
+        record["command"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rollback"),
+        "{history}"
+    );
     // And raising commands work again.
     let answer = fleet.proxies[1].ctl("split blue=90 green=10").await;
     assert_eq!(answer["ok"], true, "{answer}");
@@ -293,7 +359,9 @@ async fn a_restarted_instance_joins_with_the_fleet_state_not_its_old_file() {
         return;
     };
     let answer = fleet.proxies[0].ctl("split blue=80 green=20").await;
-    fleet.wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5)).await;
+    fleet
+        .wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5))
+        .await;
     // edge-3 goes away with green=20 in its state file; the fleet moves on.
     fleet.proxies[2].kill9();
     let answer = fleet.proxies[1].ctl("split blue=35 green=65").await;
@@ -307,7 +375,9 @@ async fn a_restarted_instance_joins_with_the_fleet_state_not_its_old_file() {
     // And it follows later changes.
     let answer = fleet.proxies[0].ctl("cutover blue").await;
     assert_eq!(answer["ok"], true, "{answer}");
-    fleet.wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5)).await;
+    fleet
+        .wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5))
+        .await;
     assert_eq!(answering_pool(&fleet.proxies[2], &[]).await, "blue");
 }
 
@@ -317,7 +387,9 @@ async fn a_sticky_user_gets_the_same_pool_on_every_instance() {
         return;
     };
     let answer = fleet.proxies[2].ctl("split blue=50 green=50").await;
-    fleet.wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5)).await;
+    fleet
+        .wait_all_at(answer["revision"].as_u64().unwrap(), Duration::from_secs(5))
+        .await;
     let mut on = std::collections::HashMap::new();
     for user in 0..60 {
         let id = format!("user-{user}");

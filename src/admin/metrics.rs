@@ -39,7 +39,12 @@ pub fn render(shared: &Shared, cluster: Option<&Cluster>) -> String {
 /// Fleet mode (SPEC §9): is etcd answering, and which fleet revision is
 /// in force here (the table's: what requests are routed by).
 fn render_cluster(out: &mut String, cluster: &Cluster, table: &RoutingTable) {
-    header(out, "cluster_connected", "gauge", "1 while etcd answers this instance.");
+    header(
+        out,
+        "cluster_connected",
+        "gauge",
+        "1 while etcd answers this instance.",
+    );
     let up = u8::from(cluster.link.connected());
     let _ = writeln!(out, "switchyard_cluster_connected {up}");
     header(

@@ -122,7 +122,8 @@ impl Link {
     /// A fleet state seen in etcd (committed here, read or watched).
     pub fn saw(&self, revision: u64, mod_revision: i64) {
         if mod_revision >= self.fleet_mod_revision.load(Ordering::Relaxed) {
-            self.fleet_mod_revision.store(mod_revision, Ordering::Relaxed);
+            self.fleet_mod_revision
+                .store(mod_revision, Ordering::Relaxed);
             self.fleet_revision.store(revision, Ordering::Relaxed);
         }
     }

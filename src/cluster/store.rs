@@ -66,6 +66,9 @@ pub enum DocError {
     },
 }
 
+/// Between attempts at a call that met a dead member.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
 #[derive(Clone)]
 pub struct Store {
     client: Client,
@@ -90,11 +93,46 @@ impl Store {
         &self.client
     }
 
+    /// `call` again on a failure to reach a member, until `timeout` is
+    /// spent: the client's channel spreads calls over the endpoints and
+    /// hands a call to a dead member a connection error instead of
+    /// skipping it, so the next attempt most likely meets a live one.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // One attempt may hang on a member that is going away: a quarter
+        // of the budget each, so a live member still gets its turn.
+        let attempt = (self.timeout / 4).max(Duration::from_millis(100));
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match within(left.min(attempt), call()).await {
+                Err(e @ (ClusterError::Etcd(_) | ClusterError::Timeout(_)))
+                    if attempts < 20 && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    log::debug!("etcd call failed ({e}), trying again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(ClusterError::Timeout(_)) => return Err(ClusterError::Timeout(self.timeout)),
+                other => return other,
+            }
+        }
+    }
+
     /// The fleet's state, `None` for an empty prefix.
     pub async fn read(&self) -> Result<Option<Current>, StoreError> {
         let key = self.keys.state();
-        let mut kv = self.client.kv_client();
-        let response = within(self.timeout, kv.get(key.clone(), None)).await?;
+        let response = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         match response.kvs().first() {
             Some(found) => Ok(Some(Current {
                 doc: parse(&key, found.value())?,
@@ -141,8 +179,13 @@ impl Store {
             puts.push(TxnOp::put(self.keys.audit(r.revision), bytes, None));
         }
         let txn = Txn::new().when(compares).and_then(puts).or_else(otherwise);
-        let mut kv = self.client.kv_client();
-        let response = within(self.timeout, kv.txn(txn)).await?;
+        let response = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
             let mod_revision = response.header().map(|h| h.revision()).unwrap_or(0);
             return Ok(Outcome::Committed { mod_revision });
@@ -159,13 +202,22 @@ impl Store {
             }
         }
         let current = match first_kv(0) {
-            Some(kv) => Some(Box::new(Current {
+            Some(kv) => Box::new(Current {
                 doc: parse(&state_key, kv.value())?,
                 mod_revision: kv.mod_revision(),
-            })),
-            None => None,
+            }),
+            None => return Ok(Outcome::Conflict { current: None }),
         };
-        Ok(Outcome::Conflict { current })
+        // An attempt whose answer was lost may have committed: then the
+        // state in etcd is this very change, and a retry "conflicts" with it.
+        if current.doc.instance == doc.instance && current.doc.record == doc.record {
+            return Ok(Outcome::Committed {
+                mod_revision: current.mod_revision,
+            });
+        }
+        Ok(Outcome::Conflict {
+            current: Some(current),
+        })
     }
 
     /// The fleet's last `n` audit records, oldest first.
@@ -174,8 +226,14 @@ impl Store {
             .with_prefix()
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(i64::try_from(n).unwrap_or(i64::MAX));
-        let mut kv = self.client.kv_client();
-        let response = within(self.timeout, kv.get(self.keys.audit_prefix(), Some(options))).await?;
+        let prefix = self.keys.audit_prefix();
+        let response = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { kv.get(prefix, Some(options)).await }
+            })
+            .await?;
         let mut records: Vec<AuditRecord> = response
             .kvs()
             .iter()
@@ -187,8 +245,14 @@ impl Store {
 
     /// One audit record of the fleet.
     pub async fn audit_record(&self, revision: u64) -> Result<Option<AuditRecord>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = within(self.timeout, kv.get(self.keys.audit(revision), None)).await?;
+        let key = self.keys.audit(revision);
+        let response = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         Ok(response
             .kvs()
             .first()
@@ -198,12 +262,13 @@ impl Store {
     /// Every `{prefix}/members/{name}` as `(name, value)`.
     pub async fn members(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let prefix = self.keys.members_prefix();
-        let mut kv = self.client.kv_client();
-        let response = within(
-            self.timeout,
-            kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+        let response = self
+            .retrying(|| {
+                let mut kv = self.client.kv_client();
+                let prefix = prefix.clone();
+                async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         Ok(response
             .kvs()
             .iter()

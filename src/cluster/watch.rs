@@ -44,10 +44,15 @@ pub fn spawn(cluster: &Arc<Cluster>, follower: Weak<dyn Follower>) {
             };
             match follow_once(&cluster, &follower, &mut backoff).await {
                 Ok(()) => {}
-                Err(why) => {
+                Err(Lost::Read(why)) => {
                     if cluster.link.set_connected(false) {
                         log::warn!("etcd unreachable ({why}): serving the last applied state");
                     }
+                }
+                // The stream broke (its member died, say): the next read
+                // says whether etcd is gone, the watch resumes either way.
+                Err(Lost::Stream(why)) => {
+                    log::info!("watch of the fleet state lost ({why}): resuming")
                 }
             }
             drop(cluster);
@@ -56,14 +61,22 @@ pub fn spawn(cluster: &Arc<Cluster>, follower: Weak<dyn Follower>) {
     });
 }
 
+/// Why [`follow_once`] ended.
+enum Lost {
+    /// etcd did not answer the read: disconnected.
+    Read(String),
+    /// The watch stream could not be made or broke.
+    Stream(String),
+}
+
 /// One read and one watch stream, until the stream ends.
 async fn follow_once(
     cluster: &Arc<Cluster>,
     follower: &Weak<dyn Follower>,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), Lost> {
     let store = cluster.store().clone();
-    let current = store.read().await.map_err(|e| e.to_string())?;
+    let current = store.read().await.map_err(|e| Lost::Read(e.to_string()))?;
     if cluster.link.set_connected(true) {
         log::info!("etcd answers: following {}", cluster.keys.state());
     }
@@ -74,18 +87,22 @@ async fn follow_once(
         f.connected(current);
         f.applied()
     })
-    .await?;
+    .await
+    .map_err(Lost::Stream)?;
     let key = cluster.keys.state();
     let options = WatchOptions::new().with_start_revision(applied + 1);
     let mut client = cluster.client();
-    let mut stream = within(cluster.config.timeout, client.watch(key.clone(), Some(options)))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = within(
+        cluster.config.timeout,
+        client.watch(key.clone(), Some(options)),
+    )
+    .await
+    .map_err(|e| Lost::Stream(e.to_string()))?;
     backoff.reset();
     loop {
-        let message = stream.message().await.map_err(|e| e.to_string())?;
+        let message = (stream.message().await).map_err(|e| Lost::Stream(e.to_string()))?;
         let Some(response) = message else {
-            return Err("the watch stream ended".into());
+            return Err(Lost::Stream("the watch stream ended".into()));
         };
         if response.canceled() {
             // Compacted past `applied`, or cancelled by etcd: read again.
@@ -105,7 +122,10 @@ async fn follow_once(
             let doc: FleetDoc = match serde_json::from_slice(kv.value()) {
                 Ok(doc) => doc,
                 Err(e) => {
-                    log::error!("{key} at etcd revision {} is not a fleet state: {e}; ignored", kv.mod_revision());
+                    log::error!(
+                        "{key} at etcd revision {} is not a fleet state: {e}; ignored",
+                        kv.mod_revision()
+                    );
                     continue;
                 }
             };
@@ -116,7 +136,9 @@ async fn follow_once(
             cluster
                 .link
                 .saw(current.doc.state.revision(), current.mod_revision);
-            on_blocking(follower, move |f| f.adopt(current)).await?;
+            on_blocking(follower, move |f| f.adopt(current))
+                .await
+                .map_err(Lost::Stream)?;
         }
     }
 }

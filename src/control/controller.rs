@@ -21,19 +21,18 @@ use super::audit::{rfc3339, AuditLog, AuditRecord, ChangeOrigin};
 use super::canary_run;
 use super::change::{self, Ctx};
 use super::error::{Refusal, StartError};
-use super::fleet::{self, Pending};
+use super::joining::starting_state;
 use super::judge_state::JudgeState;
 use super::reconcile::reconcile;
 use super::state::{describe_split, split_doc, RuntimeState, SavedCanary};
 use super::status::{self, Held};
+use super::writeback::Pending;
 use crate::clock::Now;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
-use crate::protocol::answer::{
-    Answer, Applied, Event, GuardEvidence, History, Status,
-};
+use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
 use crate::protocol::{CanaryCommand, Command};
 use crate::routing::{Discovered, RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
@@ -106,7 +105,7 @@ impl<'a> Commit<'a> {
             event,
             pool: None,
             evidence: None,
-            writeback: fleet::guard_writeback(origin, reason),
+            writeback: super::writeback::guard_writeback(origin, reason),
         }
     }
 }
@@ -138,7 +137,7 @@ impl Controller {
         let cluster = config.cluster.as_ref().map(Cluster::start).transpose()?;
         let lost = saved.is_none() && cluster.is_none();
         let (mut state, reason) = match &cluster {
-            Some(cluster) => fleet::starting_state(cluster, &config, saved, &audit, now),
+            Some(cluster) => starting_state(cluster, &config, saved, &audit, now),
             None => reconcile(&config, saved, now.wall),
         };
         let canary = canary_run::resume(&config, &state, now);
@@ -298,9 +297,7 @@ impl Controller {
             | Command::History(_)
             | Command::Reload
             | Command::ReopenLogs
-            | Command::Cluster => {
-                Err(Refusal::Internal("internal: not a change".into()))
-            }
+            | Command::Cluster => Err(Refusal::Internal("internal: not a change".into())),
         }?;
         // Asking for the split already in force changes nothing: no
         // revision, no audit record, and a canary in progress goes on.
@@ -327,7 +324,9 @@ impl Controller {
             plan.state,
             Commit {
                 pool: canary_pool.as_deref(),
-                writeback: command.acts_locally_without_fleet().then(|| command.clone()),
+                writeback: command
+                    .acts_locally_without_fleet()
+                    .then(|| command.clone()),
                 ..Commit::new(&text, origin, &plan.reason, plan.event)
             },
             now,

@@ -106,7 +106,9 @@ pub enum Refusal {
         planned_on: u64,
     },
     /// Fleet mode: the leader's automation wrote after losing the lead.
-    #[error("refused by etcd: this instance no longer holds the leadership (its election key is gone)")]
+    #[error(
+        "refused by etcd: this instance no longer holds the leadership (its election key is gone)"
+    )]
     NotLeader,
     /// Fleet mode: etcd does not answer, and this command could give a pool
     /// more traffic, which only the fleet may decide.

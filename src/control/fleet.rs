@@ -16,124 +16,20 @@
 
 use std::sync::Arc;
 
-use super::audit::{AuditLog, AuditRecord, ChangeOrigin};
+use super::audit::{AuditRecord, ChangeOrigin};
 use super::canary_run;
 use super::controller::{Controller, Inner};
 use super::error::Refusal;
-use super::reconcile::reconcile;
+use super::joining::fleet_state;
 use super::state::RuntimeState;
+use super::writeback::Pending;
 use crate::clock::Now;
 use crate::cluster::store::{Current, FleetDoc, Outcome, StoreError};
 use crate::cluster::watch::Follower;
 use crate::cluster::Cluster;
-use crate::config::Config;
 use crate::protocol::answer::{ClusterAnswer, ClusterStatus, MemberStatus};
 use crate::protocol::Command;
 use crate::routing::{RoutingTable, RuntimeView};
-
-/// A change applied here while etcd was unreachable, to be written back.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    /// Replayed on the fleet's state if the fleet moved on meanwhile.
-    pub command: Command,
-    pub origin: ChangeOrigin,
-    pub record: AuditRecord,
-}
-
-/// What `[cluster]` found at start.
-enum AtStart {
-    /// The fleet has a state: this instance joins with it.
-    Joined(RuntimeState, AuditRecord),
-    /// etcd answered and the prefix is empty: this instance seeds it.
-    Empty,
-    /// etcd did not answer: start from the local state file (a cache).
-    Unreachable,
-}
-
-/// The guard's own rollbacks act here whatever etcd does: the command
-/// replayed for the fleet if they could only act here.
-pub(super) fn guard_writeback(origin: ChangeOrigin, reason: &str) -> Option<Command> {
-    (origin == ChangeOrigin::Guard).then(|| Command::Rollback(Some(reason.to_string())))
-}
-
-/// The state to start with in fleet mode: the fleet's (not this
-/// instance's old file) when etcd has one; this instance's reconciled state
-/// for an empty prefix (which it then seeds) or when etcd does not answer
-/// (its state file is then the cache of the last state applied).
-pub(super) fn starting_state(
-    cluster: &Cluster,
-    config: &Config,
-    saved: Option<RuntimeState>,
-    audit: &AuditLog,
-    now: Now,
-) -> (RuntimeState, Option<String>) {
-    match at_start(cluster, config, saved.as_ref()) {
-        AtStart::Joined(state, record) => {
-            if audit.last_revision() < Some(record.revision) {
-                let _ = audit.append(&record);
-            }
-            (state, None)
-        }
-        AtStart::Empty => {
-            let (mut state, reason) = reconcile(config, saved, now.wall);
-            state.fleet_mod_revision = 0;
-            (state, reason)
-        }
-        AtStart::Unreachable => reconcile(config, saved, now.wall),
-    }
-}
-
-/// Reads the fleet's state at start (bounded by `[cluster] timeout`).
-fn at_start(cluster: &Cluster, config: &Config, saved: Option<&RuntimeState>) -> AtStart {
-    let store = cluster.store().clone();
-    let current = match cluster.block(async move { store.read().await }) {
-        Ok(Some(current)) => current,
-        Ok(None) => {
-            cluster.link.set_connected(true);
-            return AtStart::Empty;
-        }
-        Err(e) => {
-            log::warn!("etcd unreachable at start ({e}): starting from the local state file");
-            return AtStart::Unreachable;
-        }
-    };
-    cluster.link.set_connected(true);
-    cluster
-        .link
-        .saw(current.doc.state.revision(), current.mod_revision);
-    match fleet_state(current.clone(), saved.map(|s| &s.file_split), config) {
-        Some(state) => {
-            log::info!(
-                "joined the fleet at revision {} (last changed by {})",
-                state.revision,
-                current.doc.instance
-            );
-            AtStart::Joined(state, current.doc.record)
-        }
-        None => AtStart::Unreachable,
-    }
-}
-
-/// The fleet's state as this instance holds it: its own file's `[split]`
-/// as last applied (`file_split` is per host), running (not stopped).
-fn fleet_state(
-    current: Current,
-    file_split: Option<&crate::config::Split>,
-    config: &Config,
-) -> Option<RuntimeState> {
-    match RuntimeState::from_doc(current.doc.state) {
-        Ok(mut state) => {
-            state.file_split = file_split.cloned().unwrap_or_else(|| config.split.clone());
-            state.stopped_at_ms = None;
-            state.fleet_mod_revision = current.mod_revision;
-            Some(state)
-        }
-        Err(e) => {
-            log::error!("the fleet's state in etcd is unusable ({e}); ignored");
-            None
-        }
-    }
-}
 
 impl Controller {
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
@@ -160,15 +56,19 @@ impl Controller {
         let expected = inner.state.fleet_mod_revision;
         state.fleet_mod_revision = expected;
         let automation = matches!(origin, ChangeOrigin::Guard | ChangeOrigin::Canary);
-        let fence = if automation { cluster.role.fence() } else { None };
+        let fence = if automation {
+            cluster.role.fence()
+        } else {
+            None
+        };
         let doc = FleetDoc {
             instance: cluster.name().to_string(),
             record: record.clone(),
             state: state.doc(),
         };
         let store = cluster.store().clone();
-        let outcome = cluster
-            .block(async move { store.commit(expected, fence.as_ref(), &doc, &[]).await });
+        let outcome =
+            cluster.block(async move { store.commit(expected, fence.as_ref(), &doc, &[]).await });
         match outcome {
             Ok(Outcome::Committed { mod_revision }) => {
                 cluster.link.set_connected(true);
@@ -281,10 +181,15 @@ impl Controller {
             Some(c) => c.mod_revision == inner.state.fleet_mod_revision,
         };
         if unchanged && (current.is_none() || !pending.is_empty()) {
-            let expected = if current.is_none() { 0 } else { inner.state.fleet_mod_revision };
-            let record = pending.last().map(|p| p.record.clone()).unwrap_or_else(|| {
-                seed_record(&inner.state, cluster.name(), now)
-            });
+            let expected = if current.is_none() {
+                0
+            } else {
+                inner.state.fleet_mod_revision
+            };
+            let record = pending
+                .last()
+                .map(|p| p.record.clone())
+                .unwrap_or_else(|| seed_record(&inner.state, cluster.name(), now));
             let earlier: Vec<AuditRecord> = pending.iter().map(|p| p.record.clone()).collect();
             let doc = FleetDoc {
                 instance: cluster.name().to_string(),
@@ -292,14 +197,17 @@ impl Controller {
                 state: inner.state.doc(),
             };
             let store = cluster.store().clone();
-            let outcome = cluster.block(async move {
-                store.commit(expected, None, &doc, &earlier).await
-            });
+            let outcome =
+                cluster.block(async move { store.commit(expected, None, &doc, &earlier).await });
             match outcome {
                 Ok(Outcome::Committed { mod_revision }) => {
                     log::info!(
                         "{} the fleet's state at revision {}",
-                        if pending.is_empty() { "seeded" } else { "wrote back" },
+                        if pending.is_empty() {
+                            "seeded"
+                        } else {
+                            "wrote back"
+                        },
                         inner.state.revision
                     );
                     cluster.link.saw(inner.state.revision, mod_revision);
@@ -391,7 +299,10 @@ fn member_status(name: String, value: &[u8], fleet_revision: u64, now: Now) -> M
     let published = doc.get("published_at_ms").and_then(|v| v.as_u64());
     MemberStatus {
         name,
-        address: doc.get("address").and_then(|v| v.as_str()).map(str::to_string),
+        address: doc
+            .get("address")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
         applied_revision: applied,
         lag: applied.map(|a| fleet_revision.saturating_sub(a)),
         last_seen_ms: published.map(|p| now.wall.0.saturating_sub(p)),

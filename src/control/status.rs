@@ -12,8 +12,7 @@ use crate::guard::canary::CanaryRun;
 use crate::guard::Verdict;
 use crate::protocol::answer::{
     BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, LogsReopened, PoolStatus,
-    Status,
-    TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
+    Status, TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
 };
 use crate::routing::{DnsEntry, RoutingTable};
 use crate::stats::{FailureKind, StatusClass, WindowStats};

@@ -112,7 +112,11 @@ impl Etcd {
 
     /// The endpoints as a TOML array.
     pub fn endpoints_toml(&self) -> String {
-        let quoted: Vec<String> = self.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+        let quoted: Vec<String> = self
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
         format!("[{}]", quoted.join(", "))
     }
 
@@ -143,7 +147,10 @@ impl Etcd {
             last = String::from_utf8_lossy(&out.stderr).to_string();
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("etcd not healthy within {within:?}: {last}\n{}", self.logs());
+        panic!(
+            "etcd not healthy within {within:?}: {last}\n{}",
+            self.logs()
+        );
     }
 
     /// SIGKILLs member `i` (0-based); its data stays for a restart.
