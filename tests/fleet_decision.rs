@@ -28,7 +28,14 @@ struct Fleet {
     prefix: String,
 }
 
-fn body(etcd: &Etcd, blue: &Origin, green: &Origin, name: &str, prefix: &str, extra: &str) -> String {
+fn body(
+    etcd: &Etcd,
+    blue: &Origin,
+    green: &Origin,
+    name: &str,
+    prefix: &str,
+    extra: &str,
+) -> String {
     format!(
         "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n\
          [split]\nblue = 100\ngreen = 0\n{extra}\
@@ -92,7 +99,9 @@ impl Fleet {
 }
 
 async fn green_share(p: &Proxy) -> f64 {
-    p.ctl("status").await["split"]["green"].as_f64().unwrap_or(-1.0)
+    p.ctl("status").await["split"]["green"]
+        .as_f64()
+        .unwrap_or(-1.0)
 }
 
 /// `total_rate` requests per second spread evenly over `targets` until
@@ -142,7 +151,10 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
         .expect("exactly one leader");
     let leader_name = format!("edge-{}", leader + 1);
     let follower = (leader + 1) % 3;
-    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let load = paced_load(
         fleet.proxies.iter().map(|p| p.listen).collect(),
         200,
@@ -159,7 +171,10 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while back_at.iter().any(Option::is_none) && Instant::now() < deadline {
         for (i, p) in fleet.proxies.iter().enumerate() {
-            if back_at[i].is_none() && fleet.green.control().first_failure().is_some() && green_share(p).await == 0.0 {
+            if back_at[i].is_none()
+                && fleet.green.control().first_failure().is_some()
+                && green_share(p).await == 0.0
+            {
                 back_at[i] = Some(Instant::now());
             }
         }
@@ -174,8 +189,14 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
         .iter()
         .enumerate()
         .map(|(i, at)| {
-            at.unwrap_or_else(|| panic!("edge-{} never rolled back:\n{}", i + 1, fleet.proxies[i].log()))
-                .saturating_duration_since(first)
+            at.unwrap_or_else(|| {
+                panic!(
+                    "edge-{} never rolled back:\n{}",
+                    i + 1,
+                    fleet.proxies[i].log()
+                )
+            })
+            .saturating_duration_since(first)
         })
         .collect();
     let slowest = took.iter().max().copied().unwrap_or_default();
@@ -184,12 +205,20 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
         took,
         sent.load(Ordering::Relaxed)
     );
-    assert!(slowest <= Duration::from_secs(2), "rolled back on every instance only after {slowest:?}");
+    assert!(
+        slowest <= Duration::from_secs(2),
+        "rolled back on every instance only after {slowest:?}"
+    );
     // ONE rollback, by the leader, in the fleet's history on every instance.
     for p in &fleet.proxies {
         let records = history(p, 20).await;
         let guard: Vec<&Value> = records.iter().filter(|r| r["origin"] == "guard").collect();
-        assert_eq!(guard.len(), 1, "one guard rollback in the fleet history: {records:?}");
+        assert_eq!(
+            guard.len(),
+            1,
+            "one guard rollback in the fleet history: {records:?}"
+        );
+        eprintln!("the rollback record: {}", guard[0]);
         assert_eq!(guard[0]["instance"], leader_name.as_str(), "{:?}", guard[0]);
         assert!(
             guard[0]["reason"].as_str().unwrap_or("").contains("green"),
@@ -205,7 +234,12 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
             .filter(|l| l.starts_with("switchyard_rollbacks_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        assert_eq!(rollbacks > 0.0, i == leader, "edge-{} rollbacks_total: {rollbacks}", i + 1);
+        assert_eq!(
+            rollbacks > 0.0,
+            i == leader,
+            "edge-{} rollbacks_total: {rollbacks}",
+            i + 1
+        );
     }
     drop(fleet);
 }
@@ -222,7 +256,10 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
         .await
         .expect("exactly one leader");
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     // Healthy traffic through the two that survive.
     let load = paced_load(
         others.iter().map(|&i| fleet.proxies[i].listen).collect(),
@@ -237,7 +274,11 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
         green_share(&fleet.proxies[others[0]]).await == 50.0
     })
     .await;
-    assert!(at_step_2, "canary never reached step 2: {}", fleet.proxies[leader].log());
+    assert!(
+        at_step_2,
+        "canary never reached step 2: {}",
+        fleet.proxies[leader].log()
+    );
     fleet.proxies[leader].kill9();
     let killed = Instant::now();
     let new_leader = fleet
@@ -245,8 +286,14 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
         .await
         .expect("a new leader");
     let failover = killed.elapsed();
-    eprintln!("failover: new leader edge-{} {failover:?} after the kill (lease TTL {TTL:?})", new_leader + 1);
-    assert!(failover <= TTL + Duration::from_millis(1500), "failover took {failover:?}");
+    eprintln!(
+        "failover: new leader edge-{} {failover:?} after the kill (lease TTL {TTL:?})",
+        new_leader + 1
+    );
+    assert!(
+        failover <= TTL + Duration::from_millis(1500),
+        "failover took {failover:?}"
+    );
     // Still at step 2 (the new leader resumed the saved run, not step 1),
     // then promoted by the new leader.
     assert_eq!(green_share(&fleet.proxies[new_leader]).await, 50.0);
@@ -262,7 +309,11 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
     for task in load {
         let _ = task.await;
     }
-    assert!(promoted, "not promoted: {}", fleet.proxies[new_leader].ctl("status").await);
+    assert!(
+        promoted,
+        "not promoted: {}",
+        fleet.proxies[new_leader].ctl("status").await
+    );
     let records = history(&fleet.proxies[others[0]], 20).await;
     let steps: Vec<(String, String)> = records
         .iter()
@@ -274,14 +325,23 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
             )
         })
         .collect();
-    let (old, new) = (format!("edge-{}", leader + 1), format!("edge-{}", new_leader + 1));
+    let (old, new) = (
+        format!("edge-{}", leader + 1),
+        format!("edge-{}", new_leader + 1),
+    );
     assert_eq!(
         steps,
-        vec![("canary step 2".to_string(), old), ("canary step 3".to_string(), new)],
+        vec![
+            ("canary step 2".to_string(), old),
+            ("canary step 3".to_string(), new)
+        ],
         "{records:?}"
     );
     // Healthy traffic under the fleet canary: no rollback anywhere.
-    assert!(records.iter().all(|r| r["origin"] != "guard"), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["origin"] != "guard"),
+        "{records:?}"
+    );
     assert!(sent.load(Ordering::Relaxed) > 200);
 }
 
@@ -300,7 +360,9 @@ async fn a_deposed_leader_is_fenced_and_steps_down() {
     let old_fence = oldest_election_key(&store, &fleet.prefix).await;
     // Paused past its lease: the others elect a new leader.
     fleet.proxies[leader].signal("STOP");
-    let new_leader = fleet.one_leader(&others, TTL + Duration::from_secs(3)).await;
+    let new_leader = fleet
+        .one_leader(&others, TTL + Duration::from_secs(3))
+        .await;
     fleet.proxies[leader].signal("CONT");
     let new_leader = new_leader.expect("a new leader while the old one was paused");
     // The old leader's write with its fence is refused by etcd ...
@@ -311,9 +373,15 @@ async fn a_deposed_leader_is_fenced_and_steps_down() {
         .commit(current.mod_revision, Some(&old_fence), &doc, &[])
         .await
         .expect("etcd answers");
-    assert!(matches!(refused, switchyard::cluster::store::Outcome::Fenced), "{refused:?}");
+    assert!(
+        matches!(refused, switchyard::cluster::store::Outcome::Fenced),
+        "{refused:?}"
+    );
     let after = store.read().await.expect("read").expect("state");
-    assert_eq!(after.mod_revision, current.mod_revision, "a fenced write changed nothing");
+    assert_eq!(
+        after.mod_revision, current.mod_revision,
+        "a fenced write changed nothing"
+    );
     // ... while the new leader's fence passes the same compare.
     let new_fence = oldest_election_key(&store, &fleet.prefix).await;
     assert_ne!(new_fence, old_fence);
@@ -322,7 +390,10 @@ async fn a_deposed_leader_is_fenced_and_steps_down() {
         .await
         .expect("etcd answers");
     assert!(
-        matches!(passed, switchyard::cluster::store::Outcome::Committed { .. }),
+        matches!(
+            passed,
+            switchyard::cluster::store::Outcome::Committed { .. }
+        ),
         "{passed:?}"
     );
     // The resumed old leader steps down and one leader remains.
@@ -330,7 +401,10 @@ async fn a_deposed_leader_is_fenced_and_steps_down() {
         .one_leader(&[0, 1, 2], Duration::from_secs(10))
         .await
         .expect("one leader after the pause");
-    assert_eq!(one, new_leader, "the paused leader took the leadership back");
+    assert_eq!(
+        one, new_leader,
+        "the paused leader took the leadership back"
+    );
     assert!(
         fleet.proxies[leader].log().contains("no longer leads"),
         "{}",

@@ -97,7 +97,8 @@ impl Decision {
         }
         let sums = self.sums.load_full()?;
         let epoch = self.role.fence().map(|f| f.create_revision);
-        (Some(sums.epoch) == epoch && sums.at.elapsed() <= fresh).then_some(CountSource::Fleet(sums))
+        (Some(sums.epoch) == epoch && sums.at.elapsed() <= fresh)
+            .then_some(CountSource::Fleet(sums))
     }
 
     pub fn is_leader(&self) -> bool {

@@ -209,12 +209,21 @@ mod tests {
     #[test]
     fn a_restarted_member_never_makes_the_sum_go_backwards() {
         let mut f = FleetCounts::new();
-        f.update(&[doc("a", "1", &[("green", 100, 10, 5)]), doc("b", "1", &[("green", 50, 0, 0)])]);
-        f.update(&[doc("a", "2", &[("green", 3, 1, 0)]), doc("b", "1", &[("green", 60, 0, 0)])]);
+        f.update(&[
+            doc("a", "1", &[("green", 100, 10, 5)]),
+            doc("b", "1", &[("green", 50, 0, 0)]),
+        ]);
+        f.update(&[
+            doc("a", "2", &[("green", 3, 1, 0)]),
+            doc("b", "1", &[("green", 60, 0, 0)]),
+        ]);
         let g = f.pool("green");
         assert_eq!((g.requests, g.errors, slow(&g)), (163, 11, 5));
         // The new incarnation goes on counting from its own zero.
-        f.update(&[doc("a", "2", &[("green", 13, 2, 0)]), doc("b", "1", &[("green", 60, 0, 0)])]);
+        f.update(&[
+            doc("a", "2", &[("green", 13, 2, 0)]),
+            doc("b", "1", &[("green", 60, 0, 0)]),
+        ]);
         assert_eq!(f.pool("green").requests, 173);
     }
 
@@ -229,13 +238,19 @@ mod tests {
     #[test]
     fn a_gone_member_keeps_its_counts_and_the_others_move_the_sum() {
         let mut f = FleetCounts::new();
-        f.update(&[doc("a", "1", &[("green", 100, 10, 0)]), doc("b", "1", &[("green", 20, 0, 0)])]);
+        f.update(&[
+            doc("a", "1", &[("green", 100, 10, 0)]),
+            doc("b", "1", &[("green", 20, 0, 0)]),
+        ]);
         f.update(&[doc("b", "1", &[("green", 30, 5, 0)])]);
         let g = f.pool("green");
         assert_eq!((g.requests, g.errors), (130, 15));
         assert_eq!(f.present(), vec!["b".to_string()]);
         // Back under the same process (a lease blip): not counted twice.
-        f.update(&[doc("a", "1", &[("green", 110, 10, 0)]), doc("b", "1", &[("green", 30, 5, 0)])]);
+        f.update(&[
+            doc("a", "1", &[("green", 110, 10, 0)]),
+            doc("b", "1", &[("green", 30, 5, 0)]),
+        ]);
         assert_eq!(f.pool("green").requests, 140);
     }
 }

@@ -121,7 +121,10 @@ pub async fn publish(
 /// Every member's entry (entries that do not parse are skipped and logged).
 pub async fn list(client: &mut Client, prefix: &str) -> Result<Vec<MemberDoc>, etcd_client::Error> {
     let resp = client
-        .get(Keys::new(prefix).members_prefix(), Some(GetOptions::new().with_prefix()))
+        .get(
+            Keys::new(prefix).members_prefix(),
+            Some(GetOptions::new().with_prefix()),
+        )
         .await?;
     Ok(resp
         .kvs()

@@ -161,7 +161,11 @@ impl Controller {
         let source = match self.decision.get() {
             None => Counts::Local,
             Some(d) => match d.source(fresh(
-                config.cluster.as_ref().map(|c| c.publish_interval).unwrap_or(TICK),
+                config
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.publish_interval)
+                    .unwrap_or(TICK),
             )) {
                 Some(CountSource::Local) => Counts::Local,
                 Some(CountSource::Fleet(sums)) => Counts::Fleet(sums),
