@@ -167,7 +167,7 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
     let started = fleet.proxies[follower].ctl("canary start green").await;
     assert_eq!(started["ok"], true, "{started}");
     // Every instance must come back to green = 0.
-    let mut back_at = vec![None; 3];
+    let mut back_at: [Option<Instant>; 3] = [None; 3];
     let deadline = Instant::now() + Duration::from_secs(15);
     while back_at.iter().any(Option::is_none) && Instant::now() < deadline {
         for (i, p) in fleet.proxies.iter().enumerate() {
