@@ -69,6 +69,33 @@ impl Controller {
         let store = cluster.store().clone();
         let outcome =
             cluster.block(async move { store.commit(expected, fence.as_ref(), &doc, &[]).await });
+        let result = self.settle(inner, state, record, origin, writeback, outcome, now);
+        if matches!(
+            result,
+            Err(Refusal::NotLeader | Refusal::ClusterUnreachable(_) | Refusal::Internal(_))
+        ) {
+            // The plan may have started, stepped or ended the canary run
+            // before this commit: the run in force is the saved one.
+            inner.canary = canary_run::resume(&inner.config, &inner.state, now);
+        }
+        result
+    }
+
+    /// What etcd's answer to a commit means here.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        inner: &mut Inner,
+        state: &mut RuntimeState,
+        record: &AuditRecord,
+        origin: ChangeOrigin,
+        writeback: Option<&Command>,
+        outcome: Result<Outcome, StoreError>,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Ok(());
+        };
         match outcome {
             Ok(Outcome::Committed { mod_revision }) => {
                 cluster.link.set_connected(true);
@@ -337,5 +364,30 @@ impl Follower for Controller {
 
     fn connected(&self, current: Option<Current>) {
         self.reconnected(current, Now::read());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{MonoMs, WallMs};
+
+    #[test]
+    fn a_member_entry_is_read_leniently() {
+        let now = Now {
+            wall: WallMs(10_000),
+            mono: MonoMs(0),
+        };
+        let value = br#"{"name":"edge-2","address":"10.0.0.2:9901","applied_revision":7,"published_at_ms":9_800}"#;
+        // Not JSON (an underscore in a number): every field unknown, the name kept.
+        let m = member_status("edge-2".into(), value, 9, now);
+        assert_eq!((m.name.as_str(), m.address, m.lag), ("edge-2", None, None));
+        let value = br#"{"name":"edge-2","address":"10.0.0.2:9901","applied_revision":7,"published_at_ms":9800,"pools":{}}"#;
+        let m = member_status("edge-2".into(), value, 9, now);
+        assert_eq!(m.address.as_deref(), Some("10.0.0.2:9901"));
+        assert_eq!(
+            (m.applied_revision, m.lag, m.last_seen_ms),
+            (Some(7), Some(2), Some(200))
+        );
     }
 }

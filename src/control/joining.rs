@@ -13,7 +13,7 @@ use crate::config::Config;
 /// What `[cluster]` found at start.
 enum AtStart {
     /// The fleet has a state: this instance joins with it.
-    Joined(RuntimeState, AuditRecord),
+    Joined(Box<(RuntimeState, AuditRecord)>),
     /// etcd answered and the prefix is empty: this instance seeds it.
     Empty,
     /// etcd did not answer: start from the local state file (a cache).
@@ -32,7 +32,8 @@ pub(super) fn starting_state(
     now: Now,
 ) -> (RuntimeState, Option<String>) {
     match at_start(cluster, config) {
-        AtStart::Joined(state, record) => {
+        AtStart::Joined(joined) => {
+            let (state, record) = *joined;
             if audit.last_revision() < Some(record.revision) {
                 let _ = audit.append(&record);
             }
@@ -74,7 +75,7 @@ fn at_start(cluster: &Cluster, config: &Config) -> AtStart {
                 state.revision,
                 current.doc.instance
             );
-            AtStart::Joined(state, current.doc.record)
+            AtStart::Joined(Box::new((state, current.doc.record)))
         }
         None => AtStart::Unreachable,
     }

@@ -370,4 +370,39 @@ mod tests {
             assert_eq!(Command::parse(line).unwrap().to_string(), line);
         }
     }
+
+    #[test]
+    fn without_etcd_only_commands_toward_safety_act_locally() {
+        for line in [
+            "rollback",
+            "rollback bad green",
+            "drain blue 127.0.0.1:1",
+            "canary abort",
+            "canary pause",
+        ] {
+            assert!(
+                Command::parse(line).unwrap().acts_locally_without_fleet(),
+                "{line}"
+            );
+        }
+        for line in [
+            "split blue=50 green=50",
+            "cutover green",
+            "undrain blue 127.0.0.1:1",
+            "undo 3",
+            "canary start green",
+            "canary resume",
+            "canary promote",
+            "guard pause",
+            "guard resume",
+            "reload",
+        ] {
+            assert!(
+                !Command::parse(line).unwrap().acts_locally_without_fleet(),
+                "{line}"
+            );
+        }
+        assert_eq!(Command::parse("cluster").unwrap(), Command::Cluster);
+        assert!(!Command::Cluster.is_mutating());
+    }
 }
