@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::control::Refusal;
 use crate::protocol::answer::{
-    Applied, ControlStatus, History, LogsReopened, Refused, Reloaded, SplitDoc, Status,
-    VerdictStatus,
+    Applied, ClusterAnswer, ClusterStatus, ControlStatus, History, LogsReopened, Refused, Reloaded,
+    SplitDoc, Status, VerdictStatus,
 };
 use crate::protocol::command::USAGE;
 use crate::protocol::wire::{one_line, request, ClientError};
@@ -351,6 +351,9 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                 None => out.push_str("rollback target: none\n"),
             }
             out.push_str(&guard_lines(status.control.as_ref()));
+            if let Some(cluster) = &status.cluster {
+                out.push_str(&cluster_line(cluster));
+            }
             let _ = writeln!(
                 out,
                 "\n{:<16} {:>7} {:>9} {:>7} {:>9} {:>9} {:>9}",
@@ -406,6 +409,35 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     r.command,
                     r.reason,
                     split_text(&r.split)
+                );
+            }
+        }
+        "cluster" => {
+            let answer: ClusterAnswer = read(answer)?;
+            out.push_str(&cluster_line(&answer.cluster));
+            if let Some(note) = &answer.note {
+                let _ = writeln!(out, "members unknown: {note}");
+            }
+            let _ = writeln!(
+                out,
+                "\n{:<20} {:<24} {:>8} {:>5} {:>10}",
+                "MEMBER", "ADDRESS", "APPLIED", "LAG", "LAST SEEN"
+            );
+            let dash = || "-".to_string();
+            for m in &answer.members {
+                let leader = answer.cluster.leader.as_deref() == Some(m.name.as_str());
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<24} {:>8} {:>5} {:>10}",
+                    format!("{}{}", m.name, if leader { " *" } else { "" }),
+                    m.address.clone().unwrap_or_else(dash),
+                    m.applied_revision
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(dash),
+                    m.lag.map(|l| l.to_string()).unwrap_or_else(dash),
+                    m.last_seen_ms
+                        .map(|ms| format!("{ms}ms ago"))
+                        .unwrap_or_else(dash)
                 );
             }
         }
@@ -479,6 +511,30 @@ fn mirror_lines(m: &crate::protocol::answer::MirrorStatus) -> String {
         none_if_empty(total(&m.skipped)),
         m.verdict,
     )
+}
+
+/// `cluster: edge-1 connected, leader edge-2, fleet revision 12, applied 12`
+fn cluster_line(c: &ClusterStatus) -> String {
+    let mut line = format!(
+        "cluster: {} {}, leader {}, fleet revision {}, applied {}",
+        c.name,
+        if c.connected {
+            "connected"
+        } else {
+            "DISCONNECTED (serving the last state)"
+        },
+        c.leader.as_deref().unwrap_or("unknown"),
+        c.fleet_revision,
+        c.applied_revision
+    );
+    if c.pending_writeback > 0 {
+        line.push_str(&format!(
+            ", {} local change(s) to write back",
+            c.pending_writeback
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// `  dns NAME  → N addresses [..], resolved Xs ago[, failing since T: error]`

@@ -51,6 +51,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("health", 4),
     // 5. the one writer and what it notifies
     ("control", 5),
+    ("cluster", 5), // fleet mode: etcd, under the controller's commit
     ("notify", 5),
     ("reload", 5),
     ("discovery", 5), // resolves names, publishes through the controller

@@ -257,7 +257,7 @@ async fn route(req: Request<Incoming>, doors: Doors) -> Result<Response<Full<Byt
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            super::metrics::render(shared),
+            super::metrics::render(shared, doors.controller.cluster().map(|c| &**c)),
         ),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -13,15 +13,19 @@
 
 use std::fmt::Write;
 
+use crate::cluster::Cluster;
 use crate::routing::RoutingTable;
 use crate::shared::Shared;
 use crate::stats::{now_ms, FailureKind, StatusClass};
 
-/// The full `/metrics` body.
-pub fn render(shared: &Shared) -> String {
+/// The full `/metrics` body (`cluster`: fleet mode's link, if any).
+pub fn render(shared: &Shared, cluster: Option<&Cluster>) -> String {
     let table = shared.table();
     let mut out = String::with_capacity(8 * 1024);
     render_table(&mut out, &table);
+    if let Some(cluster) = cluster {
+        render_cluster(&mut out, cluster, &table);
+    }
     render_discovery(&mut out, &table);
     render_mirror(&mut out, &table);
     render_process(&mut out, shared, &table);
@@ -31,6 +35,34 @@ pub fn render(shared: &Shared) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// Fleet mode (SPEC §9): is etcd answering, and which fleet revision is
+/// in force here (the table's: what requests are routed by).
+fn render_cluster(out: &mut String, cluster: &Cluster, table: &RoutingTable) {
+    header(
+        out,
+        "cluster_connected",
+        "gauge",
+        "1 while etcd answers this instance.",
+    );
+    let up = u8::from(cluster.link.connected());
+    let _ = writeln!(out, "switchyard_cluster_connected {up}");
+    header(
+        out,
+        "cluster_revision",
+        "gauge",
+        "The fleet revision in force on this instance.",
+    );
+    let _ = writeln!(out, "switchyard_cluster_revision {}", table.revision);
+    header(
+        out,
+        "cluster_leader",
+        "gauge",
+        "1 while this instance leads the fleet (runs the guard and canary on the fleet's counts).",
+    );
+    let leads = u8::from(cluster.role.is_leader());
+    let _ = writeln!(out, "switchyard_cluster_leader {leads}");
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

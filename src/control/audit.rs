@@ -182,6 +182,7 @@ mod tests {
             // Long enough lines that 400 of them span several blocks.
             reason: "x".repeat(usize::try_from(revision % 600).unwrap_or(0)),
             split: [("blue".to_string(), 100.0)].into(),
+            instance: None,
         }
     }
 

@@ -21,17 +21,18 @@ use super::audit::{rfc3339, AuditLog, AuditRecord, ChangeOrigin};
 use super::canary_run;
 use super::change::{self, Ctx};
 use super::error::{Refusal, StartError};
+use super::joining::starting_state;
 use super::judge_state::JudgeState;
 use super::reconcile::reconcile;
 use super::state::{describe_split, split_doc, RuntimeState, SavedCanary};
 use super::status::{self, Held};
+use super::writeback::Pending;
 use crate::clock::Now;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::guard::canary::CanaryRun;
 use crate::notify::{EventQueue, Notifier};
-use crate::protocol::answer::{
-    Answer, Applied, Event, GuardEvidence, History, LogsReopened, Status,
-};
+use crate::protocol::answer::{Answer, Applied, Event, GuardEvidence, History, Status};
 use crate::protocol::{CanaryCommand, Command};
 use crate::routing::{Discovered, RoutingTable, RuntimeView};
 use crate::shared::{Shared, TablePublisher};
@@ -49,12 +50,20 @@ pub struct Controller {
     /// `inner` so reading the file (which resolves host names) never holds
     /// up status, commands or the guard.
     pub(super) reloading: Mutex<()>,
+    /// Fleet mode: who leads and the fleet's sums (`cluster::election`).
+    /// Set once at start when `[cluster]` is configured; the judge reads
+    /// it to decide whose counts it judges, or whether it judges at all.
+    pub(super) decision: std::sync::OnceLock<Arc<crate::cluster::election::Decision>>,
+    /// Fleet mode (`[cluster]`): etcd, the link's state and the role.
+    pub(super) cluster: Option<Arc<Cluster>>,
 }
 
 pub(super) struct Inner {
     pub(super) config: Arc<Config>,
     pub(super) state: RuntimeState,
-    audit: AuditLog,
+    pub(super) audit: AuditLog,
+    /// Fleet mode: changes applied here while etcd was unreachable.
+    pub(super) pending: Vec<Pending>,
     /// A canary run in progress. Callers set it to what a change makes of
     /// it *before* [`Controller::commit`], which saves it with the change.
     pub(super) canary: Option<CanaryRun>,
@@ -77,6 +86,9 @@ pub(super) struct Commit<'a> {
     /// For the webhook's structured fields.
     pub(super) pool: Option<&'a str>,
     pub(super) evidence: Option<GuardEvidence>,
+    /// Fleet mode: the command to replay if etcd is unreachable and this
+    /// change may still act here alone (toward safety); `None`: refused.
+    pub(super) writeback: Option<Command>,
 }
 
 impl<'a> Commit<'a> {
@@ -93,6 +105,7 @@ impl<'a> Commit<'a> {
             event,
             pool: None,
             evidence: None,
+            writeback: super::writeback::guard_writeback(origin, reason),
         }
     }
 }
@@ -121,8 +134,12 @@ impl Controller {
         super::state::remove_stale_temp_files(&state_dir);
         let saved = RuntimeState::load_or_set_aside(&state_dir);
         let audit = AuditLog::new(&state_dir);
-        let lost = saved.is_none();
-        let (mut state, reason) = reconcile(&config, saved, now.wall);
+        let cluster = config.cluster.as_ref().map(Cluster::start).transpose()?;
+        let lost = saved.is_none() && cluster.is_none();
+        let (mut state, reason) = match &cluster {
+            Some(cluster) => starting_state(cluster, &config, saved, &audit, now),
+            None => reconcile(&config, saved, now.wall),
+        };
         let canary = canary_run::resume(&config, &state, now);
         state.stopped_at_ms = None;
         if lost {
@@ -142,8 +159,11 @@ impl Controller {
             config_path: config_path.to_path_buf(),
             notifier,
             reloading: Mutex::new(()),
+            decision: std::sync::OnceLock::new(),
+            cluster: cluster.clone(),
             inner: Mutex::new(Inner {
                 audit,
+                pending: Vec::new(),
                 config: Arc::clone(&config),
                 state: state.clone(),
                 canary,
@@ -164,7 +184,22 @@ impl Controller {
                 describe_split(&state.split)
             ),
         }
+        if let Some(cluster) = &cluster {
+            let weak = Arc::downgrade(&controller);
+            crate::cluster::watch::spawn(cluster, weak);
+        }
         Ok((controller, events))
+    }
+
+    /// Fleet mode: hands the judge the election's view (once; a second
+    /// call is ignored).
+    pub fn attach_decision(&self, decision: Arc<crate::cluster::election::Decision>) {
+        let _ = self.decision.set(decision);
+    }
+
+    /// The election's view, in fleet mode.
+    pub fn decision(&self) -> Option<&Arc<crate::cluster::election::Decision>> {
+        self.decision.get()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -194,7 +229,8 @@ impl Controller {
                     ok: true,
                     history: self.history(n),
                 }),
-                Command::ReopenLogs => Answer::LogsReopened(reopen_logs()?),
+                Command::ReopenLogs => Answer::LogsReopened(status::reopen_logs()?),
+                Command::Cluster => Answer::Cluster(Box::new(self.cluster_answer(now)?)),
                 _ => Answer::Status(Box::new(self.status(now))),
             });
         }
@@ -208,9 +244,9 @@ impl Controller {
         }
     }
 
-    /// The last `n` audit records, oldest first.
+    /// The last `n` audit records, oldest first: the fleet's in fleet mode.
     pub fn history(&self, n: usize) -> Vec<AuditRecord> {
-        self.inner.lock().audit.last(n)
+        (self.fleet_history(n)).unwrap_or_else(|| self.inner.lock().audit.last(n))
     }
 
     /// The `status` answer at `now`.
@@ -223,7 +259,9 @@ impl Controller {
             canary: inner.canary.as_ref(),
             judge: &inner.judge,
         };
-        status::status(&self.shared.table(), &held, now)
+        let mut status = status::status(&self.shared.table(), &held, now);
+        status.cluster = self.cluster_status(&inner);
+        status
     }
 
     /// Plans one change (see `change` and `canary_run`) and commits it.
@@ -255,9 +293,11 @@ impl Controller {
             Command::Undo(revision) => change::undo(&ctx, &inner.audit, *revision),
             Command::GuardPause(pause) => change::guard_pause(&ctx, *pause),
             Command::Canary(action) => canary_run::command(&ctx, &mut inner.canary, action),
-            Command::Status | Command::History(_) | Command::Reload | Command::ReopenLogs => {
-                Err(Refusal::Internal("internal: not a change".into()))
-            }
+            Command::Status
+            | Command::History(_)
+            | Command::Reload
+            | Command::ReopenLogs
+            | Command::Cluster => Err(Refusal::Internal("internal: not a change".into())),
         }?;
         // Asking for the split already in force changes nothing: no
         // revision, no audit record, and a canary in progress goes on.
@@ -284,6 +324,9 @@ impl Controller {
             plan.state,
             Commit {
                 pool: canary_pool.as_deref(),
+                writeback: command
+                    .acts_locally_without_fleet()
+                    .then(|| command.clone()),
                 ..Commit::new(&text, origin, &plan.reason, plan.event)
             },
             now,
@@ -354,6 +397,7 @@ impl Controller {
             event,
             pool,
             evidence,
+            writeback,
         } = commit;
         if inner.handed_over {
             return Err(Refusal::HandingOver);
@@ -362,6 +406,17 @@ impl Controller {
         // The canary run as the caller left it for this change (started,
         // stepped, paused, or ended) is saved with it.
         state.canary = inner.canary.as_ref().map(|run| SavedCanary::of(run, now));
+        let record = AuditRecord {
+            time: rfc3339(now.wall),
+            revision: state.revision,
+            command: command.to_string(),
+            origin: origin.label().to_string(),
+            uid: origin.uid(),
+            reason: reason.to_string(),
+            split: split_doc(&state.split),
+            instance: self.cluster.as_ref().map(|c| c.name().to_string()),
+        };
+        self.commit_to_fleet(inner, &mut state, &record, origin, writeback.as_ref(), now)?;
         let current = self.shared.table_arc();
         let found = &inner.discovered;
         let view = RuntimeView::new(state.revision, &state.split, &state.drained, found);
@@ -369,8 +424,9 @@ impl Controller {
         let state_dir = &config.admin.state_dir;
         if let Err(source) = state.save(state_dir) {
             // A guard rollback protects live traffic: it goes into force even
-            // if it cannot be persisted. Any other change is refused.
-            if origin != ChangeOrigin::Guard {
+            // if it cannot be persisted; so does a change etcd has committed
+            // (the file is a cache then). Any other change is refused.
+            if origin != ChangeOrigin::Guard && self.cluster.is_none() {
                 return Err(Refusal::Persist {
                     dir: state_dir.clone(),
                     source,
@@ -381,15 +437,6 @@ impl Controller {
                 state_dir.display()
             );
         }
-        let record = AuditRecord {
-            time: rfc3339(now.wall),
-            revision: state.revision,
-            command: command.to_string(),
-            origin: origin.label().to_string(),
-            uid: origin.uid(),
-            reason: reason.to_string(),
-            split: split_doc(&state.split),
-        };
         if let Err(e) = inner.audit.append(&record) {
             log::error!("could not append to the audit log: {e}");
         }
@@ -415,19 +462,4 @@ impl Controller {
         inner.config = config;
         Ok(inner.state.revision)
     }
-}
-
-/// `reopen-logs` (and SIGUSR1, in `access_log::writer`): the access log
-/// file is opened again by its path, as logrotate expects after a rename.
-fn reopen_logs() -> Result<LogsReopened, Refusal> {
-    let reopened = crate::access_log::writer::reopen()?;
-    let message = match &reopened {
-        Some(path) => format!("reopened {}", path.display()),
-        None => "no access log file to reopen (none configured, or stderr)".to_string(),
-    };
-    Ok(LogsReopened {
-        ok: true,
-        reopened: reopened.map(|p| p.display().to_string()),
-        message,
-    })
 }

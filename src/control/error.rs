@@ -97,6 +97,33 @@ pub enum Refusal {
     ConfigRejected(String),
     #[error(transparent)]
     ReopenLogs(#[from] crate::access_log::writer::ReopenError),
+    /// Fleet mode: another instance committed a change first; this one
+    /// was planned on the state before it and is refused whole.
+    #[error(
+        "refused: {by} changed the fleet's state first (now revision {revision}; this change \
+         was planned on revision {planned_on}); check `status` and send it again if it still applies"
+    )]
+    FleetConflict {
+        by: String,
+        revision: u64,
+        planned_on: u64,
+    },
+    /// Fleet mode: the leader's automation wrote after losing the lead.
+    #[error(
+        "refused by etcd: this instance no longer holds the leadership (its election key is gone)"
+    )]
+    NotLeader,
+    /// Fleet mode: etcd does not answer, and this command could give a pool
+    /// more traffic, which only the fleet may decide.
+    #[error(
+        "etcd is unreachable ({0}): this instance serves its last state and refuses changes that \
+         could give a pool more traffic; `rollback`, `drain` and `canary abort|pause` still act \
+         here and are written back when etcd answers"
+    )]
+    ClusterUnreachable(String),
+    /// `cluster` on an instance without `[cluster]`.
+    #[error("no [cluster] section: this instance is not in a fleet")]
+    NotInFleet,
     #[error("{0}")]
     Internal(String),
 }
@@ -126,6 +153,10 @@ impl Refusal {
             Refusal::Unchanged(_) => "unchanged",
             Refusal::ConfigRejected(_) => "config_rejected",
             Refusal::ReopenLogs(_) => "reopen_failed",
+            Refusal::FleetConflict { .. } => "conflict",
+            Refusal::NotLeader => "not_leader",
+            Refusal::ClusterUnreachable(_) => "cluster_unreachable",
+            Refusal::NotInFleet => "not_in_fleet",
             Refusal::Internal(_) => "internal",
         }
     }
@@ -156,6 +187,9 @@ pub enum StartError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// `[cluster]` is set but its client could not be made (a file).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::client::ClusterError),
     /// The reconciled start state could not be committed.
     #[error(transparent)]
     Commit(#[from] Refusal),

@@ -24,6 +24,7 @@ use super::change::{self, Ctx};
 use super::controller::{Commit, Controller, Inner};
 use super::state::Watch;
 use crate::clock::{MonoMs, Now, WallMs};
+use crate::cluster::election::{CountSource, FleetSums};
 use crate::config::GuardMode;
 use crate::guard::canary::CanaryRun;
 use crate::guard::watch::{PoolCounts, StepEvidence, Tally, TestState, WatchTests};
@@ -78,6 +79,39 @@ fn counts(pool: &Pool) -> PoolCounts {
     }
 }
 
+/// The leader's sums must be this recent to be judged on: a few publish
+/// intervals (a slow listing waits a tick rather than judge old counts).
+fn fresh(publish_interval: Duration) -> Duration {
+    (publish_interval * 5).max(Duration::from_secs(1))
+}
+
+/// Whose counts this tick reads: this process's, or the fleet's sums.
+enum Counts {
+    Local,
+    Fleet(Arc<FleetSums>),
+}
+
+impl Counts {
+    /// 0 for local counts, else the leadership the sums belong to.
+    fn epoch(&self) -> i64 {
+        match self {
+            Counts::Local => 0,
+            Counts::Fleet(s) => s.epoch,
+        }
+    }
+
+    fn of(&self, pool: &Pool) -> PoolCounts {
+        match self {
+            Counts::Local => counts(pool),
+            Counts::Fleet(sums) => sums.pools.get(&pool.name).cloned().unwrap_or(PoolCounts {
+                requests: 0,
+                errors: 0,
+                latency: vec![0; crate::stats::BUCKETS],
+            }),
+        }
+    }
+}
+
 /// The structured form of a test's evidence (webhook, `status`).
 fn evidence_doc(t: &TestState, tests: &WatchTests, watch: &Watch, now: MonoMs) -> GuardEvidence {
     let e = &t.evidence;
@@ -121,6 +155,29 @@ impl Controller {
         if !config.guard.enabled || inner.state.guard_paused || !self.shared.health_ready() {
             return;
         }
+        // Fleet mode: only the leader judges, on the fleet's sums; a
+        // member cut off from etcd judges its own counts (its commits can
+        // only move traffic toward safety until etcd returns).
+        let source = match self.decision.get() {
+            None => Counts::Local,
+            Some(d) => match d.source(fresh(
+                config
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.publish_interval)
+                    .unwrap_or(TICK),
+            )) {
+                Some(CountSource::Local) => Counts::Local,
+                Some(CountSource::Fleet(sums)) => Counts::Fleet(sums),
+                Some(CountSource::Follower) => {
+                    inner.judge.clear();
+                    self.shared.set_guard_evidence(Vec::new());
+                    return;
+                }
+                // Leading, the sums not listed yet under this leadership.
+                None => return,
+            },
+        };
         let Some(watch) = inner.state.watch.clone() else {
             inner.judge.clear();
             self.shared.set_guard_evidence(Vec::new());
@@ -132,7 +189,7 @@ impl Controller {
             return;
         };
         let baseline = watch.baseline.as_deref().and_then(|b| table.pool(b));
-        let key = (watch.pool.clone(), watch.since_ms);
+        let key = (watch.pool.clone(), watch.since_ms, source.epoch());
         let judge = &mut inner.judge;
         if judge.key.as_ref() != Some(&key) {
             // A new watch: today's counts are its zero.
@@ -140,8 +197,8 @@ impl Controller {
             judge.key = Some(key);
             judge.tests = Some(WatchTests::start(
                 &config.guard,
-                counts(pool),
-                baseline.map(counts),
+                source.of(pool),
+                baseline.map(|b| source.of(b)),
             ));
             judge.last_tick = now.mono;
             return;
@@ -149,7 +206,11 @@ impl Controller {
         let Some(tests) = judge.tests.as_mut() else {
             return;
         };
-        tests.observe(judge.last_tick, counts(pool), baseline.map(counts));
+        tests.observe(
+            judge.last_tick,
+            source.of(pool),
+            baseline.map(|b| source.of(b)),
+        );
         judge.last_tick = now.mono;
         let states = tests.tests();
         self.shared.set_guard_evidence(

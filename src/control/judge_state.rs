@@ -11,8 +11,10 @@ use crate::protocol::answer::LastDecision;
 /// starts its counts afresh).
 #[derive(Debug, Default)]
 pub struct JudgeState {
-    /// The watch the tests belong to: `(pool, since_ms)`.
-    pub(super) key: Option<(String, u64)>,
+    /// The watch the tests belong to: `(pool, since_ms, epoch)`, where
+    /// `epoch` is the fleet leadership whose summed counts the tests read
+    /// (0: this process's own counts). A new leader starts afresh.
+    pub(super) key: Option<(String, u64, i64)>,
     pub(super) tests: Option<WatchTests>,
     pub(super) last_tick: MonoMs,
     /// For `status`: pass / insufficient / trip.

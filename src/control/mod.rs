@@ -14,6 +14,11 @@
 //! - `reconcile`: the saved state against the config, at start and reload
 //! - `transition`: rollback target and watch when a split changes
 //! - `status`: the status document
+//! - `fleet`: fleet mode — a change committed through etcd, a change
+//!   another instance committed adopted, the write-back after an outage,
+//!   `ctl cluster`
+//! - `joining`: fleet mode at start (join, seed, or the local cache)
+//! - `writeback`: changes made here while etcd was unreachable
 //! - `error`: refusals, each with a `kind` for the answer
 //! - `state`: the runtime state file, written atomically
 //! - `audit`: the JSON-lines audit log and who asked for a change
@@ -27,6 +32,8 @@ pub mod config_diff;
 pub mod controller;
 pub mod discovered;
 pub mod error;
+pub mod fleet;
+pub mod joining;
 pub mod judge;
 pub mod judge_state;
 pub mod reconcile;
@@ -35,6 +42,7 @@ pub mod state;
 pub mod status;
 pub mod stopping;
 pub mod transition;
+pub mod writeback;
 
 pub use crate::protocol::Command;
 pub use audit::ChangeOrigin;

@@ -53,6 +53,7 @@ pub fn reconcile(
             tripped: None,
             canary: None,
             stopped_at_ms: None,
+            fleet_mod_revision: 0,
         };
         return (state, Some("initial split from the config file".into()));
     };
@@ -192,6 +193,7 @@ mod tests {
             tripped: None,
             canary: None,
             stopped_at_ms: None,
+            fleet_mod_revision: 0,
         };
         let (state, reason) = reconcile(&file, Some(saved.clone()), WallMs(1));
         assert_eq!(state.split, split(90, 10));
@@ -213,6 +215,7 @@ mod tests {
             tripped: None,
             canary: None,
             stopped_at_ms: None,
+            fleet_mod_revision: 0,
         };
         let (state, reason) = reconcile(&file, Some(saved), WallMs(1));
         assert_eq!(state.split, split(50, 50));

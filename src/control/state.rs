@@ -108,10 +108,16 @@ pub struct RuntimeState {
     /// Unix ms when the process that saved this began to stop (SIGTERM or
     /// a hand-over to a successor); `None` while it runs.
     pub stopped_at_ms: Option<u64>,
+    /// Fleet mode: etcd's revision of `{prefix}/state` this state was
+    /// applied from (0: none yet). The watch resumes after it, and a change
+    /// is committed only if etcd's state is still at it.
+    pub fleet_mod_revision: i64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StateDoc {
+/// The state as JSON: the state file, and (fleet mode) the value under
+/// `{prefix}/state` in etcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateDoc {
     version: u32,
     revision: u64,
     split: SplitDoc,
@@ -128,9 +134,22 @@ struct StateDoc {
     canary: Option<CanaryDoc>,
     #[serde(default)]
     stopped_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    fleet_mod_revision: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+impl StateDoc {
+    /// The switchyard revision this document is.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct CanaryDoc {
     pool: String,
     base_split: SplitDoc,
@@ -139,7 +158,7 @@ struct CanaryDoc {
     step_started_at_ms: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct TargetDoc {
     split: SplitDoc,
     set_at_ms: u64,
@@ -198,6 +217,12 @@ impl RuntimeState {
             Ok(doc) => doc,
             Err(source) => return Err(LoadError::Invalid { path, source }),
         };
+        RuntimeState::from_doc(doc).map(Some)
+    }
+
+    /// The state a [`StateDoc`] describes (a share that does not parse is
+    /// an error).
+    pub fn from_doc(doc: StateDoc) -> Result<RuntimeState, LoadError> {
         let target = match doc.rollback_target {
             Some(t) => Some(RollbackTarget {
                 split: split_from_doc(&t.split)?,
@@ -216,7 +241,7 @@ impl RuntimeState {
             }),
             None => None,
         };
-        Ok(Some(RuntimeState {
+        Ok(RuntimeState {
             revision: doc.revision,
             split: split_from_doc(&doc.split)?,
             file_split: split_from_doc(&doc.file_split)?,
@@ -227,7 +252,8 @@ impl RuntimeState {
             tripped: doc.tripped,
             canary,
             stopped_at_ms: doc.stopped_at_ms,
-        }))
+            fleet_mod_revision: doc.fleet_mod_revision,
+        })
     }
 
     /// The saved state, if any; an unreadable file is renamed to
@@ -251,7 +277,13 @@ impl RuntimeState {
 
     /// Atomically replaces the state file.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let doc = StateDoc {
+        let text = serde_json::to_string_pretty(&self.doc()).map_err(std::io::Error::other)?;
+        write_atomically(&Self::path(state_dir), text.as_bytes())
+    }
+
+    /// The state as its JSON document.
+    pub fn doc(&self) -> StateDoc {
+        StateDoc {
             version: 1,
             revision: self.revision,
             split: split_doc(&self.split),
@@ -273,9 +305,8 @@ impl RuntimeState {
                 step_started_at_ms: c.step_started_at_ms,
             }),
             stopped_at_ms: self.stopped_at_ms,
-        };
-        let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
-        write_atomically(&Self::path(state_dir), text.as_bytes())
+            fleet_mod_revision: self.fleet_mod_revision,
+        }
     }
 }
 
@@ -371,6 +402,7 @@ mod tests {
                 step_started_at_ms: 7,
             }),
             stopped_at_ms: Some(8),
+            fleet_mod_revision: 9,
         };
         state.save(&dir).unwrap();
         assert_eq!(RuntimeState::load(&dir).unwrap(), Some(state));

@@ -11,13 +11,14 @@ use crate::config::{format_duration, Config};
 use crate::guard::canary::CanaryRun;
 use crate::guard::Verdict;
 use crate::protocol::answer::{
-    BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, MirrorStatus, PoolStatus,
-    Status, TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
+    BackendStatus, CanaryStatus, ControlStatus, DnsStatus, GuardStatus, LogsReopened, MirrorStatus,
+    PoolStatus, Status, TargetStatus, TestStatus, VerdictStatus, Watching, WindowFigures,
 };
 use crate::routing::{DnsEntry, RoutingTable};
 use crate::stats::{FailureKind, StatusClass, WindowStats};
 
 use super::audit::rfc3339;
+use super::error::Refusal;
 use super::judge_state::JudgeState;
 use super::state::{split_doc, RuntimeState};
 use super::transition::expired;
@@ -80,6 +81,7 @@ pub fn table_status(table: &RoutingTable, now: Now) -> Status {
         pools,
         mirror: mirror_status(table, now),
         control: None,
+        cluster: None,
     }
 }
 
@@ -251,4 +253,19 @@ fn guard(table: &RoutingTable, held: &Held, now: Now) -> GuardStatus {
         watch_errors: tests.map_or(0, |t| t.candidate.errors),
         last_decision: held.judge.last_decision.clone(),
     }
+}
+
+/// `reopen-logs` (and SIGUSR1, in `access_log::writer`): the access log
+/// file is opened again by its path, as logrotate expects after a rename.
+pub(super) fn reopen_logs() -> Result<LogsReopened, Refusal> {
+    let reopened = crate::access_log::writer::reopen()?;
+    let message = match &reopened {
+        Some(path) => format!("reopened {}", path.display()),
+        None => "no access log file to reopen (none configured, or stderr)".to_string(),
+    };
+    Ok(LogsReopened {
+        ok: true,
+        reopened: reopened.map(|p| p.display().to_string()),
+        message,
+    })
 }

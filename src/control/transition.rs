@@ -156,6 +156,7 @@ mod tests {
             tripped: None,
             canary: None,
             stopped_at_ms: None,
+            fleet_mod_revision: 0,
         };
         raise_split(
             &mut state,

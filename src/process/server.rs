@@ -164,6 +164,19 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         "config reload",
         ReloadService::new(Arc::clone(&controller)),
     ));
+    if let Some(cluster) = controller.cluster() {
+        // One decision (SPEC §9): lease, member entry, election, the
+        // leader's sums; the judge reads them through the controller.
+        let decision = crate::cluster::election::Decision::new(Arc::clone(cluster));
+        controller.attach_decision(Arc::clone(&decision));
+        server.add_service(background_service(
+            "cluster election",
+            crate::cluster::election::ElectionService {
+                shared: Arc::clone(&shared),
+                decision,
+            },
+        ));
+    }
     server.add_service(background_service(
         "guard",
         GuardService::new(Arc::clone(&controller)),

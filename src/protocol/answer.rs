@@ -79,6 +79,9 @@ pub struct AuditRecord {
     pub reason: String,
     /// The split in force after this revision.
     pub split: SplitDoc,
+    /// Fleet mode: the member name of the instance that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The answer to `history [N]`: oldest first.
@@ -104,6 +107,53 @@ pub struct Status {
     pub mirror: Option<MirrorStatus>,
     #[serde(flatten)]
     pub control: Option<ControlStatus>,
+    /// Fleet mode only: this instance's link to the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Fleet mode (SPEC §9): this instance's view of the fleet, in `status`
+/// and `ctl cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This instance's member name.
+    pub name: String,
+    /// etcd answered the last call (or the watch stream is up).
+    pub connected: bool,
+    /// The leader's member name, when known.
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    /// The newest revision of the fleet's state this instance has seen in
+    /// etcd (ahead of `applied_revision` only for a moment).
+    pub fleet_revision: u64,
+    /// The revision of the state in force here.
+    pub applied_revision: u64,
+    /// Changes made here while etcd was unreachable (`rollback`, the
+    /// guard), to be written back when it answers again.
+    pub pending_writeback: usize,
+}
+
+/// One member under `{prefix}/members/` as `ctl cluster` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: Option<String>,
+    pub applied_revision: Option<u64>,
+    /// Fleet revision less the member's applied revision.
+    pub lag: Option<u64>,
+    /// Milliseconds since the member last published.
+    pub last_seen_ms: Option<u64>,
+}
+
+/// The answer to `cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterAnswer {
+    pub ok: bool,
+    pub cluster: ClusterStatus,
+    pub members: Vec<MemberStatus>,
+    /// Why the member list is missing or stale (etcd unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The mirror pool's copies (SPEC §11), apart from its own traffic.
@@ -295,6 +345,7 @@ pub enum Answer {
     Applied(Applied),
     Reloaded(Reloaded),
     LogsReopened(LogsReopened),
+    Cluster(Box<ClusterAnswer>),
 }
 
 /// The body of a webhook POST (SPEC §8).
@@ -427,6 +478,7 @@ mod tests {
             pools: vec![],
             mirror: None,
             control: None,
+            cluster: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert!(value.get("guard").is_none() && value.get("ok").is_none());
@@ -465,6 +517,7 @@ mod tests {
                 },
                 canary: None,
             }),
+            cluster: None,
         };
         let value = serde_json::to_value(&status).unwrap();
         assert_eq!(value["ok"], true);

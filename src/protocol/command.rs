@@ -39,6 +39,8 @@ pub enum Command {
     GuardPause(bool),
     /// Reopen the access log file (after logrotate renamed it).
     ReopenLogs,
+    /// Fleet mode: the members, the leader and the fleet's revision.
+    Cluster,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +56,7 @@ pub enum CanaryCommand {
 pub const USAGE: &str =
     "commands: status | split [--force] POOL=PCT… | cutover [--force] POOL | rollback [REASON…] | \
 drain [--force] POOL ADDR | undrain POOL ADDR | history [N] | undo REV | reload | \
-canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume | reopen-logs";
+canary start [--force] POOL | canary pause|resume|promote|abort | guard pause|resume | reopen-logs | cluster";
 
 impl Command {
     /// Parses one admin line, e.g. `split blue=90 green=10`.
@@ -87,6 +89,7 @@ impl Command {
             "status" => exactly(0).map(|_| Command::Status),
             "reload" => exactly(0).map(|_| Command::Reload),
             "reopen-logs" => exactly(0).map(|_| Command::ReopenLogs),
+            "cluster" => exactly(0).map(|_| Command::Cluster),
             "split" => parse_split(&args).map(|split| Command::Split(split, force)),
             "cutover" => exactly(1).map(|_| Command::Cutover(args[0].to_string(), force)),
             "rollback" => Ok(Command::Rollback(
@@ -150,7 +153,22 @@ impl Command {
     pub fn is_mutating(&self) -> bool {
         !matches!(
             self,
-            Command::Status | Command::History(_) | Command::ReopenLogs
+            Command::Status | Command::History(_) | Command::ReopenLogs | Command::Cluster
+        )
+    }
+
+    /// Fleet mode, etcd unreachable: may this command still act on this
+    /// instance alone (and be written back when etcd returns)? Only those
+    /// that take traffic away toward safety: `rollback`, `drain`, and
+    /// `canary abort|pause`. Everything that could give a pool more traffic
+    /// (split, cutover, canary start/resume/promote, undrain, undo) is
+    /// refused, and so are `guard pause|resume` (the fleet's guard).
+    pub fn acts_locally_without_fleet(&self) -> bool {
+        matches!(
+            self,
+            Command::Rollback(_)
+                | Command::Drain { .. }
+                | Command::Canary(CanaryCommand::Abort | CanaryCommand::Pause)
         )
     }
 
@@ -234,6 +252,7 @@ impl fmt::Display for Command {
             Command::GuardPause(true) => write!(f, "guard pause"),
             Command::GuardPause(false) => write!(f, "guard resume"),
             Command::ReopenLogs => write!(f, "reopen-logs"),
+            Command::Cluster => write!(f, "cluster"),
         }
     }
 }
@@ -350,5 +369,40 @@ mod tests {
         ] {
             assert_eq!(Command::parse(line).unwrap().to_string(), line);
         }
+    }
+
+    #[test]
+    fn without_etcd_only_commands_toward_safety_act_locally() {
+        for line in [
+            "rollback",
+            "rollback bad green",
+            "drain blue 127.0.0.1:1",
+            "canary abort",
+            "canary pause",
+        ] {
+            assert!(
+                Command::parse(line).unwrap().acts_locally_without_fleet(),
+                "{line}"
+            );
+        }
+        for line in [
+            "split blue=50 green=50",
+            "cutover green",
+            "undrain blue 127.0.0.1:1",
+            "undo 3",
+            "canary start green",
+            "canary resume",
+            "canary promote",
+            "guard pause",
+            "guard resume",
+            "reload",
+        ] {
+            assert!(
+                !Command::parse(line).unwrap().acts_locally_without_fleet(),
+                "{line}"
+            );
+        }
+        assert_eq!(Command::parse("cluster").unwrap(), Command::Cluster);
+        assert!(!Command::Cluster.is_mutating());
     }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod etcd;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
