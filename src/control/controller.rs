@@ -191,17 +191,6 @@ impl Controller {
         Ok((controller, events))
     }
 
-    /// Fleet mode: hands the judge the election's view (once; a second
-    /// call is ignored).
-    pub fn attach_decision(&self, decision: Arc<crate::cluster::election::Decision>) {
-        let _ = self.decision.set(decision);
-    }
-
-    /// The election's view, in fleet mode.
-    pub fn decision(&self) -> Option<&Arc<crate::cluster::election::Decision>> {
-        self.decision.get()
-    }
-
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -370,15 +359,6 @@ impl Controller {
         e.pool = Some(pool);
         e.guard = evidence;
         self.notifier.send(e);
-    }
-
-    pub(super) fn applied(inner: &Inner, message: &str) -> Applied {
-        Applied {
-            ok: true,
-            revision: inner.state.revision,
-            split: split_doc(&inner.state.split),
-            message: message.to_string(),
-        }
     }
 
     /// Persists and publishes one change as the next revision. Returns it.

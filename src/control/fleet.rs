@@ -32,6 +32,17 @@ use crate::protocol::Command;
 use crate::routing::{RoutingTable, RuntimeView};
 
 impl Controller {
+    /// Fleet mode: hands the judge the election's view (once; a second
+    /// call is ignored).
+    pub fn attach_decision(&self, decision: Arc<crate::cluster::election::Decision>) {
+        let _ = self.decision.set(decision);
+    }
+
+    /// The election's view, in fleet mode.
+    pub fn decision(&self) -> Option<&Arc<crate::cluster::election::Decision>> {
+        self.decision.get()
+    }
+
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
     }

@@ -269,3 +269,19 @@ pub(super) fn reopen_logs() -> Result<LogsReopened, Refusal> {
         message,
     })
 }
+
+impl super::controller::Controller {
+    /// The answer to a change: the revision and split in force, and what
+    /// was done.
+    pub(super) fn applied(
+        inner: &super::controller::Inner,
+        message: &str,
+    ) -> crate::protocol::answer::Applied {
+        crate::protocol::answer::Applied {
+            ok: true,
+            revision: inner.state.revision,
+            split: split_doc(&inner.state.split),
+            message: message.to_string(),
+        }
+    }
+}
