@@ -87,9 +87,77 @@ async fn the_page_shows_a_split_change_and_the_backends_in_a_real_browser() {
         "the change is in the history: {history}"
     );
     assert!(text("live").contains("live"), "the page's polling ran");
+    assert!(
+        dom.contains("id=\"fleet-section\" hidden"),
+        "no Fleet table without [cluster]"
+    );
     // The series behind the charts is drawn (a path per pool line).
     assert!(
         text("c-rps").contains("<path"),
         "the request-rate chart has lines"
     );
+}
+
+/// In fleet mode (`[cluster]`, a real etcd) the page has a Fleet table: each
+/// member with its applied revision, and which one leads.
+#[tokio::test]
+async fn in_fleet_mode_the_page_lists_the_members_and_the_leader() {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: no chromium binary on PATH (apt-get install -y chromium)");
+        return;
+    };
+    if let Some(why) = common::etcd::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let etcd = common::etcd::Etcd::start(1);
+    let blue = origin("blue").await;
+    let prefix = format!("/sy-dash/{}", std::process::id());
+    let body = |name: &str| {
+        format!(
+            "[pools.blue]\nbackends = [\"{}\"]\n[split]\nblue = 100\n\
+             [cluster]\netcd = {}\nname = \"{name}\"\nprefix = \"{prefix}\"\nlease_ttl = \"2s\"\n",
+            blue.addr(),
+            etcd.endpoints_toml()
+        )
+    };
+    let one = Proxy::start(&body("edge-1")).await;
+    let _two = Proxy::start(&body("edge-2")).await;
+    let both_seen = eventually(Duration::from_secs(15), || async {
+        let reply = one.admin_get("/cluster").await;
+        serde_json::from_str::<serde_json::Value>(&reply.body)
+            .ok()
+            .is_some_and(|c| {
+                c["members"].as_array().map_or(0, |m| m.len()) == 2
+                    && c["cluster"]["leader"].is_string()
+            })
+    })
+    .await;
+    assert!(both_seen, "/cluster lists two members and a leader");
+    let leader = serde_json::from_str::<serde_json::Value>(&one.admin_get("/cluster").await.body)
+        .expect("cluster JSON")["cluster"]["leader"]
+        .as_str()
+        .expect("a leader")
+        .to_string();
+
+    let url = format!("http://{}/", one.admin);
+    let dom = tokio::task::spawn_blocking(move || rendered(&browser, &url))
+        .await
+        .expect("chromium task");
+    let start = dom
+        .find("id=\"fleet-section\"")
+        .unwrap_or_else(|| panic!("no fleet section:\n{dom}"));
+    let fleet = &dom[start..];
+    let fleet = &fleet[..fleet.find("</section>").unwrap_or(fleet.len())];
+    assert!(!fleet.contains("hidden"), "shown in fleet mode: {fleet}");
+    assert!(
+        fleet.contains("edge-1") && fleet.contains("edge-2"),
+        "{fleet}"
+    );
+    assert!(
+        fleet.contains(&format!("{leader} <span class=\"badge up\">leader</span>")),
+        "the leader {leader} is marked: {fleet}"
+    );
+    assert!(fleet.contains("connected"), "{fleet}");
+    drop(etcd);
 }

@@ -1,6 +1,6 @@
 //! The admin HTTP listener on `[admin].http`: `/health`, `/ready`,
-//! `/status`, `/metrics`, and the dashboard (`/`, with the `/history` and
-//! `/series` it reads). Read-only: every change goes through the admin
+//! `/status`, `/metrics`, and the dashboard (`/`, with the `/history`,
+//! `/series` and, in fleet mode, `/cluster` it reads). Read-only: every change goes through the admin
 //! socket. Runs as a pingora background service on its own small runtime,
 //! so a slow scraper never competes with proxy workers.
 
@@ -254,6 +254,22 @@ async fn route(req: Request<Incoming>, doors: Doors) -> Result<Response<Full<Byt
             text(StatusCode::OK, JSON, answer_line(&history))
         }
         "/series" => text(StatusCode::OK, JSON, doors.series.json()),
+        // The fleet's members (the dashboard's Fleet table): read from etcd,
+        // so on a blocking thread, never on the admin listener's own.
+        "/cluster" => {
+            let controller = Arc::clone(&doors.controller);
+            let answer =
+                tokio::task::spawn_blocking(move || controller.cluster_answer(Now::read())).await;
+            match answer {
+                Ok(Ok(answer)) => text(StatusCode::OK, JSON, answer_line(&answer)),
+                Ok(Err(refusal)) => text(StatusCode::NOT_FOUND, PLAIN, format!("{refusal}\n")),
+                Err(_) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PLAIN,
+                    "cluster view failed\n".into(),
+                ),
+            }
+        }
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -262,7 +278,7 @@ async fn route(req: Request<Incoming>, doors: Doors) -> Result<Response<Full<Byt
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "not found; try / /health /ready /status /history /series /metrics\n".into(),
+            "not found; try / /health /ready /status /history /series /cluster /metrics\n".into(),
         ),
     };
     Ok(response)
