@@ -167,6 +167,17 @@ impl Replay {
         }
     }
 
+    /// A stream whose next reads are `bytes`, read from it before (the
+    /// request a TLS connection's fast path hands to pingora: decrypted
+    /// bytes can't go back under the TLS layer).
+    pub fn rewound(inner: Stream, bytes: Vec<u8>) -> Replay {
+        Replay {
+            inner,
+            pending: bytes,
+            at: 0,
+        }
+    }
+
     /// The stream it replays in front of (the framing rules' stream).
     pub fn inner(&self) -> &Stream {
         &self.inner
