@@ -438,6 +438,7 @@ fn human(verb: &str, answer: &Value) -> Result<String, serde_json::Error> {
                     m.last_seen_ms
                         .map(|ms| format!("{ms}ms ago"))
                         .unwrap_or_else(dash)
+                        + if m.stale { " STALE" } else { "" }
                 );
             }
         }
@@ -532,6 +533,9 @@ fn cluster_line(c: &ClusterStatus) -> String {
             ", {} local change(s) to write back",
             c.pending_writeback
         ));
+    }
+    if let Some(error) = &c.last_error {
+        line.push_str(&format!("\n  etcd: {error}"));
     }
     line.push('\n');
     line

@@ -13,95 +13,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::etcd::Etcd;
+use common::fleet::{green_share, history, Fleet, Options};
 use common::*;
 use serde_json::Value;
 
 /// The member lease: a leader is replaced this long after it stops.
 const TTL: Duration = Duration::from_secs(2);
 
-struct Fleet {
-    etcd: Etcd,
-    _blue: Origin,
-    green: Origin,
-    proxies: Vec<Proxy>,
-    prefix: String,
-}
-
-fn body(
-    etcd: &Etcd,
-    blue: &Origin,
-    green: &Origin,
-    name: &str,
-    prefix: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n\
-         [split]\nblue = 100\ngreen = 0\n{extra}\
-         [cluster]\netcd = {}\nname = \"{name}\"\nprefix = \"{prefix}\"\ntimeout = \"1s\"\n\
-         lease_ttl = \"{}s\"\npublish_interval = \"200ms\"\n",
-        blue.addr(),
-        green.addr(),
-        etcd.endpoints_toml(),
-        TTL.as_secs(),
-    )
-}
-
-impl Fleet {
-    async fn start(tag: &str, extra: &str) -> Option<Fleet> {
-        if let Some(why) = common::etcd::unavailable() {
-            eprintln!("skipped: {why}");
-            return None;
-        }
-        let etcd = Etcd::start(3);
-        let (blue, green) = (origin("blue").await, origin("green").await);
-        let prefix = format!("/sy-test/{tag}-{}", std::process::id());
-        let mut proxies = Vec::new();
-        for i in 1..=3 {
-            let name = format!("edge-{i}");
-            proxies.push(Proxy::start(&body(&etcd, &blue, &green, &name, &prefix, extra)).await);
-        }
-        Some(Fleet {
-            etcd,
-            _blue: blue,
-            green,
-            proxies,
-            prefix,
-        })
-    }
-
-    /// The index of the one leader among `alive`, once exactly one of them
-    /// says it leads and the others name it (bounded by `within`).
-    async fn one_leader(&self, alive: &[usize], within: Duration) -> Option<usize> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let mut leaders = Vec::new();
-            let mut named = Vec::new();
-            for &i in alive {
-                let m = self.proxies[i].admin_get("/metrics").await;
-                if metric(&m.body, "switchyard_cluster_leader") == 1.0 {
-                    leaders.push(i);
-                }
-                let s = self.proxies[i].ctl("status").await;
-                named.push(s["cluster"]["leader"].as_str().map(str::to_string));
-            }
-            if let [leader] = leaders[..] {
-                let name = format!("edge-{}", leader + 1);
-                if named.iter().all(|n| n.as_deref() == Some(name.as_str())) {
-                    return Some(leader);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-async fn green_share(p: &Proxy) -> f64 {
-    p.ctl("status").await["split"]["green"]
-        .as_f64()
-        .unwrap_or(-1.0)
+async fn start(tag: &str, extra: &str) -> Option<Fleet> {
+    let options = Options {
+        extra: extra.to_string(),
+        cluster: format!(
+            "lease_ttl = \"{}s\"\npublish_interval = \"200ms\"\n",
+            TTL.as_secs()
+        ),
+        ..Options::default()
+    };
+    Fleet::start(tag, options).await
 }
 
 /// `total_rate` requests per second spread evenly over `targets` until
@@ -133,16 +61,11 @@ fn paced_load(
         .collect()
 }
 
-async fn history(p: &Proxy, n: usize) -> Vec<Value> {
-    let h = p.ctl(&format!("history {n}")).await;
-    h["history"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
     let extra = "[guard]\nwindow = \"30s\"\nmin_requests = 20\nmax_error_rate = 5.0\n\
                  [canary]\nsteps = [{ weight = 50, hold = \"30s\" }, { weight = 100 }]\n";
-    let Some(fleet) = Fleet::start("rollback", extra).await else {
+    let Some(fleet) = start("rollback", extra).await else {
         return;
     };
     let leader = fleet
@@ -248,7 +171,7 @@ async fn a_failing_canary_is_rolled_back_once_for_the_whole_fleet_within_2_s() {
 async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_goes_on() {
     let extra = "[guard]\nwindow = \"30s\"\nmin_requests = 20\nmax_error_rate = 5.0\n\
                  [canary]\nsteps = [{ weight = 10, hold = \"1s\" }, { weight = 50, hold = \"3s\" }, { weight = 100 }]\n";
-    let Some(mut fleet) = Fleet::start("failover", extra).await else {
+    let Some(mut fleet) = start("failover", extra).await else {
         return;
     };
     let leader = fleet
@@ -347,7 +270,7 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deposed_leader_is_fenced_and_steps_down() {
-    let Some(fleet) = Fleet::start("fence", "").await else {
+    let Some(fleet) = start("fence", "").await else {
         return;
     };
     let leader = fleet

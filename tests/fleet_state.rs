@@ -11,96 +11,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::etcd::Etcd;
+use common::fleet::{answering_pool, revision, share, status, Fleet, Options};
 use common::*;
 use serde_json::Value;
 
-struct Fleet {
-    etcd: Etcd,
-    blue: Origin,
-    green: Origin,
-    proxies: Vec<Proxy>,
-    prefix: String,
-}
-
-/// The config body of instance `name` (`[server]`/`[admin]` come from the
-/// harness).
-fn body(
-    etcd: &Etcd,
-    blue: &Origin,
-    green: &Origin,
-    name: &str,
-    prefix: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "[pools.blue]\nbackends = [\"{}\"]\n[pools.green]\nbackends = [\"{}\"]\n\
-         [split]\nblue = 100\ngreen = 0\n{extra}\
-         [cluster]\netcd = {}\nname = \"{name}\"\nprefix = \"{prefix}\"\ntimeout = \"1s\"\n",
-        blue.addr(),
-        green.addr(),
-        etcd.endpoints_toml(),
-    )
-}
-
-impl Fleet {
-    /// `None` (and a printed reason) only where etcd is not installed.
-    async fn start(tag: &str, extra: &str) -> Option<Fleet> {
-        if let Some(why) = common::etcd::unavailable() {
-            eprintln!("skipped: {why}");
-            return None;
-        }
-        let etcd = Etcd::start(3);
-        let (blue, green) = (origin("blue").await, origin("green").await);
-        let prefix = format!("/sy-test/{tag}-{}", std::process::id());
-        let mut proxies = Vec::new();
-        for i in 1..=3 {
-            let name = format!("edge-{i}");
-            proxies.push(Proxy::start(&body(&etcd, &blue, &green, &name, &prefix, extra)).await);
-        }
-        let fleet = Fleet {
-            etcd,
-            blue,
-            green,
-            proxies,
-            prefix,
-        };
-        // Every instance follows the same fleet revision.
-        let first = revision(&fleet.proxies[0]).await;
-        fleet.wait_all_at(first, Duration::from_secs(10)).await;
-        Some(fleet)
-    }
-
-    async fn wait_all_at(&self, wanted: u64, within: Duration) {
-        for (i, p) in self.proxies.iter().enumerate() {
-            let ok = eventually(within, || async { revision(p).await == wanted }).await;
-            assert!(
-                ok,
-                "edge-{} not at revision {wanted}: {}",
-                i + 1,
-                p.ctl("status").await
-            );
-        }
-    }
-}
-
-async fn status(p: &Proxy) -> Value {
-    p.ctl("status").await
-}
-
-async fn revision(p: &Proxy) -> u64 {
-    status(p).await["revision"].as_u64().unwrap_or(0)
-}
-
-fn share(status: &Value, pool: &str) -> f64 {
-    status["split"][pool].as_f64().unwrap_or(-1.0)
-}
-
-/// Which pool answers a plain request on `p`.
-async fn answering_pool(p: &Proxy, headers: &[(&str, &str)]) -> String {
-    let reply = get(p.listen, "/", headers).await.expect("request");
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body.trim().to_string()
+/// Three instances on a 3-member etcd, all at the same fleet revision.
+async fn start(tag: &str, extra: &str) -> Option<Fleet> {
+    let options = Options {
+        extra: extra.to_string(),
+        ..Options::default()
+    };
+    let fleet = Fleet::start(tag, options).await?;
+    let first = revision(&fleet.proxies[0]).await;
+    fleet.wait_all_at(first, Duration::from_secs(10)).await;
+    Some(fleet)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -110,7 +34,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_split_on_one_instance_is_in_force_on_every_instance_within_200ms() {
-    let Some(fleet) = Fleet::start("propagation", "").await else {
+    let Some(fleet) = start("propagation", "").await else {
         return;
     };
     let (one, others) = (&fleet.proxies[0], &fleet.proxies[1..]);
@@ -185,12 +109,11 @@ async fn a_split_on_one_instance_is_in_force_on_every_instance_within_200ms() {
     assert_eq!(cluster["connected"], true, "{cluster}");
     assert_eq!(cluster["name"], "edge-2");
     assert_eq!(cluster["applied_revision"], last["revision"]);
-    let _ = (&fleet.blue, &fleet.green, &fleet.prefix);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_splits_on_two_instances_never_mix() {
-    let Some(fleet) = Fleet::start("concurrent", "").await else {
+    let Some(fleet) = start("concurrent", "").await else {
         return;
     };
     let (a, b) = (&fleet.proxies[0], &fleet.proxies[1]);
@@ -245,7 +168,7 @@ async fn two_concurrent_splits_on_two_instances_never_mix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_etcd_member_killed_the_fleet_carries_on() {
-    let Some(mut fleet) = Fleet::start("member-killed", "").await else {
+    let Some(mut fleet) = start("member-killed", "").await else {
         return;
     };
     fleet.etcd.kill(0);
@@ -272,7 +195,7 @@ async fn an_etcd_member_killed_the_fleet_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_back() {
-    let Some(mut fleet) = Fleet::start("all-down", "").await else {
+    let Some(mut fleet) = start("all-down", "").await else {
         return;
     };
     let answer = fleet.proxies[0].ctl("split blue=50 green=50").await;
@@ -355,7 +278,7 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_instance_joins_with_the_fleet_state_not_its_old_file() {
-    let Some(mut fleet) = Fleet::start("restart", "").await else {
+    let Some(mut fleet) = start("restart", "").await else {
         return;
     };
     let answer = fleet.proxies[0].ctl("split blue=80 green=20").await;
@@ -383,7 +306,7 @@ async fn a_restarted_instance_joins_with_the_fleet_state_not_its_old_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sticky_user_gets_the_same_pool_on_every_instance() {
-    let Some(fleet) = Fleet::start("sticky", "[sticky]\nkey = \"header:x-user\"\n").await else {
+    let Some(fleet) = start("sticky", "[sticky]\nkey = \"header:x-user\"\n").await else {
         return;
     };
     let answer = fleet.proxies[2].ctl("split blue=50 green=50").await;

@@ -2,6 +2,13 @@
 //! `key_file`), authentication (`username` + `password_file`) and the
 //! `[cluster] timeout`, turned into one `etcd_client::Client`.
 //!
+//! The client is made without contacting etcd, with or without a user:
+//! the user's token is fetched on first contact ([`authenticate`], from the
+//! watch loop and the election), so an instance with a password starts and
+//! serves its last state while etcd is down, like one without. Once
+//! authenticated, the client fetches a new token by itself when etcd says
+//! the old one is invalid (an etcd restart forgets its simple tokens).
+//!
 //! The client is made once and lives as long as the process: its channel
 //! balances over the endpoints and reconnects to them by itself, so an etcd
 //! member that dies is left out and one that returns is used again. What
@@ -27,8 +34,13 @@ pub enum ClusterError {
     /// etcd did not answer within `[cluster] timeout`.
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("etcd: {0}")]
+    /// The error and its causes (a TLS failure is in the cause: "invalid
+    /// peer certificate: UnknownIssuer").
+    #[error("etcd: {}", describe(.0))]
     Etcd(#[from] etcd_client::Error),
+    /// etcd answered and refused `[cluster] username`'s password.
+    #[error("etcd refused the credentials of user \"{user}\" (cluster.username, cluster.password_file): {message}")]
+    Credentials { user: String, message: String },
     #[error("cannot start the cluster runtime: {0}")]
     Runtime(String),
     /// A value could not be written as JSON (never expected).
@@ -46,7 +58,9 @@ pub fn options(cluster: &ClusterConfig) -> Result<ConnectOptions, ClusterError> 
         // Without a quorum a member answers nothing current: fail instead.
         .with_require_leader(true)
         .with_keep_alive(keep_alive, keep_alive)
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive_while_idle(true)
+        // Used once a user is authenticated: a token etcd forgot is renewed.
+        .with_auto_token_refresh(true);
     if let Some(tls) = &cluster.tls {
         let mut config = TlsOptions::new();
         if let Some(ca) = &tls.ca_file {
@@ -60,13 +74,82 @@ pub fn options(cluster: &ClusterConfig) -> Result<ConnectOptions, ClusterError> 
         }
         options = options.with_tls(config);
     }
-    if let (Some(user), Some(file)) = (&cluster.username, &cluster.password_file) {
-        let password = read("password_file", file)?;
-        // A password file ends with a newline more often than not.
-        let password = String::from_utf8_lossy(&password).trim_end().to_string();
-        options = options.with_user(user.clone(), password);
-    }
     Ok(options)
+}
+
+/// `[cluster] username` and the password read from `password_file`.
+pub fn credentials(cluster: &ClusterConfig) -> Result<Option<(String, String)>, ClusterError> {
+    let (Some(user), Some(file)) = (&cluster.username, &cluster.password_file) else {
+        return Ok(None);
+    };
+    let password = read("password_file", file)?;
+    // A password file ends with a newline more often than not.
+    let password = String::from_utf8_lossy(&password).trim_end().to_string();
+    Ok(Some((user.clone(), password)))
+}
+
+/// Fetches the user's token and keeps the credentials in `client` (shared
+/// by its clones), so later calls renew the token by themselves. A refusal
+/// is [`ClusterError::Credentials`]; anything else means etcd is not there.
+pub async fn authenticate(
+    client: &mut Client,
+    (user, password): (String, String),
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    match within(timeout, client.update_user(Some((user.clone(), password)))).await {
+        Err(ClusterError::Etcd(etcd_client::Error::GRpcStatus(status)))
+            if status.message().contains("authentication is not enabled") =>
+        {
+            // No token to fetch: calls go without one, and work.
+            log::warn!("cluster.username is set but etcd has authentication disabled");
+            Ok(())
+        }
+        // gRPC's INVALID_ARGUMENT, PERMISSION_DENIED, FAILED_PRECONDITION
+        // and UNAUTHENTICATED: etcd answered, and said no.
+        Err(ClusterError::Etcd(etcd_client::Error::GRpcStatus(status)))
+            if matches!(i32::from(status.code()), 3 | 7 | 9 | 16) =>
+        {
+            Err(ClusterError::Credentials {
+                user,
+                message: status.message().to_string(),
+            })
+        }
+        other => other,
+    }
+}
+
+/// etcd-client's error with the causes it does not show itself (its
+/// `Error` has no `source`; the gRPC status and the transport error do).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut text = format!("{:?}: {}", status.code(), status.message());
+            if let Some(cause) = std::error::Error::source(status) {
+                let causes = chain(cause);
+                if !text.contains(&causes) {
+                    text.push_str(&format!(" ({causes})"));
+                }
+            }
+            text
+        }
+        etcd_client::Error::TransportError(t) => format!("transport error: {}", chain(t)),
+        other => other.to_string(),
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ClusterError> {
@@ -77,10 +160,9 @@ fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ClusterErr
     })
 }
 
-/// The client for `[cluster]`. Without authentication this does not wait
-/// for etcd (the channel connects on first use), so an instance starts and
-/// serves with etcd down; with authentication it must fetch a token first,
-/// bounded by `timeout`.
+/// The client for `[cluster]`. It does not wait for etcd (the channel
+/// connects on first use, the user authenticates on first contact), so an
+/// instance starts and serves with etcd down.
 pub async fn connect(cluster: &ClusterConfig) -> Result<Client, ClusterError> {
     let options = options(cluster)?;
     within(
@@ -155,7 +237,7 @@ mod tests {
         c.name = "a".into();
         c.username = Some("u".into());
         c.password_file = Some("/nonexistent/sy-password".into());
-        let e = options(&c).expect_err("no such file").to_string();
+        let e = credentials(&c).expect_err("no such file").to_string();
         assert!(e.contains("cluster.password_file"), "{e}");
     }
 }

@@ -47,6 +47,9 @@ pub struct FleetSums {
     pub pools: BTreeMap<String, PoolCounts>,
     /// Members whose entries were in the listing.
     pub members: usize,
+    /// Members whose key is alive but that stopped publishing: the sums
+    /// lack their recent traffic (`fleet_counts`).
+    pub stale: Vec<String>,
 }
 
 /// What the judge needs from the election: who leads, and the sums.
@@ -205,6 +208,7 @@ async fn session_inner(
     let timeout = cluster.timeout;
     let ttl = cluster.lease_ttl;
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(3).max(1);
+    decision.cluster.authenticate().await?;
     let lease = within(timeout, client.lease_grant(ttl_secs, None))
         .await?
         .id();
@@ -278,8 +282,10 @@ async fn session_inner(
                 within(timeout, members::publish(client, prefix, &doc, lease)).await?;
                 if let Some(key) = &leading {
                     let docs = within(timeout, members::list(client, prefix)).await?;
-                    sums.update(&docs);
-                    decision.sums.store(Some(Arc::new(summed(&sums, &docs, key.rev()))));
+                    let now = Instant::now();
+                    sums.update(&docs, now);
+                    let stale = sums.stale(now, members::stale_after(cluster.publish_interval));
+                    decision.sums.store(Some(Arc::new(summed(&sums, &docs, key.rev(), stale))));
                 } else {
                     observe_leader(client, &name, timeout, decision).await;
                 }
@@ -288,7 +294,7 @@ async fn session_inner(
     }
 }
 
-fn summed(counts: &FleetCounts, docs: &[MemberDoc], epoch: i64) -> FleetSums {
+fn summed(counts: &FleetCounts, docs: &[MemberDoc], epoch: i64, stale: Vec<String>) -> FleetSums {
     let names: std::collections::BTreeSet<&String> =
         docs.iter().flat_map(|d| d.pools.keys()).collect();
     FleetSums {
@@ -299,6 +305,7 @@ fn summed(counts: &FleetCounts, docs: &[MemberDoc], epoch: i64) -> FleetSums {
             .map(|pool| (pool.clone(), counts.pool(pool)))
             .collect(),
         members: docs.len(),
+        stale,
     }
 }
 

@@ -12,9 +12,17 @@
 //!   stays in the sum, constant; the others' new requests keep moving the
 //!   sum, so the evidence never freezes on it;
 //! - a member that comes back under the same `start_id` (a lease blip)
-//!   continues where it was, never counted twice.
+//!   continues where it was, never counted twice;
+//! - a member whose key is alive but that stopped publishing (hung, its
+//!   lease not yet expired) is *stale*: the leader has not seen a new
+//!   publication from it (on its own clock, so no clock skew counts) for
+//!   longer than [`super::members::stale_after`]. Its last counts stay in
+//!   the sum as a gone member's do (they no longer move it), and
+//!   [`FleetCounts::stale`] names it, so the leader does not take the
+//!   fleet's evidence as complete (no canary step) while it is.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use crate::guard::watch::PoolCounts;
 use crate::stats::BUCKETS;
@@ -78,6 +86,9 @@ struct Member {
     last: BTreeMap<String, Dense>,
     /// In the last listing of the members (its key exists).
     present: bool,
+    /// Its last publication's own time, and when the leader first saw it.
+    published_at_ms: u64,
+    seen_at: Option<Instant>,
 }
 
 impl Member {
@@ -100,14 +111,18 @@ impl FleetCounts {
     }
 
     /// Takes in one listing of the members' keys (every member present
-    /// now). Members not in it keep what they counted.
-    pub fn update(&mut self, docs: &[MemberDoc]) {
+    /// now), made at `now`. Members not in it keep what they counted.
+    pub fn update(&mut self, docs: &[MemberDoc], now: Instant) {
         for member in self.members.values_mut() {
             member.present = false;
         }
         for doc in docs {
             let member = self.members.entry(doc.name.clone()).or_default();
             member.present = true;
+            if member.seen_at.is_none() || member.published_at_ms != doc.published_at_ms {
+                member.published_at_ms = doc.published_at_ms;
+                member.seen_at = Some(now);
+            }
             if member.start_id != doc.start_id {
                 // A new process under that name: its counts start at zero.
                 member.retire_last();
@@ -150,6 +165,20 @@ impl FleetCounts {
         }
     }
 
+    /// Members in the last listing whose publication has not changed for
+    /// longer than `bound` at `now`.
+    pub fn stale(&self, now: Instant, bound: Duration) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.present)
+            .filter(|(_, m)| {
+                m.seen_at
+                    .is_some_and(|at| now.saturating_duration_since(at) > bound)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Names of the members in the last listing.
     pub fn present(&self) -> Vec<String> {
         self.members
@@ -188,6 +217,16 @@ mod tests {
         }
     }
 
+    /// `update` at one instant (the tests of staleness give their own).
+    trait At {
+        fn take(&mut self, docs: &[MemberDoc]);
+    }
+    impl At for FleetCounts {
+        fn take(&mut self, docs: &[MemberDoc]) {
+            self.update(docs, Instant::now());
+        }
+    }
+
     fn slow(c: &PoolCounts) -> u64 {
         c.latency[bucket_index(900_000)]
     }
@@ -195,7 +234,7 @@ mod tests {
     #[test]
     fn sums_members() {
         let mut f = FleetCounts::new();
-        f.update(&[
+        f.take(&[
             doc("a", "1", &[("green", 10, 1, 2)]),
             doc("b", "1", &[("green", 5, 2, 1), ("blue", 7, 0, 0)]),
         ]);
@@ -209,18 +248,18 @@ mod tests {
     #[test]
     fn a_restarted_member_never_makes_the_sum_go_backwards() {
         let mut f = FleetCounts::new();
-        f.update(&[
+        f.take(&[
             doc("a", "1", &[("green", 100, 10, 5)]),
             doc("b", "1", &[("green", 50, 0, 0)]),
         ]);
-        f.update(&[
+        f.take(&[
             doc("a", "2", &[("green", 3, 1, 0)]),
             doc("b", "1", &[("green", 60, 0, 0)]),
         ]);
         let g = f.pool("green");
         assert_eq!((g.requests, g.errors, slow(&g)), (163, 11, 5));
         // The new incarnation goes on counting from its own zero.
-        f.update(&[
+        f.take(&[
             doc("a", "2", &[("green", 13, 2, 0)]),
             doc("b", "1", &[("green", 60, 0, 0)]),
         ]);
@@ -230,24 +269,54 @@ mod tests {
     #[test]
     fn a_reset_pool_counter_is_kept_as_base() {
         let mut f = FleetCounts::new();
-        f.update(&[doc("a", "1", &[("green", 100, 10, 0)])]);
-        f.update(&[doc("a", "1", &[("green", 4, 0, 0)])]);
+        f.take(&[doc("a", "1", &[("green", 100, 10, 0)])]);
+        f.take(&[doc("a", "1", &[("green", 4, 0, 0)])]);
         assert_eq!(f.pool("green").requests, 104);
+    }
+
+    #[test]
+    fn a_member_that_stops_publishing_is_stale_and_no_longer_moves_the_sum() {
+        let mut f = FleetCounts::new();
+        let t0 = Instant::now();
+        let bound = Duration::from_millis(600);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut a = doc("a", "1", &[("green", 10, 0, 0)]);
+        let mut b = doc("b", "1", &[("green", 10, 0, 0)]);
+        a.published_at_ms = 1;
+        b.published_at_ms = 1;
+        f.update(&[a.clone(), b.clone()], at(0));
+        // b publishes on; a's entry stays as it was (hung, lease alive).
+        for (i, ms) in [200u64, 400, 600, 800].into_iter().enumerate() {
+            b.published_at_ms = 2 + i as u64;
+            b.pools.get_mut("green").unwrap().requests += 5;
+            f.update(&[a.clone(), b.clone()], at(ms));
+        }
+        assert_eq!(f.stale(at(800), bound), vec!["a".to_string()]);
+        assert_eq!(f.pool("green").requests, 10 + 30);
+        // a publishes again: fresh, its new counts taken once.
+        a.published_at_ms = 50;
+        a.pools.get_mut("green").unwrap().requests = 12;
+        f.update(&[a, b], at(1_000));
+        assert!(f.stale(at(1_000), bound).is_empty());
+        assert_eq!(f.pool("green").requests, 12 + 30);
+        // A member gone from the listing is not stale, just gone.
+        f.update(&[], at(5_000));
+        assert!(f.stale(at(5_000), bound).is_empty());
     }
 
     #[test]
     fn a_gone_member_keeps_its_counts_and_the_others_move_the_sum() {
         let mut f = FleetCounts::new();
-        f.update(&[
+        f.take(&[
             doc("a", "1", &[("green", 100, 10, 0)]),
             doc("b", "1", &[("green", 20, 0, 0)]),
         ]);
-        f.update(&[doc("b", "1", &[("green", 30, 5, 0)])]);
+        f.take(&[doc("b", "1", &[("green", 30, 5, 0)])]);
         let g = f.pool("green");
         assert_eq!((g.requests, g.errors), (130, 15));
         assert_eq!(f.present(), vec!["b".to_string()]);
         // Back under the same process (a lease blip): not counted twice.
-        f.update(&[
+        f.take(&[
             doc("a", "1", &[("green", 110, 10, 0)]),
             doc("b", "1", &[("green", 30, 5, 0)]),
         ]);

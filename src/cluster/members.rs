@@ -56,6 +56,13 @@ pub struct PublishedCounts {
     pub latency: Vec<(u16, u64)>,
 }
 
+/// How long a member may go without a new publication before the leader
+/// (and `ctl cluster`) calls it stale: three publish intervals, at least a
+/// second (a loaded host delays a publication now and then).
+pub fn stale_after(publish_interval: std::time::Duration) -> std::time::Duration {
+    (publish_interval * 3).max(std::time::Duration::from_secs(1))
+}
+
 /// A process start id: the pid and the wall clock at start.
 pub fn start_id() -> String {
     let ms = crate::clock::WallMs::read().0;

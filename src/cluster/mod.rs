@@ -98,6 +98,9 @@ pub struct Link {
     fleet_revision: AtomicU64,
     /// etcd's revision of that state.
     fleet_mod_revision: AtomicI64,
+    /// Why etcd was last not usable (unreachable, TLS, refused
+    /// credentials), until it answers again: for `status` and `ctl cluster`.
+    last_error: ArcSwapOption<String>,
 }
 
 impl Link {
@@ -109,6 +112,16 @@ impl Link {
     /// outage, not one per call).
     pub fn set_connected(&self, up: bool) -> bool {
         self.connected.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// Why etcd was last not usable, while it is not.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.load_full().map(|e| (*e).clone())
+    }
+
+    /// etcd failed (`Some`) or answered (`None`).
+    pub fn set_error(&self, error: Option<String>) {
+        self.last_error.store(error.map(Arc::new));
     }
 
     pub fn fleet_revision(&self) -> u64 {
@@ -140,12 +153,16 @@ pub struct Cluster {
     pub link: Link,
     pub role: Arc<Role>,
     store: Store,
+    /// `[cluster] username` and its password, until etcd accepted them
+    /// (then the client holds them and renews its token by itself).
+    credentials: parking_lot::Mutex<Option<(String, String)>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Cluster {
-    /// Makes the runtime and the client. Without authentication this does
-    /// not wait for etcd; with it, a token is fetched within `timeout`.
+    /// Makes the runtime and the client, and with a user tries once (within
+    /// `timeout`) to authenticate. It never waits for etcd: the watch loop
+    /// and the election authenticate when etcd answers later.
     pub fn start(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -163,14 +180,42 @@ impl Cluster {
             .recv_timeout(config.timeout + Duration::from_millis(500))
             .map_err(|_| ClusterError::Timeout(config.timeout))??;
         let keys = Keys::new(&config.prefix);
-        Ok(Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             config: config.clone(),
             store: Store::new(client, keys.clone(), config.timeout),
             keys,
             link: Link::default(),
             role: Role::new(),
+            credentials: parking_lot::Mutex::new(client::credentials(config)?),
             runtime: Some(runtime),
-        }))
+        });
+        if cluster.credentials.lock().is_some() {
+            let c = Arc::clone(&cluster);
+            if let Err(e) = cluster.block(async move { c.authenticate().await }) {
+                log::error!("cluster: cannot authenticate to etcd at start ({e}); trying again when it answers");
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Authenticates `[cluster] username` if it is not yet (no-op without
+    /// one). A failure is kept as the link's last error.
+    pub async fn authenticate(&self) -> Result<(), ClusterError> {
+        let Some(credentials) = self.credentials.lock().clone() else {
+            return Ok(());
+        };
+        let mut client = self.client();
+        match client::authenticate(&mut client, credentials, self.config.timeout).await {
+            Ok(()) => {
+                *self.credentials.lock() = None;
+                log::info!("cluster: authenticated to etcd");
+                Ok(())
+            }
+            Err(e) => {
+                self.link.set_error(Some(e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     pub fn name(&self) -> &str {

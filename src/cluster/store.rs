@@ -133,13 +133,11 @@ impl Store {
                 async move { kv.get(key, None).await }
             })
             .await?;
-        match response.kvs().first() {
-            Some(found) => Ok(Some(Current {
-                doc: parse(&key, found.value())?,
-                mod_revision: found.mod_revision(),
-            })),
-            None => Ok(None),
-        }
+        response
+            .kvs()
+            .first()
+            .map(|kv| current_of(&key, kv))
+            .transpose()
     }
 
     /// One change as one transaction (see the module's comment).
@@ -202,10 +200,7 @@ impl Store {
             }
         }
         let current = match first_kv(0) {
-            Some(kv) => Box::new(Current {
-                doc: parse(&state_key, kv.value())?,
-                mod_revision: kv.mod_revision(),
-            }),
+            Some(kv) => Box::new(current_of(&state_key, &kv)?),
             None => return Ok(Outcome::Conflict { current: None }),
         };
         // An attempt whose answer was lost may have committed: then the
@@ -281,12 +276,15 @@ impl Store {
     }
 }
 
-fn parse(key: &str, value: &[u8]) -> Result<FleetDoc, StoreError> {
-    serde_json::from_slice(value).map_err(|source| {
-        StoreError::Doc(DocError::Invalid {
-            key: key.to_string(),
-            source,
-        })
+/// The state as a read (or a refused transaction's read-back) found it.
+fn current_of(key: &str, kv: &etcd_client::KeyValue) -> Result<Current, StoreError> {
+    let doc = serde_json::from_slice(kv.value()).map_err(|source| DocError::Invalid {
+        key: key.to_string(),
+        source,
+    })?;
+    Ok(Current {
+        doc,
+        mod_revision: kv.mod_revision(),
     })
 }
 

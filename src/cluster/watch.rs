@@ -45,6 +45,7 @@ pub fn spawn(cluster: &Arc<Cluster>, follower: Weak<dyn Follower>) {
             match follow_once(&cluster, &follower, &mut backoff).await {
                 Ok(()) => {}
                 Err(Lost::Read(why)) => {
+                    cluster.link.set_error(Some(why.clone()));
                     if cluster.link.set_connected(false) {
                         log::warn!("etcd unreachable ({why}): serving the last applied state");
                     }
@@ -76,7 +77,12 @@ async fn follow_once(
     backoff: &mut Backoff,
 ) -> Result<(), Lost> {
     let store = cluster.store().clone();
-    let current = store.read().await.map_err(|e| Lost::Read(e.to_string()))?;
+    let read = async {
+        cluster.authenticate().await.map_err(|e| e.to_string())?;
+        store.read().await.map_err(|e| e.to_string())
+    };
+    let current = read.await.map_err(Lost::Read)?;
+    cluster.link.set_error(None);
     if cluster.link.set_connected(true) {
         log::info!("etcd answers: following {}", cluster.keys.state());
     }

@@ -117,18 +117,19 @@ impl Controller {
             Ok(Outcome::Conflict { current }) => {
                 cluster.link.set_connected(true);
                 let planned_on = inner.state.revision;
-                let Some(current) = current else {
-                    // Someone deleted the state: the next connect seeds it.
-                    inner.state.fleet_mod_revision = 0;
-                    return Err(Refusal::FleetConflict {
-                        by: "someone (the key was deleted)".into(),
-                        revision: planned_on,
-                        planned_on,
-                    });
+                let (by, revision) = match current {
+                    Some(current) => {
+                        let by = (current.doc.instance.clone(), current.doc.state.revision());
+                        // Take the newer state now, so the next attempt plans on it.
+                        self.adopt_locked(inner, *current, now);
+                        by
+                    }
+                    None => {
+                        // Someone deleted the state: the next connect seeds it.
+                        inner.state.fleet_mod_revision = 0;
+                        ("someone (the key was deleted)".to_string(), planned_on)
+                    }
                 };
-                let (by, revision) = (current.doc.instance.clone(), current.doc.state.revision());
-                // Take the newer state now, so the next attempt plans on it.
-                self.adopt_locked(inner, *current, now);
                 Err(Refusal::FleetConflict {
                     by,
                     revision,
@@ -138,6 +139,7 @@ impl Controller {
             Ok(Outcome::Fenced) => Err(Refusal::NotLeader),
             Err(StoreError::Doc(e)) => Err(Refusal::Internal(e.to_string())),
             Err(StoreError::Cluster(e)) => {
+                cluster.link.set_error(Some(e.to_string()));
                 if cluster.link.set_connected(false) {
                     log::warn!("etcd unreachable ({e}): serving the last applied state");
                 }
@@ -153,6 +155,8 @@ impl Controller {
                         command: command.clone(),
                         origin,
                         record: record.clone(),
+                        before: inner.state.split.clone(),
+                        after: state.split.clone(),
                     });
                     Ok(())
                 } else if origin == ChangeOrigin::Startup || config_only {
@@ -205,9 +209,9 @@ impl Controller {
 
     /// etcd answers again. Seeds an empty prefix; adopts a state committed
     /// meanwhile; writes back the changes made here while it was away:
-    /// as they are, if the fleet did not move meanwhile, else replayed as
-    /// commands on the fleet's state (refused like any command if they no
-    /// longer apply, e.g. nothing left to roll back).
+    /// as they are, if the fleet did not move meanwhile, else on the
+    /// fleet's state as `writeback` decides (never giving a protected pool
+    /// its traffic back).
     fn reconnected(&self, current: Option<Current>, now: Now) {
         let Some(cluster) = self.cluster.as_ref() else {
             return;
@@ -267,17 +271,7 @@ impl Controller {
             self.adopt_locked(&mut inner, c, now);
         }
         for p in pending {
-            match self.change(&mut inner, p.command.clone(), p.origin, now) {
-                Ok(applied) => log::info!(
-                    "wrote back `{}` (made while etcd was unreachable) as fleet revision {}",
-                    p.command,
-                    applied.revision
-                ),
-                Err(e) => log::warn!(
-                    "`{}` (made while etcd was unreachable) is not written back: the fleet moved on ({e})",
-                    p.command
-                ),
-            }
+            self.write_back(&mut inner, p, now);
         }
     }
 
@@ -299,6 +293,9 @@ impl Controller {
             fleet_revision: cluster.link.fleet_revision().max(inner.state.revision),
             applied_revision: inner.state.revision,
             pending_writeback: inner.pending.len(),
+            last_error: (!cluster.link.connected())
+                .then(|| cluster.link.last_error())
+                .flatten(),
         })
     }
 
@@ -315,9 +312,16 @@ impl Controller {
             Ok(members) => (members, None),
             Err(e) => (Vec::new(), Some(format!("etcd unreachable: {e}"))),
         };
+        let stale_after = crate::cluster::members::stale_after(cluster.config.publish_interval);
         let members = members
             .into_iter()
-            .map(|(name, value)| member_status(name, &value, status.fleet_revision, now))
+            .map(|(name, value)| {
+                let mut m = member_status(name, &value, status.fleet_revision, now);
+                m.stale = m
+                    .last_seen_ms
+                    .is_some_and(|ms| ms > stale_after.as_millis() as u64);
+                m
+            })
             .collect();
         Ok(ClusterAnswer {
             ok: true,
@@ -344,6 +348,7 @@ fn member_status(name: String, value: &[u8], fleet_revision: u64, now: Now) -> M
         applied_revision: applied,
         lag: applied.map(|a| fleet_revision.saturating_sub(a)),
         last_seen_ms: published.map(|p| now.wall.0.saturating_sub(p)),
+        stale: false,
     }
 }
 

@@ -263,7 +263,11 @@ impl Controller {
             self.shared.set_guard_evidence(Vec::new());
             return;
         }
-        self.judge_step(&mut inner, now);
+        let stale = match &source {
+            Counts::Fleet(sums) => sums.stale.clone(),
+            Counts::Local => Vec::new(),
+        };
+        self.judge_step(&mut inner, &stale, now);
     }
 
     /// Rolls back (or, observing, says it would have), with the evidence.
@@ -356,8 +360,10 @@ impl Controller {
     }
 
     /// The watch passed this tick: say what a canary step waits for,
-    /// advance it when it may, pause it when it has waited too long.
-    fn judge_step(&self, inner: &mut Inner, now: Now) {
+    /// advance it when it may, pause it when it has waited too long. In
+    /// fleet mode a step never advances while a member is `stale` (alive
+    /// but not publishing: the evidence lacks its traffic).
+    fn judge_step(&self, inner: &mut Inner, stale: &[String], now: Now) {
         let config = Arc::clone(&inner.config);
         let Some(tests) = inner.judge.tests.as_ref() else {
             return;
@@ -403,11 +409,22 @@ impl Controller {
                 }
             }
         };
+        let waiting_for = waiting_for.or_else(|| {
+            (!stale.is_empty()).then(|| {
+                format!(
+                    "counts from {}, which stopped publishing (the fleet's evidence is incomplete)",
+                    stale.join(", ")
+                )
+            })
+        });
         inner.judge.waiting_for = waiting_for.clone();
         let stalled =
             !run.paused && waiting_for.is_some() && waited >= hold.max(config.canary.max_step_wait);
         if stalled {
             self.stall(inner, &run, waiting_for.unwrap_or_default(), now);
+            return;
+        }
+        if !stale.is_empty() {
             return;
         }
         self.advance_canary(inner, &run, &verdict, now);

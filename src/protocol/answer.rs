@@ -131,6 +131,10 @@ pub struct ClusterStatus {
     /// Changes made here while etcd was unreachable (`rollback`, the
     /// guard), to be written back when it answers again.
     pub pending_writeback: usize,
+    /// Why etcd is not usable (unreachable, TLS, refused credentials),
+    /// while it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One member under `{prefix}/members/` as `ctl cluster` lists it.
@@ -143,6 +147,10 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
     /// Milliseconds since the member last published.
     pub last_seen_ms: Option<u64>,
+    /// Its key is alive but it has not published for longer than the
+    /// leader's bound: its counts are left out of the guard's decisions.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// The answer to `cluster`.

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod etcd;
+pub mod fleet;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
