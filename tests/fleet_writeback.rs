@@ -236,15 +236,26 @@ async fn a_member_that_stops_publishing_is_stale_and_holds_the_canary_until_it_p
     assert_eq!(started["ok"], true, "{started}");
     // The hold is over and the evidence enough: only the stale member
     // holds the step, and the leader says so.
-    let held = eventually(Duration::from_secs(15), || async {
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    let (mut held, mut seen) = (false, Vec::<String>::new());
+    while !held && std::time::Instant::now() < deadline {
         let s = status(leader_p).await;
-        s["control"]["canary"]["waiting_for"]
+        let w = s["canary"]["waiting_for"]
             .as_str()
-            .is_some_and(|w| w.contains(&hung_name) && w.contains("stopped publishing"))
-    })
-    .await;
+            .unwrap_or("none")
+            .to_string();
+        held = w.contains(&hung_name) && w.contains("stopped publishing");
+        if seen.last() != Some(&w) {
+            seen.push(w);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let s = status(leader_p).await;
-    assert!(held, "the canary is not held by {hung_name}: {s}");
+    assert!(
+        held,
+        "the canary is not held by {hung_name} (waiting for: {seen:?}): {s}\n{}",
+        leader_p.log()
+    );
     assert_eq!(share(&s, "green"), 10.0, "{s}");
     // It publishes again: fresh, and the step goes on.
     fleet.proxies[hung].signal("CONT");

@@ -234,6 +234,7 @@ async fn session_inner(
     tokio::pin!(campaign);
     let mut leading: Option<LeaderKey> = None;
     let mut sums = FleetCounts::new();
+    let mut last_stale: Vec<String> = Vec::new();
     let mut renewed = granted;
     let mut publish = tokio::time::interval(cluster.publish_interval);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,6 +286,13 @@ async fn session_inner(
                     let now = Instant::now();
                     sums.update(&docs, now);
                     let stale = sums.stale(now, members::stale_after(cluster.publish_interval));
+                    if stale != last_stale {
+                        log::warn!(
+                            "cluster: stale members (alive, not publishing): {}",
+                            if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
+                        );
+                        last_stale = stale.clone();
+                    }
                     decision.sums.store(Some(Arc::new(summed(&sums, &docs, key.rev(), stale))));
                 } else {
                     observe_leader(client, &name, timeout, decision).await;
