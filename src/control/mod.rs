@@ -18,7 +18,9 @@
 //!   another instance committed adopted, the write-back after an outage,
 //!   `ctl cluster`
 //! - `joining`: fleet mode at start (join, seed, or the local cache)
-//! - `writeback`: changes made here while etcd was unreachable
+//! - `writeback`: changes made here while etcd was unreachable, and what
+//!   a rollback's write-back does on a fleet state that moved on
+//! - `replay`: the write-back committed when etcd answers again
 //! - `error`: refusals, each with a `kind` for the answer
 //! - `state`: the runtime state file, written atomically
 //! - `audit`: the JSON-lines audit log and who asked for a change
@@ -38,6 +40,7 @@ pub mod judge;
 pub mod judge_state;
 pub mod reconcile;
 pub mod reloading;
+pub mod replay;
 pub mod state;
 pub mod status;
 pub mod stopping;
