@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::{green_share, history, Fleet, Options};
+use common::fleet::{green_share, history, paced_load, Fleet, Options};
 use common::*;
 use serde_json::Value;
 
@@ -30,35 +30,6 @@ async fn start(tag: &str, extra: &str) -> Option<Fleet> {
         ..Options::default()
     };
     Fleet::start(tag, options).await
-}
-
-/// `total_rate` requests per second spread evenly over `targets` until
-/// `stop`, each target paced on its own (bounded: at most `max` each).
-fn paced_load(
-    targets: Vec<std::net::SocketAddr>,
-    total_rate: u64,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let each = Duration::from_micros(1_000_000 * targets.len() as u64 / total_rate);
-    targets
-        .into_iter()
-        .map(|addr| {
-            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(each);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tick.tick().await;
-                    let _ = get(addr, "/", &[]).await;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

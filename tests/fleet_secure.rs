@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::etcd::{write_certificates, Etcd, Secure, TlsFiles};
-use common::fleet::{answering_pool, revision, share, status, Fleet, Options};
+use common::fleet::{answering_pool, count_on, revision, share, status, Fleet, Options};
 use common::*;
 
 fn tls_lines(ca: &Path, tls: Option<&TlsFiles>) -> String {
@@ -49,12 +49,7 @@ async fn split_reaches_the_other(fleet: &Fleet) {
     let other = status(&fleet.proxies[1]).await;
     assert_eq!(share(&other, "green"), 60.0, "{other}");
     assert_eq!(other["cluster"]["connected"], true, "{other}");
-    let mut on_green = 0;
-    for _ in 0..60 {
-        if answering_pool(&fleet.proxies[1], &[]).await == "green" {
-            on_green += 1;
-        }
-    }
+    let on_green = count_on(&fleet.proxies[1], "green", 60).await;
     assert!(
         (20..=55).contains(&on_green),
         "{on_green} of 60 on green at 60 %"
@@ -219,12 +214,7 @@ async fn with_a_password_an_instance_starts_while_etcd_is_down_and_joins_when_it
     assert_eq!(s["revision"].as_u64(), Some(cached), "{s}");
     assert_eq!(share(&s, "green"), 30.0, "{s}");
     assert_eq!(s["cluster"]["connected"], false, "{s}");
-    let mut on_green = 0;
-    for _ in 0..60 {
-        if answering_pool(&fleet.proxies[1], &[]).await == "green" {
-            on_green += 1;
-        }
-    }
+    let on_green = count_on(&fleet.proxies[1], "green", 60).await;
     assert!(
         (5..=35).contains(&on_green),
         "{on_green} of 60 on green at 30 %"

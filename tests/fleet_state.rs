@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{answering_pool, revision, share, status, Fleet, Options};
+use common::fleet::{answering_pool, count_on, revision, share, status, Fleet, Options};
 use common::*;
 use serde_json::Value;
 
@@ -73,12 +73,7 @@ async fn a_split_on_one_instance_is_in_force_on_every_instance_within_200ms() {
     let last = status(one).await;
     assert_eq!(share(&last, "green"), 70.0, "{last}");
     for p in &fleet.proxies {
-        let mut on_green = 0;
-        for _ in 0..100 {
-            if answering_pool(p, &[]).await == "green" {
-                on_green += 1;
-            }
-        }
+        let on_green = count_on(p, "green", 100).await;
         assert!(
             (50..=90).contains(&on_green),
             "{on_green} of 100 on green at 70 %"

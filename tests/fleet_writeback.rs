@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::etcd::Etcd;
-use common::fleet::{green_share, history, share, status, Fleet, Options};
+use common::fleet::{green_share, history, paced_load, share, status, Fleet, Options};
 use common::*;
 
 /// edge-1 on m3 alone, edge-2 on m1 + m2, both at `split blue=50 green=50`;
@@ -154,34 +154,6 @@ async fn a_local_rollback_is_applied_on_top_when_the_fleet_still_sends_the_pool_
     // Nothing rolls it back onto green: the fleet has no rollback target.
     let again = fleet.proxies[1].ctl("rollback").await;
     assert_eq!(again["ok"], false, "{again}");
-}
-
-/// `total_rate` requests per second over `targets` until `stop` (bounded).
-fn paced_load(
-    targets: Vec<std::net::SocketAddr>,
-    total_rate: u64,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let each = Duration::from_micros(1_000_000 * targets.len() as u64 / total_rate);
-    targets
-        .into_iter()
-        .map(|addr| {
-            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(each);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    tick.tick().await;
-                    let _ = get(addr, "/", &[]).await;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,9 @@
 //! prefix, and the questions the tests ask of them (revision, split, the
 //! leader, history).
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -159,4 +162,44 @@ pub async fn answering_pool(p: &Proxy, headers: &[(&str, &str)]) -> String {
 pub async fn history(p: &Proxy, n: usize) -> Vec<Value> {
     let h = p.ctl(&format!("history {n}")).await;
     h["history"].as_array().cloned().unwrap_or_default()
+}
+
+/// How many of `n` plain requests on `p` the pool `pool` answers.
+pub async fn count_on(p: &Proxy, pool: &str, n: usize) -> usize {
+    let mut on = 0;
+    for _ in 0..n {
+        if answering_pool(p, &[]).await == pool {
+            on += 1;
+        }
+    }
+    on
+}
+
+/// `total_rate` requests per second spread evenly over `targets` until
+/// `stop`, each target paced on its own (bounded: at most `max` each).
+pub fn paced_load(
+    targets: Vec<SocketAddr>,
+    total_rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let each = Duration::from_micros(1_000_000 * targets.len() as u64 / total_rate);
+    targets
+        .into_iter()
+        .map(|addr| {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(each);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    tick.tick().await;
+                    let _ = get(addr, "/", &[]).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect()
 }
