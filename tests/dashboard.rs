@@ -13,7 +13,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn the_page_shows_a_split_change_and_the_backends_in_a_real_browser() {
     let Some(browser) = chromium() else {
-        println!("SKIPPED: no chromium binary on PATH (apt-get install -y chromium)");
+        common::skip("no chromium binary on PATH (apt-get install -y chromium)");
         return;
     };
     let (blue, green) = (origin("blue").await, origin("green").await);
@@ -103,11 +103,11 @@ async fn the_page_shows_a_split_change_and_the_backends_in_a_real_browser() {
 #[tokio::test]
 async fn in_fleet_mode_the_page_lists_the_members_and_the_leader() {
     let Some(browser) = chromium() else {
-        println!("SKIPPED: no chromium binary on PATH (apt-get install -y chromium)");
+        common::skip("no chromium binary on PATH (apt-get install -y chromium)");
         return;
     };
     if let Some(why) = common::etcd::unavailable() {
-        println!("SKIPPED: {why}");
+        common::skip(&why);
         return;
     }
     let etcd = common::etcd::Etcd::start(1);

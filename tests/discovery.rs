@@ -653,7 +653,7 @@ async fn an_empty_answer_is_a_failure_unless_allow_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_lists_each_dns_name_with_its_addresses() {
     let Some(browser) = common::browser::chromium() else {
-        println!("SKIPPED: no chromium binary on PATH (apt-get install -y chromium)");
+        common::skip("no chromium binary on PATH (apt-get install -y chromium)");
         return;
     };
     let (_two, _three, port) = two_origins().await;

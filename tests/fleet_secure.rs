@@ -88,7 +88,7 @@ async fn cut_off_with_a_clear_error(p: &Proxy, why: impl Fn(&str) -> bool) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_on_etcd_with_client_tls_works_and_a_wrong_ca_is_named() {
     if let Some(why) = common::etcd::unavailable() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return;
     }
     let etcd = Etcd::start_secure(
@@ -138,7 +138,7 @@ async fn a_fleet_on_etcd_with_client_tls_works_and_a_wrong_ca_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_on_etcd_with_a_password_works_and_a_wrong_password_is_named() {
     if let Some(why) = common::etcd::unavailable() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return;
     }
     let etcd = Etcd::start_secure(
@@ -185,7 +185,7 @@ async fn a_fleet_on_etcd_with_a_password_works_and_a_wrong_password_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_password_an_instance_starts_while_etcd_is_down_and_joins_when_it_returns() {
     if let Some(why) = common::etcd::unavailable() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return;
     }
     let etcd = Etcd::start_secure(

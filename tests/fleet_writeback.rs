@@ -26,7 +26,7 @@ use common::*;
 /// written back).
 async fn cut_off_after_a_local_rollback(tag: &str) -> Option<Fleet> {
     if let Some(why) = common::etcd::unavailable() {
-        eprintln!("skipped: {why}");
+        common::skip(&why);
         return None;
     }
     let etcd = Etcd::start(3);

@@ -97,7 +97,9 @@ async fn metrics_with_traffic_in_every_window_pass_promtool() {
             child.wait_with_output().expect("promtool")
         }
         Err(e) => {
-            println!("skipped: promtool not runnable ({e}); install Debian's `prometheus` package");
+            common::skip(&format!(
+                "promtool not runnable ({e}); install Debian's `prometheus` package"
+            ));
             return;
         }
     };

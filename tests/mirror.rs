@@ -92,7 +92,7 @@ fn promtool_accepts(body: &str) {
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            println!("skipped: promtool not runnable ({e})");
+            common::skip(&format!("promtool not runnable ({e})"));
             return;
         }
     };
@@ -493,7 +493,7 @@ async fn cutover_and_canary_start_to_a_failing_mirror_are_refused_unless_forced(
         assert!(dom.contains("copies → "), "no mirror row:\n{dom}");
         assert!(dom.contains("mirror failing"), "no verdict:\n{dom}");
     } else {
-        println!("dashboard check skipped: no chromium binary on PATH");
+        common::skip("the dashboard check: no chromium binary on PATH");
     }
 
     let forced = proxy.ctl("cutover --force green").await;

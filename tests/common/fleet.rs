@@ -38,7 +38,7 @@ impl Fleet {
     /// only where etcd is not installed.
     pub async fn start(tag: &str, options: Options) -> Option<Fleet> {
         if let Some(why) = super::etcd::unavailable() {
-            eprintln!("skipped: {why}");
+            super::skip(&why);
             return None;
         }
         Some(Fleet::on(Etcd::start(3), 3, tag, options).await)

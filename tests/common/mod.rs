@@ -24,6 +24,17 @@ pub use switchyard::origin::Origin;
 
 pub mod tls;
 
+/// A test that needs a real server this machine lacks (etcd, HAProxy,
+/// chromium, promtool) says so and returns without checking anything. Under
+/// `SWITCHYARD_REQUIRE_SERVERS=1`, which `.ci/run` sets after installing
+/// them all, it fails instead: a CI run must never pass by skipping.
+pub fn skip(why: &str) {
+    if std::env::var_os("SWITCHYARD_REQUIRE_SERVERS").is_some_and(|v| v == "1") {
+        panic!("{why}: SWITCHYARD_REQUIRE_SERVERS=1 does not allow skipping this test");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TestDir(PathBuf);
 

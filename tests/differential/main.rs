@@ -137,9 +137,7 @@ fn relayed(outcome: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchyard_forwards_nothing_haproxy_refuses() {
     let Some(binary) = haproxy::binary() else {
-        eprintln!(
-            "SKIPPED: haproxy is not installed (apt-get install haproxy; .ci/run installs it)"
-        );
+        common::skip("haproxy is not installed (apt-get install haproxy; .ci/run installs it)");
         return;
     };
     let cases = cases();
