@@ -35,7 +35,7 @@
 //! |-----------|------|
 //! | `guard`   | pure decision code: the sequential tests, the verdict, canary step arithmetic |
 //! | `control` | the controller (`apply`, `commit`), one plan per command (`change`), canary runs, the judge's tick (on the fleet's sums on the leader), reconciliation, status, typed refusals, state file, audit log; fleet mode's side (`fleet`, `joining`, `writeback`, `replay`) |
-//! | `cluster` | fleet mode on etcd: `client` (connect: TLS, auth, timeouts, backoff), `keys`, `store` (one change = one transaction, compared on the revision it was planned on, and on the leader's fence for automation), `watch` (from the last applied revision), the `Role` and `Fence` of the election; `members` (lease-bound member entry with per-pool counts), `election` (the leader, its fence, the fleet's sums for the judge), `fleet_counts` (summing members across restarts and exits) |
+//! | `cluster` | fleet mode on etcd: `client` (connect: TLS, auth, timeouts, backoff), `keys`, `store` (one change = one transaction, compared on the revision it was planned on, and on the leader's fence for automation), `watch` (from the last applied revision), the `Role` and `Fence` of the election; `members` (lease-bound member entry with per-pool counts), `election` (the leader, its fence, the fleet's sums for the judge), `fleet_counts` (summing members across restarts and exits), `leader_silence` (a silent leader's lease revoked by a follower) |
 //! | `notify`  | webhooks: bounded queue, one ordered worker per URL, retries |
 //! | `reload`  | config file watcher and SIGHUP → controller reload |
 //! | `discovery` | `{ dns = … }` backends: resolves names off the request path (`resolve`), publishes changed answers through the controller (`service`) |

@@ -184,10 +184,9 @@ async fn the_leader_killed_mid_canary_is_replaced_within_the_ttl_and_the_canary_
         "failover: new leader edge-{} {failover:?} after the kill (lease TTL {TTL:?})",
         new_leader + 1
     );
-    assert!(
-        failover <= TTL + Duration::from_millis(1500),
-        "failover took {failover:?}"
-    );
+    // Issue 17: another takes over within the lease TTL (a follower
+    // revokes the silent leader's lease: `cluster::leader_silence`).
+    assert!(failover <= TTL, "failover took {failover:?}");
     // Still at step 2 (the new leader resumed the saved run, not step 1),
     // then promoted by the new leader.
     assert_eq!(green_share(&fleet.proxies[new_leader]).await, 50.0);

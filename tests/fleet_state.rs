@@ -168,6 +168,7 @@ async fn an_etcd_member_killed_the_fleet_carries_on() {
     };
     fleet.etcd.kill(0);
     for (i, green) in [(1usize, 20u32), (2, 40), (0, 60)] {
+        let sent = Instant::now();
         let answer = fleet.proxies[i]
             .ctl(&format!("split blue={} green={green}", 100 - green))
             .await;
@@ -179,6 +180,11 @@ async fn an_etcd_member_killed_the_fleet_carries_on() {
         );
         let wanted = answer["revision"].as_u64().unwrap();
         fleet.wait_all_at(wanted, Duration::from_secs(10)).await;
+        eprintln!(
+            "m1 dead: split green={green} on edge-{} in force on all 3 after {:?}",
+            i + 1,
+            sent.elapsed()
+        );
     }
     for p in &fleet.proxies {
         let s = status(p).await;
@@ -199,6 +205,7 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
     fleet.wait_all_at(before, Duration::from_secs(5)).await;
 
     fleet.etcd.stop_all();
+    let stopped = Instant::now();
     for p in &fleet.proxies {
         let down = eventually(Duration::from_secs(10), || async {
             status(p).await["cluster"]["connected"] == false
@@ -220,6 +227,10 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
             answering_pool(p, &[]).await;
         }
     }
+    eprintln!(
+        "all of etcd down: 3 of 3 instances said disconnected and served 10 of 10 requests within {:?} of the stop",
+        stopped.elapsed()
+    );
     // A command that gives a pool more traffic is refused, with its kind.
     let refused = fleet.proxies[1].ctl("split blue=10 green=90").await;
     assert_eq!(refused["ok"], false, "{refused}");
@@ -240,10 +251,15 @@ async fn all_of_etcd_down_serving_goes_on_rollback_acts_locally_and_is_written_b
     assert_eq!(share(&status(&fleet.proxies[2]).await, "green"), 50.0);
 
     fleet.etcd.start_all();
+    let started = Instant::now();
     let rollback_revision = rolled["revision"].as_u64().unwrap();
     fleet
         .wait_all_at(rollback_revision, Duration::from_secs(15))
         .await;
+    eprintln!(
+        "etcd back: edge-1's local rollback written back and in force on all 3 {:?} after etcd was healthy again",
+        started.elapsed()
+    );
     for p in &fleet.proxies {
         let up = eventually(Duration::from_secs(5), || async {
             status(p).await["cluster"]["connected"] == true

@@ -26,6 +26,7 @@ use etcd_client::{Client, LeaderKey};
 
 use super::client::{within, Backoff, ClusterError};
 use super::fleet_counts::FleetCounts;
+use super::leader_silence::{self, LeaderSilence};
 use super::members::{self, MemberDoc};
 use super::{Cluster, Fence, Role};
 use crate::config::types::ClusterConfig;
@@ -235,6 +236,8 @@ async fn session_inner(
     let mut leading: Option<LeaderKey> = None;
     let mut sums = FleetCounts::new();
     let mut last_stale: Vec<String> = Vec::new();
+    let mut silence = LeaderSilence::default();
+    let silent_after = leader_silence::silent_after(cluster.publish_interval, ttl);
     let mut renewed = granted;
     let mut publish = tokio::time::interval(cluster.publish_interval);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -295,7 +298,8 @@ async fn session_inner(
                     }
                     decision.sums.store(Some(Arc::new(summed(&sums, &docs, key.rev(), stale))));
                 } else {
-                    observe_leader(client, &name, timeout, decision).await;
+                    let leader = observe_leader(client, &name, timeout, decision).await;
+                    depose_if_silent(client, cluster, leader, &mut silence, silent_after).await;
                 }
             }
         }
@@ -317,18 +321,68 @@ fn summed(counts: &FleetCounts, docs: &[MemberDoc], epoch: i64, stale: Vec<Strin
     }
 }
 
-/// Who leads, for `status`, `ctl cluster` and the metric.
-async fn observe_leader(client: &mut Client, name: &str, timeout: Duration, decision: &Decision) {
-    match within(timeout, client.leader(name)).await {
-        Ok(resp) => {
-            let leader = resp
-                .kv()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            decision.role.set_leader(leader);
-        }
+/// Who leads, for `status`, `ctl cluster` and the metric: the leader's
+/// name and its election lease, if there is one.
+async fn observe_leader(
+    client: &mut Client,
+    name: &str,
+    timeout: Duration,
+    decision: &Decision,
+) -> Option<(String, i64)> {
+    let leader = match within(timeout, client.leader(name)).await {
+        Ok(resp) => resp
+            .kv()
+            .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())),
         // "election: no leader" while a failover is under way.
-        Err(_) => decision.role.set_leader(None),
+        Err(_) => None,
+    };
+    decision
+        .role
+        .set_leader(leader.as_ref().map(|(name, _)| name.clone()));
+    leader
+}
+
+/// A follower's check on the leader (`leader_silence`): the leader's lease
+/// is revoked once its member entry has stopped changing for
+/// `silent_after`, so the next campaigner leads at once. A failed read or
+/// revoke changes nothing (the lease then expires as usual).
+async fn depose_if_silent(
+    client: &mut Client,
+    cluster: &ClusterConfig,
+    leader: Option<(String, i64)>,
+    silence: &mut LeaderSilence,
+    silent_after: Duration,
+) {
+    let Some((leader, lease)) = leader.filter(|(leader, _)| *leader != cluster.name) else {
+        silence.forget();
+        return;
+    };
+    let entry = super::keys::Keys::new(&cluster.prefix).member(&leader);
+    let Ok(resp) = within(cluster.timeout, client.get(entry, None)).await else {
+        return;
+    };
+    // No entry: it went with the leader's lease; the election follows.
+    let Some(kv) = resp.kvs().first() else {
+        silence.forget();
+        return;
+    };
+    let Some(silent) = silence.observe(lease, kv.mod_revision(), Instant::now(), silent_after)
+    else {
+        return;
+    };
+    log::warn!(
+        "cluster: leader {leader} has published nothing for {:.1}s (its entry still at etcd revision {}, \
+         every {:?} expected; bound {:?}): {} revokes its lease {lease:x} so the next campaigner leads now",
+        silent.silent.as_secs_f64(),
+        kv.mod_revision(),
+        cluster.publish_interval,
+        silent_after,
+        cluster.name,
+    );
+    if let Err(e) = within(cluster.timeout, client.lease_revoke(lease)).await {
+        log::warn!("cluster: revoking the silent leader's lease {lease:x} failed: {e}");
     }
+    silence.forget();
 }
 
 /// The election as a background service of the process (fleet mode): it

@@ -16,6 +16,8 @@
 //! - `election`: the leader (etcd election on the member lease), its fence,
 //!   and the fleet's sums it judges on
 //! - `fleet_counts`: summing the members' counts across restarts and exits
+//! - `leader_silence`: a follower deposes (revokes the lease of) a leader
+//!   whose entry stopped changing, so failover does not wait out the TTL
 //!
 //! [`Role`] is where the election (fleet-leader's `election`) leaves this
 //! instance's leadership and its [`Fence`], for the controller to read.
@@ -24,6 +26,7 @@ pub mod client;
 pub mod election;
 pub mod fleet_counts;
 pub mod keys;
+pub mod leader_silence;
 pub mod members;
 pub mod store;
 pub mod watch;
