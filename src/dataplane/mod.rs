@@ -15,6 +15,8 @@
 //! - [`head_limit`]: the request-head limits (size, deadline) and their
 //!   400/408/431 answers, the same on both paths; [`head_gate`] enforces
 //!   them in front of pingora's HTTP/1 session, plain and TLS.
+//! - [`h2_watchdog`]: `request_head_timeout` for HTTP/2 header blocks
+//!   (HEADERS + CONTINUATION), read off the frames before pingora's h2.
 //! - [`strict_upstream`]: pingora's plaintext HTTP/1.1 upstream
 //!   connections, their responses read through the framing rules
 //!   ([`framing::response`]); its own idle pool.
@@ -29,6 +31,7 @@ pub mod answers;
 pub mod exchange;
 pub mod fastpath;
 pub mod framing;
+pub mod h2_watchdog;
 pub mod head_gate;
 pub mod head_limit;
 pub mod log_fields;
