@@ -224,9 +224,11 @@ async fn outcome(
     (status, frames)
 }
 
-/// Drips a header block over `tcp` (preface sent); asserts the GOAWAY
-/// and the close by the 1 s deadline.
-async fn dripped_head_is_ended(tcp: &mut (impl AsyncRead + AsyncWrite + Unpin), what: &str) {
+/// Drips a header block over `io` (preface sent); asserts the GOAWAY and
+/// the close by the 1 s deadline. The drip runs in a task of its own, so
+/// that reading frames is never cut off mid-frame.
+async fn dripped_head_is_ended(io: impl AsyncRead + AsyncWrite + Send + 'static, what: &str) {
+    let (mut read, mut write) = tokio::io::split(io);
     let started = Instant::now();
     // END_STREAM but no END_HEADERS: the head goes on in CONTINUATIONs,
     // one byte of a 100-byte field value each (a valid block so far,
@@ -235,33 +237,38 @@ async fn dripped_head_is_ended(tcp: &mut (impl AsyncRead + AsyncWrite + Unpin), 
     block.push(0x00);
     hpack_str(&mut block, b"x-drip");
     hpack_int(&mut block, 0, 7, 100);
-    tcp.write_all(&frame(HEADERS, END_STREAM, 1, &block))
+    write
+        .write_all(&frame(HEADERS, END_STREAM, 1, &block))
         .await
         .expect("HEADERS");
-    let mut drip = tokio::time::interval(Duration::from_millis(200));
+    let drip = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        // Bounded: 50 ticks (10 s), or until a write fails (closed on us).
+        for _ in 0..50 {
+            tick.tick().await;
+            if write
+                .write_all(&frame(CONTINUATION, 0, 1, b"a"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
     let until = started + WITHIN;
     let mut goaway = None;
     let mut closed_after = None;
-    // Bounded: one CONTINUATION per tick, 50 ticks (10 s) at most.
-    let mut ticks = 0;
-    while ticks < 50 {
-        tokio::select! {
-            _ = drip.tick() => {
-                ticks += 1;
-                let byte = frame(CONTINUATION, 0, 1, b"a");
-                // A failed write (closed on us): read what it said before.
-                let _ = tcp.write_all(&byte).await;
-            }
-            read = read_frame(tcp, until) => match read {
-                Some(f) if f.kind == GOAWAY => goaway = Some(f),
-                Some(_) => {}
-                None => {
-                    closed_after = Some(started.elapsed());
-                    break;
-                }
+    for _ in 0..64 {
+        match read_frame(&mut read, until).await {
+            Some(f) if f.kind == GOAWAY => goaway = Some(f),
+            Some(_) => {}
+            None => {
+                closed_after = Some(started.elapsed());
+                break;
             }
         }
     }
+    drip.abort();
     let closed_after = closed_after.expect("the connection is closed by the deadline");
     assert!(
         closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
@@ -276,8 +283,7 @@ async fn dripped_head_is_ended(tcp: &mut (impl AsyncRead + AsyncWrite + Unpin), 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripped_header_block_is_ended_by_the_deadline_h2c() {
     let (proxy, origin) = start("request_head_timeout = \"1s\"\n", "").await;
-    let mut tcp = h2c(&proxy).await;
-    dripped_head_is_ended(&mut tcp, "h2c").await;
+    dripped_head_is_ended(h2c(&proxy).await, "h2c").await;
     assert_eq!(
         origin.accepted(),
         0,
@@ -301,7 +307,7 @@ async fn a_dripped_header_block_is_ended_by_the_deadline_tls() {
     let mut hello = PREFACE.to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
     stream.write_all(&hello).await.expect("preface");
-    dripped_head_is_ended(&mut stream, "TLS, ALPN h2").await;
+    dripped_head_is_ended(stream, "TLS, ALPN h2").await;
     assert_eq!(
         origin.accepted(),
         0,
