@@ -16,7 +16,9 @@
 //!
 //! Every HTTP/1.x request pingora serves, plain or TLS, first passes
 //! [`super::head_gate`]: its head is read whole within `max_request_head`
-//! and `request_head_timeout`, which pingora itself cannot bound.
+//! and `request_head_timeout`, which pingora itself cannot bound. An
+//! HTTP/2 connection's header blocks are timed by
+//! [`super::h2_watchdog`] on their way to pingora's h2 server.
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use pingora::server::ShutdownWatch;
 
 use super::fastpath::{self, IdlePool, IdleReaper};
 use super::framing::stream::StrictStream;
+use super::h2_watchdog::H2Watchdog;
 use super::head_gate::{self, Arrival, Gate, Replay};
 use super::head_limit::HeadLimits;
 use crate::shared::Shared;
@@ -73,6 +76,12 @@ where
     /// The head limits in force now (a reload applies from the next head).
     fn head_limits(&self) -> HeadLimits {
         HeadLimits::of(&self.shared.table_arc().config.server)
+    }
+
+    /// An HTTP/2 connection with `request_head_timeout` on its header
+    /// blocks ([`H2Watchdog`]), which pingora and h2 can't time.
+    fn h2_watched(&self, stream: Stream) -> Stream {
+        Box::new(H2Watchdog::new(stream, self.head_limits().timeout))
     }
 
     /// One plain (cleartext HTTP/1.1) client connection, to its end.
@@ -205,6 +214,7 @@ where
         // connection's task, idle plain ones included.
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                let stream = self.h2_watched(stream);
                 return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
             }
             // HTTP/1.1 (or no ALPN): the fast path, in a task of its own
@@ -217,7 +227,8 @@ where
             match h2_preface(&mut stream, self.head_limits().idle).await {
                 None => return None,
                 Some(true) => {
-                    return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await
+                    let stream = self.h2_watched(stream);
+                    return Box::pin(ServerApp::process_new(&self.proxy, stream, shutdown)).await;
                 }
                 Some(false) => {}
             }

@@ -15,6 +15,11 @@
 //! - [`head_limit`]: the request-head limits (size, deadline) and their
 //!   400/408/431 answers, the same on both paths; [`head_gate`] enforces
 //!   them in front of pingora's HTTP/1 session, plain and TLS.
+//! - [`h2_watchdog`]: `request_head_timeout` for HTTP/2 header blocks
+//!   (HEADERS + CONTINUATION), read off the frames before pingora's h2.
+//! - [`strict_upstream`]: pingora's plaintext HTTP/1.1 upstream
+//!   connections, their responses read through the framing rules
+//!   ([`framing::response`]); its own idle pool.
 //! - [`log_fields`]: the access log fields of a request on pingora's path.
 //!
 //! Nothing here writes shared state other than the pool statistics and
@@ -26,8 +31,10 @@ pub mod answers;
 pub mod exchange;
 pub mod fastpath;
 pub mod framing;
+pub mod h2_watchdog;
 pub mod head_gate;
 pub mod head_limit;
 pub mod log_fields;
 pub mod pingora;
+pub mod strict_upstream;
 pub(crate) mod wrapped;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::connectors::L4Connect;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -21,6 +22,7 @@ use super::answers::Answer;
 use super::exchange::{client_ip, finish_unrouted, mirror_for, Attempt, Outcome};
 use super::framing::stream::{body_refused, refused, refused_line, REFUSED_MARK};
 use super::log_fields::{self, Noted};
+use super::strict_upstream::{self, StrictConnect};
 use crate::access_log::capture::refused_entry;
 use crate::routing::{fast_random, PoolId, RoutingTable, StickyId};
 use crate::shared::Shared;
@@ -31,11 +33,15 @@ const REFUSED: &str = "refused";
 
 pub struct SwitchyardProxy {
     shared: Arc<Shared>,
+    /// The connect of plaintext HTTP/1.1 peers: their responses are read
+    /// through the strict framing rules ([`super::strict_upstream`]).
+    strict: Arc<dyn L4Connect + Send + Sync>,
 }
 
 impl SwitchyardProxy {
     pub fn new(shared: Arc<Shared>) -> Self {
-        SwitchyardProxy { shared }
+        let strict = StrictConnect::new(Arc::clone(&shared));
+        SwitchyardProxy { shared, strict }
     }
 }
 
@@ -187,7 +193,13 @@ impl ProxyHttp for SwitchyardProxy {
             ctx.attempt.avoid_last();
         }
         match ctx.attempt.pick(pool) {
-            Some(index) => Ok(Box::new(pool.backends[index].peer.clone())),
+            Some(index) => {
+                let mut peer = pool.backends[index].peer.clone();
+                if StrictConnect::applies_to(&peer) {
+                    peer.options.custom_l4 = Some(Arc::clone(&self.strict));
+                }
+                Ok(Box::new(peer))
+            }
             None => {
                 ctx.answer = Some(Refused::NoBackend);
                 Err(Error::explain(
@@ -289,6 +301,31 @@ impl ProxyHttp for SwitchyardProxy {
             .connect_failed(pool, failure_kind(&error), &table.config.health);
         error.set_retry(retry);
         error
+    }
+
+    /// pingora's retry policy (an idempotent request whose retry buffer is
+    /// whole may go again when its connection was reused), knowing what
+    /// pingora can't: a strict socket's connection came from switchyard's
+    /// own idle pool (pingora sees every one as new), and a response that
+    /// broke its framing is the origin's answer, not a dead connection.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        match strict_upstream::cause(&e) {
+            _ if !replayable => e.set_retry(false),
+            strict_upstream::Cause::Unframed => e.set_retry(false),
+            strict_upstream::Cause::Stale => e.set_retry(true),
+            strict_upstream::Cause::Other => e.retry.decide_reuse(client_reused),
+        }
+        e
     }
 
     async fn fail_to_proxy(

@@ -18,6 +18,7 @@
 //! same). Either way the connection closes after the answer.
 
 pub mod chunked;
+pub mod response;
 pub mod stream;
 
 pub use chunked::{BadChunk, ChunkedScanner};
