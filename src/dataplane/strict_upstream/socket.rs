@@ -128,6 +128,10 @@ impl AsyncRead for StrictSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            // Nothing can be read into it: not an end of stream.
+            return Poll::Ready(Ok(()));
+        }
         if this.poisoned && !this.scanner.done() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
