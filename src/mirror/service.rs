@@ -1,37 +1,46 @@
-//! The mirror service: drains the request threads' rings of copies, hands
-//! each copy to one of a fixed set of workers, and each worker sends it to
-//! a backend of the mirror pool in force (the routing table's weighted pick
-//! of a usable backend: health and drains apply), reads and discards the
-//! answer, and counts its class and latency in the mirror's statistics.
+//! The mirror service: drains the request threads' rings of copies in
+//! batches, hands each batch to one of a fixed set of workers, and each
+//! worker sends its batch, pipelined on one connection, to a backend of the
+//! mirror pool in force (the routing table's weighted pick of a usable
+//! backend, one per batch: health and drains apply), reads and discards
+//! the answers, and counts their classes and latencies in the mirror's
+//! statistics (one update of the error-rate test per batch).
 //!
-//! At most [`WORKERS`] copies are on their way at once, and at most
-//! [`HANDOFF`] wait for a worker; while they are all taken the rings are
-//! not drained, so they fill up and the request path drops (and counts)
-//! new copies instead of queueing more: a slow mirror pool costs copies,
-//! never client latency.
+//! At most [`WORKERS`] batches of at most [`MAX_COPIES`] copies (and
+//! [`MAX_BYTES`]) are on their way at once, one more waits for a worker;
+//! while they are all taken the rings are not drained, so they fill up and
+//! the request path drops (and counts) new copies instead of queueing
+//! more: a slow mirror pool costs copies, never client latency.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{mpsc, Mutex};
 
-use super::send::{send, Conns, Sent};
+use super::queue::Batch;
+use super::send::{send_batch, Conns, Outcome};
 use super::tap;
 use crate::routing::fast_random;
 use crate::shared::Shared;
-use crate::stats::{Instant, StatusClass};
+use crate::stats::Instant;
 
-/// Copies sent at the same time, at most.
-pub const WORKERS: usize = 64;
-/// Copies drained from the rings and waiting for a worker, at most.
-const HANDOFF: usize = 64;
+/// Batches sent at the same time (mirror connections in use), at most.
+pub const WORKERS: usize = 8;
+/// Copies in one batch, at most.
+pub const MAX_COPIES: usize = 64;
+/// A batch's bytes, at most (its first copy always goes in): within what
+/// a loopback socket buffers, so the write of a batch does not wait for the
+/// origin to read while its answers wait for us to read.
+pub const MAX_BYTES: usize = 64 * 1024;
 /// The drain's pace while copies come in, and when none have for a while.
 const BUSY_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(20);
+/// Batches taken from one ring per tick, at most (a 2 MiB ring holds fewer
+/// than 2 MiB / 8 B copies; with 64 a batch, 4096 batches empty it).
+const MAX_BATCHES_PER_RING: usize = 4096;
 
 pub struct MirrorService {
     shared: Arc<Shared>,
@@ -46,44 +55,56 @@ impl MirrorService {
 #[async_trait]
 impl BackgroundService for MirrorService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (handoff, copies) = mpsc::channel::<Bytes>(HANDOFF);
-        let copies = Arc::new(Mutex::new(copies));
+        let (handoff, batches) = mpsc::channel::<Batch>(1);
+        let batches = Arc::new(Mutex::new(batches));
         for _ in 0..WORKERS {
-            let (shared, copies) = (Arc::clone(&self.shared), Arc::clone(&copies));
-            tokio::spawn(async move { work(&shared, &copies).await });
+            let (shared, batches) = (Arc::clone(&self.shared), Arc::clone(&batches));
+            tokio::spawn(async move { work(&shared, &batches).await });
         }
-        let mut drained = Vec::new();
         let mut tick = BUSY_TICK;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            drained.clear();
-            if tap::drain(&mut drained) == 0 {
-                tick = (tick * 2).min(IDLE_TICK);
-                continue;
-            }
-            tick = BUSY_TICK;
-            // Waits while every worker is busy: the rings fill meanwhile.
-            for copy in tap::copies(Bytes::from(std::mem::take(&mut drained))) {
-                if handoff.send(copy).await.is_err() {
-                    return;
+            let mut took = 0;
+            for ring in tap::rings() {
+                for _ in 0..MAX_BATCHES_PER_RING {
+                    if ring.is_empty() {
+                        break;
+                    }
+                    let mut batch = Batch::default();
+                    let moved = ring.drain_into(&mut batch, MAX_COPIES, MAX_BYTES);
+                    took += moved;
+                    if moved == 0 {
+                        break;
+                    }
+                    // Waits while every worker is busy: the rings fill
+                    // meanwhile.
+                    if handoff.send(batch).await.is_err() {
+                        return;
+                    }
                 }
             }
+            tick = if took == 0 {
+                (tick * 2).min(IDLE_TICK)
+            } else {
+                BUSY_TICK
+            };
         }
     }
 }
 
-/// One worker: takes the next copy and sends it, until the service stops.
-async fn work(shared: &Shared, copies: &Mutex<mpsc::Receiver<Bytes>>) {
+/// One worker: takes the next batch and sends it, until the service stops.
+async fn work(shared: &Shared, batches: &Mutex<mpsc::Receiver<Batch>>) {
     let mut conns = Conns::default();
     let mut buf = Vec::with_capacity(32 * 1024);
+    let mut outcomes = Vec::with_capacity(MAX_COPIES);
     loop {
-        let Some(copy) = copies.lock().await.recv().await else {
+        let Some(batch) = batches.lock().await.recv().await else {
             return;
         };
-        // The mirror in force when the copy goes out; none: dropped (a
+        // The mirror in force when the batch goes out; none: dropped (a
         // reload turned mirroring off).
         let table = shared.table_arc();
         let Some(route) = table.mirror.as_ref() else {
@@ -92,31 +113,23 @@ async fn work(shared: &Shared, copies: &Mutex<mpsc::Receiver<Bytes>>) {
         let Some(pool) = table.pools.get(route.pool) else {
             continue;
         };
-        let guard = &table.config.guard;
         let started = Instant::now();
-        let Some(backend) = pool
+        outcomes.clear();
+        match pool
             .pick_backend(fast_random(), None)
             .and_then(|i| pool.backends.get(i))
-        else {
+        {
             // What a client of the pool would get: no answer.
-            route.stats.record(StatusClass::Error, started, guard);
-            continue;
-        };
-        let server = &table.config.server;
-        match send(&mut conns, backend.addr, &copy, server, &mut buf).await {
-            Sent::Answered(status) => {
-                route
-                    .stats
-                    .record(StatusClass::from_status(status), started, guard);
-            }
-            Sent::Failed(kind) => {
-                route
-                    .stats
-                    .copies
-                    .record_failure(crate::stats::now_ms(), kind);
-                route.stats.record(StatusClass::Error, started, guard);
+            None => outcomes.resize(batch.len(), Outcome::NoBackend),
+            Some(backend) => {
+                let server = &table.config.server;
+                send_batch(&mut conns, backend.addr, &batch, server, &mut buf, &mut outcomes)
+                    .await
             }
         }
+        route
+            .stats
+            .record_batch(&outcomes, started, &table.config.guard);
         if buf.capacity() > 256 * 1024 {
             buf = Vec::with_capacity(32 * 1024);
         }
