@@ -341,7 +341,7 @@ fi
 # The mirror's own origin (MIRROR_CPU): nginx, the same answer as green's.
 if [[ -n $MIRROR_CPU ]] && ((MIRROR)); then
   command -v nginx >/dev/null || die "MIRROR_CPU needs nginx"
-  PORT[shadow]=$(free_port)
+  PORT[shadow]=$(free_port); mkdir -p "$RUN_DIR/mirror-origin/tmp"
   { nginx_top mirror-origin
     echo "  server { listen $HOST:${PORT[shadow]}; location / { return 200 \"green\\n\"; } }"
     echo "}"

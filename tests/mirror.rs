@@ -358,7 +358,8 @@ fn mixed_answer(request: &Req) -> Act {
     Act::Send(match request.target.as_str() {
         "/len" => raw_origin::ok(b"green"),
         "/chunked" => {
-            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ngreen\r\n0\r\n\r\n".to_vec()
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ngreen\r\n0\r\n\r\n"
+                .to_vec()
         }
         "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
         _ => raw_origin::respond("404 Not Found", &[], b"no"),
@@ -406,7 +407,11 @@ async fn pipelined_copies_are_each_counted_by_their_own_answer() {
         "{text}"
     );
     // Copies share at most one connection per mirror worker.
-    assert!(green.accepted() <= 8, "{} mirror connections", green.accepted());
+    assert!(
+        green.accepted() <= 8,
+        "{} mirror connections",
+        green.accepted()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,10 @@ impl Batch {
     /// Where copy `i` starts in [`Batch::bytes`].
     pub fn start(&self, i: usize) -> usize {
         match i.checked_sub(1) {
-            Some(before) => self.ends.get(before).map_or(self.bytes.len(), |e| *e as usize),
+            Some(before) => self
+                .ends
+                .get(before)
+                .map_or(self.bytes.len(), |e| *e as usize),
             None => 0,
         }
     }
@@ -60,7 +63,8 @@ impl Batch {
     /// Appends one copy (tests and the queue's drain).
     pub fn push(&mut self, copy: &[u8]) {
         self.bytes.extend_from_slice(copy);
-        self.ends.push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
     }
 }
 
@@ -92,40 +96,38 @@ impl Queue {
         }
         self.word(head).store(len as u64, Ordering::Relaxed);
         let mut at = head + 1;
-        let mut word = [0u8; 8];
-        let mut filled = 0;
+        // The word in progress: `filled` bytes of it, little-endian.
+        let mut word = 0u64;
+        let mut filled = 0u32;
         for part in parts {
             let mut part: &[u8] = part;
-            // Whole words straight from the part once the word in
-            // progress is empty; bytes one by one only at the seams.
-            while !part.is_empty() {
-                if filled == 0 && part.len() >= 8 {
-                    let mut chunks = part.chunks_exact(8);
-                    for chunk in &mut chunks {
-                        word.copy_from_slice(chunk);
-                        self.word(at)
-                            .store(u64::from_le_bytes(word), Ordering::Relaxed);
-                        at += 1;
-                    }
-                    part = chunks.remainder();
-                    continue;
-                }
-                let n = (8 - filled).min(part.len());
-                word[filled..filled + n].copy_from_slice(&part[..n]);
-                filled += n;
-                part = &part[n..];
+            // Bytes one by one only to finish the word in progress at a
+            // seam (at most 7); then whole words straight from the part.
+            while filled > 0 && !part.is_empty() {
+                word |= u64::from(part[0]) << (8 * filled);
+                part = &part[1..];
+                filled += 1;
                 if filled == 8 {
-                    self.word(at)
-                        .store(u64::from_le_bytes(word), Ordering::Relaxed);
+                    self.word(at).store(word, Ordering::Relaxed);
                     at += 1;
-                    filled = 0;
+                    (word, filled) = (0, 0);
                 }
+            }
+            let mut chunks = part.chunks_exact(8);
+            for chunk in &mut chunks {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(chunk);
+                self.word(at)
+                    .store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+                at += 1;
+            }
+            for byte in chunks.remainder() {
+                word |= u64::from(*byte) << (8 * filled);
+                filled += 1;
             }
         }
         if filled > 0 {
-            word[filled..].fill(0);
-            self.word(at)
-                .store(u64::from_le_bytes(word), Ordering::Relaxed);
+            self.word(at).store(word, Ordering::Relaxed);
             at += 1;
         }
         self.head.store(at, Ordering::Release);
@@ -136,10 +138,15 @@ impl Queue {
     /// `max_copies`, or the next copy would take its bytes past
     /// `max_bytes` (a batch's first copy always goes in), and frees their
     /// room. Returns how many it moved.
+    #[inline(never)]
     pub fn drain_into(&self, batch: &mut Batch, max_copies: usize, max_bytes: usize) -> usize {
         let head = self.head.load(Ordering::Acquire);
         let mut at = self.tail.load(Ordering::Relaxed);
         let mut moved = 0;
+        // Room for what is queued (up to the limit) at once, not copy by copy.
+        let queued = usize::try_from((head - at) * 8).unwrap_or(usize::MAX);
+        batch.bytes.reserve(queued.min(max_bytes));
+        batch.ends.reserve(max_copies.min(64));
         while at < head && batch.len() < max_copies {
             let len = self.word(at).load(Ordering::Relaxed) as usize;
             if !batch.is_empty() && batch.bytes.len() + len > max_bytes {
@@ -148,10 +155,12 @@ impl Queue {
             at += 1;
             let words = len.div_ceil(8) as u64;
             let start = batch.bytes.len();
-            batch.bytes.reserve(words as usize * 8);
-            for i in 0..words {
-                let word = self.word(at + i).load(Ordering::Relaxed);
-                batch.bytes.extend_from_slice(&word.to_le_bytes());
+            batch.bytes.resize(start + words as usize * 8, 0);
+            let mut from = at;
+            for out in batch.bytes[start..].chunks_exact_mut(8) {
+                let word = self.word(from).load(Ordering::Relaxed);
+                out.copy_from_slice(&word.to_le_bytes());
+                from += 1;
             }
             // The last word's padding is not the copy's.
             batch.bytes.truncate(start + len);

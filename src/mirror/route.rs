@@ -50,7 +50,10 @@ impl Dropped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A final answer with this status, read to its end at `at`.
-    Answered { status: u16, at: Instant },
+    Answered {
+        status: u16,
+        at: Instant,
+    },
     Failed(FailureKind),
     /// The mirror pool had no usable backend: what its client would get.
     NoBackend,
@@ -140,6 +143,7 @@ impl MirrorStats {
 
     /// A batch's outcomes (sent at `started`), counted and fed to the
     /// error-rate test as one batch: one lock per batch, not per copy.
+    #[inline(never)]
     pub fn record_batch(&self, outcomes: &[Outcome], started: Instant, guard: &GuardConfig) {
         if outcomes.is_empty() {
             return;

@@ -15,6 +15,7 @@
 //! and read is bounded by the `[server]` timeouts.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,32 +69,34 @@ enum RoundEnd {
     Failed(FailureKind),
 }
 
-/// Sends every copy of `batch` to `addr` and reads their answers: one
-/// [`Outcome`] per copy, in order, pushed onto `out`.
+/// Sends copies `copies` of `batch` to `addr` and reads their answers:
+/// one [`Outcome`] per copy, in order, pushed onto `out`.
 pub async fn send_batch(
     conns: &mut Conns,
     addr: SocketAddr,
-    batch: &Batch,
+    (batch, copies): (&Batch, Range<usize>),
     server: &ServerConfig,
     buf: &mut Vec<u8>,
     out: &mut Vec<Outcome>,
 ) {
     let base = out.len();
+    let len = copies.len();
     // Each round answers at least one copy or was on a reused (possibly
     // stale) connection, so this bound is never what ends the loop.
-    for _ in 0..batch.len() + IDLE_PER_WORKER + 2 {
+    for _ in 0..len + IDLE_PER_WORKER + 2 {
         let done = out.len() - base;
-        if done >= batch.len() {
+        if done >= len {
             return;
         }
         let (stream, reused) = match conns.take(addr) {
             Some(stream) => (stream, true),
             None => match connect(addr, server.connect_timeout).await {
                 Ok(stream) => (stream, false),
-                Err(kind) => return fail_rest(out, base, batch.len(), kind),
+                Err(kind) => return fail_rest(out, base, len, kind),
             },
         };
-        match round(stream, batch, done, server, buf, out).await {
+        let rest = copies.start + done..copies.end;
+        match round(stream, batch, rest, server, buf, out).await {
             RoundEnd::Done(keep) => {
                 if let Some(stream) = keep {
                     conns.put(addr, stream);
@@ -103,13 +106,13 @@ pub async fn send_batch(
             // Nothing answered on a fresh connection: the origin does not
             // take these copies.
             RoundEnd::Closed if !reused && out.len() - base == done => {
-                return fail_rest(out, base, batch.len(), FailureKind::Reset)
+                return fail_rest(out, base, len, FailureKind::Reset)
             }
             RoundEnd::Closed => {}
-            RoundEnd::Failed(kind) => return fail_rest(out, base, batch.len(), kind),
+            RoundEnd::Failed(kind) => return fail_rest(out, base, len, kind),
         }
     }
-    fail_rest(out, base, batch.len(), FailureKind::Reset);
+    fail_rest(out, base, len, FailureKind::Reset);
 }
 
 /// Every copy of the batch without an outcome yet fails with `kind`.
@@ -132,17 +135,23 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure
     }
 }
 
-/// Writes copies `from..` of `batch` in one write and reads their answers
-/// in order, pushing an outcome per answered copy.
+/// Writes copies `from..to` of `batch` in one write and reads their
+/// answers in order, pushing an outcome per answered copy.
 async fn round(
     mut stream: TcpStream,
     batch: &Batch,
-    from: usize,
+    Range {
+        start: from,
+        end: to,
+    }: Range<usize>,
     server: &ServerConfig,
     buf: &mut Vec<u8>,
     out: &mut Vec<Outcome>,
 ) -> RoundEnd {
-    let bytes = batch.bytes.get(batch.start(from)..).unwrap_or_default();
+    let bytes = batch
+        .bytes
+        .get(batch.start(from)..batch.start(to))
+        .unwrap_or_default();
     match tokio::time::timeout(server.write_timeout, stream.write_all(bytes)).await {
         Err(_) => return RoundEnd::Failed(FailureKind::WriteTimeout),
         // A reused connection the origin had closed, most likely.
@@ -156,7 +165,7 @@ async fn round(
     // When the last read ended: the end of the answers it completed.
     let mut read_at = Instant::now();
     let mut i = from;
-    while i < batch.len() {
+    while i < to {
         let head_method = batch.copy(i).starts_with(b"HEAD ");
         let mut reads = 0u32;
         let head = loop {
@@ -262,7 +271,7 @@ async fn round(
                     status: head.status,
                     at: Instant::now(),
                 });
-                return if i + 1 < batch.len() {
+                return if i + 1 < to {
                     RoundEnd::Closed
                 } else {
                     RoundEnd::Done(None)
@@ -275,7 +284,7 @@ async fn round(
         });
         i += 1;
         if head.close {
-            return if i < batch.len() {
+            return if i < to {
                 RoundEnd::Closed
             } else {
                 RoundEnd::Done(None)
@@ -379,7 +388,15 @@ mod tests {
             HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         let (addr, origin) = scripted(vec![(4, answers, false)]).await;
         let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(&mut conns, addr, &batch(4), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(4), 0..4),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         assert_eq!(statuses(&out), [Ok(200), Ok(503), Ok(204), Ok(404)]);
         // One write carried all four; the connection is kept.
         assert_eq!(conns.idle.len(), 1);
@@ -389,12 +406,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_piece_of_a_batch_sends_its_own_copies_only() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 OK\r\nContent-Length: 0\r\n\r\n";
+        let (addr, origin) = scripted(vec![(2, ok, false)]).await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        let whole = batch(4);
+        send_batch(
+            &mut conns,
+            addr,
+            (&whole, 1..3),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200), Ok(201)]);
+        let received = origin.await.expect("origin");
+        assert_eq!(
+            received,
+            [whole.bytes[whole.start(1)..whole.start(3)].to_vec()]
+        );
+    }
+
+    #[tokio::test]
     async fn a_connection_broken_mid_batch_fails_the_unanswered_copies_only() {
         let answers: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ngreen\
             HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
         let (addr, origin) = scripted(vec![(4, answers, true)]).await;
         let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(&mut conns, addr, &batch(4), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(4), 0..4),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         let reset = Err(FailureKind::Reset);
         assert_eq!(statuses(&out), [Ok(200), reset, reset, reset]);
         assert!(conns.idle.is_empty(), "a broken connection is not kept");
@@ -404,7 +452,11 @@ mod tests {
     #[tokio::test]
     async fn copies_after_an_announced_close_go_again_on_a_fresh_connection() {
         let (addr, origin) = scripted(vec![
-            (3, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", true),
+            (
+                3,
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
             (
                 2,
                 b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n\
@@ -414,11 +466,22 @@ mod tests {
         ])
         .await;
         let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(&mut conns, addr, &batch(3), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(3), 0..3),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         assert_eq!(statuses(&out), [Ok(200), Ok(201), Ok(202)]);
         let received = origin.await.expect("origin");
         let whole = batch(3);
-        assert_eq!(received, [whole.bytes.clone(), whole.bytes[whole.start(1)..].to_vec()]);
+        assert_eq!(
+            received,
+            [whole.bytes.clone(), whole.bytes[whole.start(1)..].to_vec()]
+        );
     }
 
     #[tokio::test]
@@ -431,19 +494,43 @@ mod tests {
         ])
         .await;
         let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(&mut conns, addr, &batch(1), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(1), 0..1),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         assert_eq!(statuses(&out), [Ok(200)]);
         assert_eq!(conns.idle.len(), 1);
         // The origin closes that connection after its answer (before or
         // after this write: an end or a reset, never an answer): the next
         // batch goes on a new one, answered in full.
         out.clear();
-        send_batch(&mut conns, addr, &batch(2), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(2), 0..2),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         assert_eq!(statuses(&out), [Ok(200), Ok(200)]);
         // A fresh connection closed without a byte of answer: failed.
         conns.idle.clear();
         out.clear();
-        send_batch(&mut conns, addr, &batch(1), &server(), &mut buf, &mut out).await;
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(1), 0..1),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
         assert_eq!(statuses(&out), [Err(FailureKind::Reset)]);
         assert_eq!(origin.await.expect("origin").len(), 3);
     }

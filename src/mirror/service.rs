@@ -6,12 +6,17 @@
 //! the answers, and counts their classes and latencies in the mirror's
 //! statistics (one update of the error-rate test per batch).
 //!
-//! At most [`WORKERS`] batches of at most [`MAX_COPIES`] copies (and
-//! [`MAX_BYTES`]) are on their way at once, one more waits for a worker;
+//! A drained batch is cut into pieces, one per worker: spread over one more
+//! connection than are busy, so a pool that keeps up gets few large writes
+//! and a slow one (answers one after another per connection) all of its
+//! connections. At most [`WORKERS`] pieces of at most [`MAX_COPIES`] copies
+//! (and [`MAX_BYTES`]) are on their way at once, one more waits for a worker;
 //! while they are all taken the rings are not drained, so they fill up and
 //! the request path drops (and counts) new copies instead of queueing
 //! more: a slow mirror pool costs copies, never client latency.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +43,9 @@ pub const MAX_BYTES: usize = 64 * 1024;
 /// The drain's pace while copies come in, and when none have for a while.
 const BUSY_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(20);
-/// Batches taken from one ring per tick, at most (a 2 MiB ring holds fewer
-/// than 2 MiB / 8 B copies; with 64 a batch, 4096 batches empty it).
-const MAX_BATCHES_PER_RING: usize = 4096;
+/// Drains per tick, at most (each takes up to [`WORKERS`] ×
+/// [`MAX_COPIES`] copies; a 2 MiB ring holds fewer than 2 MiB / 8 B).
+const MAX_DRAINS: usize = 1024;
 
 pub struct MirrorService {
     shared: Arc<Shared>,
@@ -52,14 +57,22 @@ impl MirrorService {
     }
 }
 
+/// A worker's share of a drained batch: copies `range` of it.
+type Piece = (Arc<Batch>, Range<usize>);
+
 #[async_trait]
 impl BackgroundService for MirrorService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (handoff, batches) = mpsc::channel::<Batch>(1);
-        let batches = Arc::new(Mutex::new(batches));
+        let (handoff, pieces) = mpsc::channel::<Piece>(1);
+        let pieces = Arc::new(Mutex::new(pieces));
+        let busy = Arc::new(AtomicUsize::new(0));
         for _ in 0..WORKERS {
-            let (shared, batches) = (Arc::clone(&self.shared), Arc::clone(&batches));
-            tokio::spawn(async move { work(&shared, &batches).await });
+            let (shared, pieces, busy) = (
+                Arc::clone(&self.shared),
+                Arc::clone(&pieces),
+                Arc::clone(&busy),
+            );
+            tokio::spawn(async move { work(&shared, &pieces, &busy).await });
         }
         let mut tick = BUSY_TICK;
         loop {
@@ -68,22 +81,29 @@ impl BackgroundService for MirrorService {
                 _ = tokio::time::sleep(tick) => {}
             }
             let mut took = 0;
-            for ring in tap::rings() {
-                for _ in 0..MAX_BATCHES_PER_RING {
-                    if ring.is_empty() {
-                        break;
+            let rings = tap::rings();
+            for _ in 0..MAX_DRAINS {
+                let mut batch = Batch::default();
+                for ring in &rings {
+                    let room = WORKERS * MAX_COPIES - batch.len();
+                    if room > 0 && !ring.is_empty() {
+                        ring.drain_into(&mut batch, room, WORKERS * MAX_BYTES);
                     }
-                    let mut batch = Batch::default();
-                    let moved = ring.drain_into(&mut batch, MAX_COPIES, MAX_BYTES);
-                    took += moved;
-                    if moved == 0 {
-                        break;
-                    }
-                    // Waits while every worker is busy: the rings fill
-                    // meanwhile.
-                    if handoff.send(batch).await.is_err() {
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                took += batch.len();
+                let full = batch.len() == WORKERS * MAX_COPIES;
+                // Waits while every worker is busy: the rings fill
+                // meanwhile.
+                for piece in pieces_of(Arc::new(batch), busy.load(Ordering::Relaxed)) {
+                    if handoff.send(piece).await.is_err() {
                         return;
                     }
+                }
+                if !full {
+                    break;
                 }
             }
             tick = if took == 0 {
@@ -95,43 +115,125 @@ impl BackgroundService for MirrorService {
     }
 }
 
-/// One worker: takes the next batch and sends it, until the service stops.
-async fn work(shared: &Shared, batches: &Mutex<mpsc::Receiver<Batch>>) {
+/// Cuts a drained batch into the workers' pieces: spread over one more
+/// connection than are busy now, so an origin that keeps up gets the batch
+/// in one piece and a slow one (whose answers come one after another on
+/// each connection) gets it spread over every connection; no piece has
+/// more than [`MAX_COPIES`] copies or (past its first) [`MAX_BYTES`].
+fn pieces_of(batch: Arc<Batch>, busy: usize) -> Vec<Piece> {
+    let ways = (busy + 1).min(WORKERS);
+    let per = batch.len().div_ceil(ways).clamp(1, MAX_COPIES);
+    let mut pieces = Vec::with_capacity(ways);
+    let mut start = 0;
+    while start < batch.len() {
+        let mut end = start + 1;
+        while end < batch.len()
+            && end - start < per
+            && batch.start(end + 1) - batch.start(start) <= MAX_BYTES
+        {
+            end += 1;
+        }
+        pieces.push((Arc::clone(&batch), start..end));
+        start = end;
+    }
+    pieces
+}
+
+/// One worker: takes the next piece and sends it, until the service stops.
+async fn work(shared: &Shared, pieces: &Mutex<mpsc::Receiver<Piece>>, busy: &AtomicUsize) {
     let mut conns = Conns::default();
     let mut buf = Vec::with_capacity(32 * 1024);
     let mut outcomes = Vec::with_capacity(MAX_COPIES);
     loop {
-        let Some(batch) = batches.lock().await.recv().await else {
+        let Some((batch, copies)) = pieces.lock().await.recv().await else {
             return;
         };
-        // The mirror in force when the batch goes out; none: dropped (a
-        // reload turned mirroring off).
-        let table = shared.table_arc();
-        let Some(route) = table.mirror.as_ref() else {
-            continue;
-        };
-        let Some(pool) = table.pools.get(route.pool) else {
-            continue;
-        };
-        let started = Instant::now();
-        outcomes.clear();
-        match pool
-            .pick_backend(fast_random(), None)
-            .and_then(|i| pool.backends.get(i))
-        {
-            // What a client of the pool would get: no answer.
-            None => outcomes.resize(batch.len(), Outcome::NoBackend),
-            Some(backend) => {
-                let server = &table.config.server;
-                send_batch(&mut conns, backend.addr, &batch, server, &mut buf, &mut outcomes)
-                    .await
-            }
-        }
-        route
-            .stats
-            .record_batch(&outcomes, started, &table.config.guard);
+        busy.fetch_add(1, Ordering::Relaxed);
+        send_piece(
+            shared,
+            &mut conns,
+            (batch.as_ref(), copies),
+            &mut buf,
+            &mut outcomes,
+        )
+        .await;
+        busy.fetch_sub(1, Ordering::Relaxed);
         if buf.capacity() > 256 * 1024 {
             buf = Vec::with_capacity(32 * 1024);
         }
+    }
+}
+
+async fn send_piece(
+    shared: &Shared,
+    conns: &mut Conns,
+    (batch, copies): (&Batch, Range<usize>),
+    buf: &mut Vec<u8>,
+    outcomes: &mut Vec<Outcome>,
+) {
+    // The mirror in force when the copies go out; none: dropped (a reload
+    // turned mirroring off).
+    let table = shared.table_arc();
+    let Some(route) = table.mirror.as_ref() else {
+        return;
+    };
+    let Some(pool) = table.pools.get(route.pool) else {
+        return;
+    };
+    let started = Instant::now();
+    outcomes.clear();
+    match pool
+        .pick_backend(fast_random(), None)
+        .and_then(|i| pool.backends.get(i))
+    {
+        // What a client of the pool would get: no answer.
+        None => outcomes.resize(copies.len(), Outcome::NoBackend),
+        Some(backend) => {
+            let server = &table.config.server;
+            send_batch(conns, backend.addr, (batch, copies), server, buf, outcomes).await
+        }
+    }
+    route
+        .stats
+        .record_batch(outcomes, started, &table.config.guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(sizes: &[usize]) -> Arc<Batch> {
+        let mut batch = Batch::default();
+        for size in sizes {
+            batch.push(&vec![b'x'; *size]);
+        }
+        Arc::new(batch)
+    }
+
+    fn ranges(pieces: &[Piece]) -> Vec<Range<usize>> {
+        pieces.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    #[test]
+    fn a_batch_is_one_piece_while_no_worker_is_busy_and_spread_when_some_are() {
+        let thirty = batch(&[100; 30]);
+        assert_eq!(ranges(&pieces_of(Arc::clone(&thirty), 0)), [0..30]);
+        assert_eq!(ranges(&pieces_of(Arc::clone(&thirty), 1)), [0..15, 15..30]);
+        let spread = ranges(&pieces_of(Arc::clone(&thirty), 7));
+        assert_eq!(spread.len(), 8);
+        assert!(spread.iter().all(|r| r.len() <= 4), "{spread:?}");
+        assert_eq!(ranges(&pieces_of(thirty, 100)).len(), 8);
+    }
+
+    #[test]
+    fn pieces_keep_to_the_copy_and_byte_limits() {
+        let many = batch(&[10; 200]);
+        let pieces = ranges(&pieces_of(many, 0));
+        assert_eq!(pieces, [0..64, 64..128, 128..192, 192..200]);
+        // 8 KiB copies: 8 to a piece; a copy past the limit goes alone.
+        let big = batch(&[8 * 1024, 8 * 1024, 8 * 1024, 70 * 1024, 8 * 1024]);
+        assert_eq!(ranges(&pieces_of(big, 0)), [0..3, 3..4, 4..5]);
+        let large = batch(&[8 * 1024; 20]);
+        assert_eq!(ranges(&pieces_of(large, 0)), [0..8, 8..16, 16..20]);
     }
 }
