@@ -32,8 +32,11 @@ use crate::routing::fast_random;
 use crate::shared::Shared;
 use crate::stats::Instant;
 
-/// Batches sent at the same time (mirror connections in use), at most.
-pub const WORKERS: usize = 8;
+/// Pieces sent at the same time (mirror connections in use), at most. As
+/// many as copies were in flight before pipelining: an origin that answers
+/// a connection's pipelined requests one after another (most do) still
+/// gets 64 at a time when it is slow.
+pub const WORKERS: usize = 64;
 /// Copies in one batch, at most.
 pub const MAX_COPIES: usize = 64;
 /// A batch's bytes, at most (its first copy always goes in): within what
@@ -43,8 +46,11 @@ pub const MAX_BYTES: usize = 64 * 1024;
 /// The drain's pace while copies come in, and when none have for a while.
 const BUSY_TICK: Duration = Duration::from_millis(1);
 const IDLE_TICK: Duration = Duration::from_millis(20);
-/// Drains per tick, at most (each takes up to [`WORKERS`] ×
-/// [`MAX_COPIES`] copies; a 2 MiB ring holds fewer than 2 MiB / 8 B).
+/// One drain takes at most this many pieces' worth of copies and bytes
+/// (what waits for a worker, next to what the rings hold).
+const DRAIN_PIECES: usize = 8;
+/// Drains per tick, at most (a 2 MiB ring holds fewer than 2 MiB / 8 B
+/// copies, 512 to a drain).
 const MAX_DRAINS: usize = 1024;
 
 pub struct MirrorService {
@@ -85,16 +91,18 @@ impl BackgroundService for MirrorService {
             for _ in 0..MAX_DRAINS {
                 let mut batch = Batch::default();
                 for ring in &rings {
-                    let room = WORKERS * MAX_COPIES - batch.len();
+                    let room = DRAIN_PIECES * MAX_COPIES - batch.len();
                     if room > 0 && !ring.is_empty() {
-                        ring.drain_into(&mut batch, room, WORKERS * MAX_BYTES);
+                        ring.drain_into(&mut batch, room, DRAIN_PIECES * MAX_BYTES);
                     }
                 }
                 if batch.is_empty() {
                     break;
                 }
                 took += batch.len();
-                let full = batch.len() == WORKERS * MAX_COPIES;
+                // Left in the rings: drained again at once.
+                let full = batch.len() == DRAIN_PIECES * MAX_COPIES
+                    || batch.bytes.len() >= DRAIN_PIECES * MAX_BYTES - MAX_BYTES;
                 // Waits while every worker is busy: the rings fill
                 // meanwhile.
                 for piece in pieces_of(Arc::new(batch), busy.load(Ordering::Relaxed)) {
@@ -222,7 +230,8 @@ mod tests {
         let spread = ranges(&pieces_of(Arc::clone(&thirty), 7));
         assert_eq!(spread.len(), 8);
         assert!(spread.iter().all(|r| r.len() <= 4), "{spread:?}");
-        assert_eq!(ranges(&pieces_of(thirty, 100)).len(), 8);
+        // One copy a connection at most, once 30 or more are busy.
+        assert_eq!(ranges(&pieces_of(thirty, 100)).len(), 30);
     }
 
     #[test]
