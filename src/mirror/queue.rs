@@ -156,11 +156,9 @@ impl Queue {
             let words = len.div_ceil(8) as u64;
             let start = batch.bytes.len();
             batch.bytes.resize(start + words as usize * 8, 0);
-            let mut from = at;
-            for out in batch.bytes[start..].chunks_exact_mut(8) {
+            for (from, out) in (at..).zip(batch.bytes[start..].chunks_exact_mut(8)) {
                 let word = self.word(from).load(Ordering::Relaxed);
                 out.copy_from_slice(&word.to_le_bytes());
-                from += 1;
             }
             // The last word's padding is not the copy's.
             batch.bytes.truncate(start + len);

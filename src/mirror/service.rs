@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn a_batch_is_one_piece_while_no_worker_is_busy_and_spread_when_some_are() {
         let thirty = batch(&[100; 30]);
-        assert_eq!(ranges(&pieces_of(Arc::clone(&thirty), 0)), [0..30]);
+        let whole = ranges(&pieces_of(Arc::clone(&thirty), 0));
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..30));
         assert_eq!(ranges(&pieces_of(Arc::clone(&thirty), 1)), [0..15, 15..30]);
         let spread = ranges(&pieces_of(Arc::clone(&thirty), 7));
         assert_eq!(spread.len(), 8);
