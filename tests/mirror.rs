@@ -323,7 +323,9 @@ async fn a_dead_slow_or_resetting_mirror_pool_changes_nothing_for_clients() {
                 "switchyard_mirror_requests_total{pool=\"green\",class=\"2xx\"}",
             ) >= 30.0
         })
-        .await
+        .await,
+        "{}",
+        metrics(&proxy).await
     );
     let text = metrics(&proxy).await;
     let slow_copies = metric(

@@ -7,16 +7,16 @@
 //! statistics (one update of the error-rate test per batch).
 //!
 //! A drained batch is cut into pieces, one per worker: spread over one more
-//! connection than are busy, so a pool that keeps up gets few large writes
-//! and a slow one (answers one after another per connection) all of its
-//! connections. At most [`WORKERS`] pieces of at most [`MAX_COPIES`] copies
+//! connection than are busy while the pool keeps up (few large writes),
+//! over all of them when it is slow or not heard from yet (its answers
+//! come one after another per connection). At most [`WORKERS`] pieces of at most [`MAX_COPIES`] copies
 //! (and [`MAX_BYTES`]) are on their way at once, one more waits for a worker;
 //! while they are all taken the rings are not drained, so they fill up and
 //! the request path drops (and counts) new copies instead of queueing
 //! more: a slow mirror pool costs copies, never client latency.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,9 @@ const IDLE_TICK: Duration = Duration::from_millis(20);
 /// One drain takes at most this many pieces' worth of copies and bytes
 /// (what waits for a worker, next to what the rings hold).
 const DRAIN_PIECES: usize = 8;
+/// An answer time per copy (µs, the last piece's) above which the pool is
+/// taken as slow: its copies are spread over every connection.
+const SLOW_US: u64 = 1_000;
 /// Drains per tick, at most (a 2 MiB ring holds fewer than 2 MiB / 8 B
 /// copies, 512 to a drain).
 const MAX_DRAINS: usize = 1024;
@@ -63,6 +66,13 @@ impl MirrorService {
     }
 }
 
+/// How the workers fare: how many hold a piece, and the last piece's
+/// answer time per copy.
+struct Pace {
+    busy: AtomicUsize,
+    per_copy_us: AtomicU64,
+}
+
 /// A worker's share of a drained batch: copies `range` of it.
 type Piece = (Arc<Batch>, Range<usize>);
 
@@ -71,14 +81,19 @@ impl BackgroundService for MirrorService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (handoff, pieces) = mpsc::channel::<Piece>(1);
         let pieces = Arc::new(Mutex::new(pieces));
-        let busy = Arc::new(AtomicUsize::new(0));
+        let pace = Arc::new(Pace {
+            busy: AtomicUsize::new(0),
+            // Unknown until a piece is answered: slow, so that a first
+            // burst is spread.
+            per_copy_us: AtomicU64::new(u64::MAX),
+        });
         for _ in 0..WORKERS {
-            let (shared, pieces, busy) = (
+            let (shared, pieces, pace) = (
                 Arc::clone(&self.shared),
                 Arc::clone(&pieces),
-                Arc::clone(&busy),
+                Arc::clone(&pace),
             );
-            tokio::spawn(async move { work(&shared, &pieces, &busy).await });
+            tokio::spawn(async move { work(&shared, &pieces, &pace).await });
         }
         let mut tick = BUSY_TICK;
         loop {
@@ -105,7 +120,12 @@ impl BackgroundService for MirrorService {
                     || batch.bytes.len() >= DRAIN_PIECES * MAX_BYTES - MAX_BYTES;
                 // Waits while every worker is busy: the rings fill
                 // meanwhile.
-                for piece in pieces_of(Arc::new(batch), busy.load(Ordering::Relaxed)) {
+                let busy = if pace.per_copy_us.load(Ordering::Relaxed) > SLOW_US {
+                    WORKERS
+                } else {
+                    pace.busy.load(Ordering::Relaxed)
+                };
+                for piece in pieces_of(Arc::new(batch), busy) {
                     if handoff.send(piece).await.is_err() {
                         return;
                     }
@@ -148,7 +168,7 @@ fn pieces_of(batch: Arc<Batch>, busy: usize) -> Vec<Piece> {
 }
 
 /// One worker: takes the next piece and sends it, until the service stops.
-async fn work(shared: &Shared, pieces: &Mutex<mpsc::Receiver<Piece>>, busy: &AtomicUsize) {
+async fn work(shared: &Shared, pieces: &Mutex<mpsc::Receiver<Piece>>, pace: &Pace) {
     let mut conns = Conns::default();
     let mut buf = Vec::with_capacity(32 * 1024);
     let mut outcomes = Vec::with_capacity(MAX_COPIES);
@@ -156,7 +176,8 @@ async fn work(shared: &Shared, pieces: &Mutex<mpsc::Receiver<Piece>>, busy: &Ato
         let Some((batch, copies)) = pieces.lock().await.recv().await else {
             return;
         };
-        busy.fetch_add(1, Ordering::Relaxed);
+        pace.busy.fetch_add(1, Ordering::Relaxed);
+        let (started, n) = (Instant::now(), copies.len().max(1) as u64);
         send_piece(
             shared,
             &mut conns,
@@ -165,7 +186,9 @@ async fn work(shared: &Shared, pieces: &Mutex<mpsc::Receiver<Piece>>, busy: &Ato
             &mut outcomes,
         )
         .await;
-        busy.fetch_sub(1, Ordering::Relaxed);
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        pace.per_copy_us.store(took / n, Ordering::Relaxed);
+        pace.busy.fetch_sub(1, Ordering::Relaxed);
         if buf.capacity() > 256 * 1024 {
             buf = Vec::with_capacity(32 * 1024);
         }
