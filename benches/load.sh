@@ -66,6 +66,11 @@
 #     ratios; the goal is >= 0.90) and the copies answered and dropped. The
 #     copies double the origin's requests, and the origin shares SUT_CPU
 #     with the proxy: the ratio includes that work too.
+#   MIRROR_CPU [none]: the copies go to a second nginx origin (pool
+#     "shadow", mirror-only) pinned to this CPU instead, so SUT_CPU runs the
+#     same origin work in both variants and the ratio is the proxy's own
+#     cost of mirroring (MIRROR_CPU=1 shares wrk's CPU: wrk has headroom
+#     at these rates, but say so with the figure)
 #   SWITCHYARD_SERVER_B [none]: extra [server] lines for switchyard-b, e.g.
 #     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
 #     it benches the same binary twice
@@ -108,6 +113,8 @@ NOFILE=${NOFILE:-65536}
 KEEP=${KEEP:-0}
 ACCESS_LOG=${ACCESS_LOG:-1}
 MIRROR=${MIRROR:-1}
+MIRROR_CPU=${MIRROR_CPU:-}
+[[ -z $MIRROR_CPU || $MIRROR_CPU =~ ^[0-9]+$ ]] || die "MIRROR_CPU must be a CPU number (got '$MIRROR_CPU')"
 SCHEME=${SCHEME:-http}
 [[ $SCHEME == http || $SCHEME == https ]] || die "SCHEME must be http or https"
 
@@ -331,6 +338,20 @@ else
   PORT[blue]=${BASH_REMATCH[1]}; PORT[green]=${BASH_REMATCH[2]}
 fi
 
+# The mirror's own origin (MIRROR_CPU): nginx, the same answer as green's.
+if [[ -n $MIRROR_CPU ]] && ((MIRROR)); then
+  command -v nginx >/dev/null || die "MIRROR_CPU needs nginx"
+  PORT[shadow]=$(free_port); mkdir -p "$RUN_DIR/mirror-origin/tmp"
+  { nginx_top mirror-origin
+    echo "  server { listen $HOST:${PORT[shadow]}; location / { return 200 \"green\\n\"; } }"
+    echo "}"
+  } >"$RUN_DIR/mirror-origin/nginx.conf"
+  SUT_CPU=$MIRROR_CPU start_bg mirror-origin nginx -p "$RUN_DIR/mirror-origin/" \
+    -c "$RUN_DIR/mirror-origin/nginx.conf" -e "$RUN_DIR/mirror-origin/error.log"
+  wait_port "${PORT[shadow]}" "${PID_OF[mirror-origin]}" 10 \
+    || { cat "$RUN_DIR/mirror-origin/error.log" >&2 2>/dev/null; die "mirror origin nginx did not start"; }
+fi
+
 # ---------------------------------------------------------------- proxies --
 HA_SOCK=$RUN_DIR/haproxy/admin.sock
 declare -A BIN_OF=() ADMIN_OF=()
@@ -346,6 +367,12 @@ format = \"json\""
   [[ $name == switchyard-mirror ]] && log_section="[mirror]
 pool = \"green\"
 percent = 100"
+  [[ $name == switchyard-mirror && -n ${PORT[shadow]:-} ]] && log_section="[mirror]
+pool = \"shadow\"
+percent = 100
+
+[pools.shadow]
+backends = [\"$HOST:${PORT[shadow]}\"]"
   PORT[$name]=$(free_port); BIN_OF[$name]=$bin
   local tls_section=""
   if [[ $SCHEME == https ]]; then
@@ -538,7 +565,7 @@ if [[ -n ${SWITCHYARD_BIN_B:-} ]]; then echo "binary B: $SWITCHYARD_BIN_B  (benc
 echo "tools:    $(wrk -v 2>&1 | awk 'NR==1{print $1, $2}') | $(command -v nginx >/dev/null && nginx -v 2>&1 | sed 's/^nginx version: //') | haproxy $(command -v haproxy >/dev/null && haproxy -v 2>&1 | awk 'NR==1{print $3}')"
 echo "origins:  $ORIGIN_KIND  blue :${PORT[blue]}  green :${PORT[green]}"
 echo "proxies:  $(for t in "${TARGETS[@]}"; do printf '%s :%s  ' "$t" "$(lport "$t")"; done)($SCHEME, $CONNS connections; switchyard threads=$THREADS; ulimit -n $NOFILE_NOW${HA_MAXCONN:+; haproxy maxconn $HA_MAXCONN})"
-echo "pinning:  origin + proxies cpu $SUT_CPU | wrk cpu $LOAD_CPU"
+echo "pinning:  origin + proxies cpu $SUT_CPU | wrk cpu $LOAD_CPU${PORT[shadow]:+ | mirror origin (pool shadow :${PORT[shadow]}) cpu $MIRROR_CPU}"
 
 # ------------------------------------------------------------------ 1. load --
 if ((LOAD)); then
@@ -622,7 +649,9 @@ if ((LOAD)); then
     verdict=$(awk -v x="$ratio" 'BEGIN{print (x >= 0.9 ? "ok, >= 0.90" : "BELOW 0.90")}')
     echo "mirror:     switchyard-mirror / switchyard req/s = $(printf '%.2fx' "$ratio") (median of per-round ratios: ${ratios[*]}; $verdict);"
     echo "            its CPU per request = $(printf '%.2fx' "$cpu") switchyard's (per round: ${cpus[*]});"
-    echo "            copies answered $answered, dropped $dropped (the origin served both the requests and their copies)"
+    if [[ -n ${PORT[shadow]:-} ]]; then where="the mirror origin on cpu $MIRROR_CPU served the copies"
+    else where="the origin served both the requests and their copies"; fi
+    echo "            copies answered $answered, dropped $dropped ($where)"
   fi
 fi
 

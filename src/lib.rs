@@ -27,7 +27,7 @@
 //! | `health`    | `verdict` (per-backend atomics), `ejection` (pure passive ejection), `probe`, `service` |
 //! | `shared`    | what every service shares: the routing table (one publisher), readiness, counters |
 //! | `access_log` | one line per request: per-thread rings of formatted lines, drained by a writer thread |
-//! | `mirror`    | `[mirror]`: copies of live requests handed off per thread (`tap`), sent by a background service (`service`, `send`), counted apart (`route`), judged before a cutover (`verdict`) |
+//! | `mirror`    | `[mirror]`: copies of live requests handed off per thread (`tap`), drained in batches (`queue`) by a background service that pipelines them per connection (`service`, `send`, `answers`), counted apart (`route`), judged before a cutover (`verdict`) |
 //!
 //! **Control plane** (the one writer)
 //!

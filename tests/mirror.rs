@@ -323,7 +323,9 @@ async fn a_dead_slow_or_resetting_mirror_pool_changes_nothing_for_clients() {
                 "switchyard_mirror_requests_total{pool=\"green\",class=\"2xx\"}",
             ) >= 30.0
         })
-        .await
+        .await,
+        "{}",
+        metrics(&proxy).await
     );
     let text = metrics(&proxy).await;
     let slow_copies = metric(
@@ -352,11 +354,73 @@ async fn a_dead_slow_or_resetting_mirror_pool_changes_nothing_for_clients() {
     );
 }
 
+/// The mirror pool's answers by target: 200 with a length, 503 chunked,
+/// 204, 404 — four framings a pipelined reader must step over.
+fn mixed_answer(request: &Req) -> Act {
+    Act::Send(match request.target.as_str() {
+        "/len" => raw_origin::ok(b"green"),
+        "/chunked" => {
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ngreen\r\n0\r\n\r\n"
+                .to_vec()
+        }
+        "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        _ => raw_origin::respond("404 Not Found", &[], b"no"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_copies_are_each_counted_by_their_own_answer() {
+    let blue = origin("blue").await;
+    let green = RawOrigin::start(mixed_answer).await;
+    let proxy = Proxy::start(&config(
+        blue.addr(),
+        green.addr,
+        "[health]\nenabled = false\n[mirror]\npool = \"green\"\npercent = 100\n",
+    ))
+    .await;
+    let targets = ["/len", "/chunked", "/empty", "/missing"];
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..8usize {
+        let addr = proxy.listen;
+        clients.spawn(async move {
+            let mut conn = Conn::open(addr).await.expect("connect");
+            for i in 0..25usize {
+                let target = targets[(client + i) % targets.len()];
+                let reply = conn.get(target, &[]).await.expect("answer");
+                assert_eq!(reply.status, 200, "{target}");
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.expect("client");
+    }
+    assert_eq!(settled(&proxy, &green).await, 200);
+    let text = metrics(&proxy).await;
+    let class = |c: &str| {
+        metric(
+            &text,
+            &format!("switchyard_mirror_requests_total{{pool=\"green\",class=\"{c}\"}}"),
+        )
+    };
+    // 50 of each target: /len and /empty are 2xx.
+    assert_eq!(
+        (class("2xx"), class("5xx"), class("4xx"), class("error")),
+        (100.0, 50.0, 50.0, 0.0),
+        "{text}"
+    );
+    // Copies share at most one connection per mirror worker.
+    assert!(
+        green.accepted() <= 64,
+        "{} mirror connections",
+        green.accepted()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_copies_and_counts_them() {
     let blue = origin("blue").await;
     // A mirror pool that takes every copy and never answers: each worker
-    // stays on its copy until the read timeout.
+    // stays on its batch until the read timeout.
     let holding = RawOrigin::accept(|mut w, _, _| async move {
         let _ = w
             .read_to_eof(tokio::time::Instant::now() + Duration::from_secs(60))
@@ -403,8 +467,9 @@ async fn a_full_queue_drops_copies_and_counts_them() {
         &text,
         "switchyard_mirror_dropped_total{pool=\"green\",reason=\"queue_full\"}",
     );
-    // At most 64 copies sending, 64 handed over, a drained batch and a
-    // full queue (about 250 each) are held: the rest is dropped.
+    // At most 64 pieces sending (the copies come a few at a time, and 8
+    // of 8 KiB fill a 64 KiB piece), one handed over and a full queue
+    // (about 250) are held: the rest is dropped.
     assert!(
         (800.0..=1500.0).contains(&dropped),
         "{dropped} of {total} copies dropped\n{text}"

@@ -7,11 +7,16 @@
 //!   methods, `max_body`) and the copies' own statistics and error-rate test
 //! - [`tap`]: the request path's hand-off — a copy into this thread's ring,
 //!   never waiting (a full ring drops the copy and counts it)
-//! - [`service`]: drains the rings, a fixed set of workers sends the copies
-//! - [`send`]: one copy to one backend, the answer read and discarded
+//! - [`queue`]: a request thread's ring of copies, drained in batches
+//! - [`service`]: drains the rings, a fixed set of workers sends the batches
+//! - [`send`]: a batch pipelined on one connection to one backend, the
+//!   answers read in order and discarded
+//! - [`answers`]: an answer's status and framing, parsed no further
 //! - [`verdict`]: `cutover` / `canary start` to a pool whose copies fail the
 //!   guard's error-rate test are refused unless forced
 
+pub mod answers;
+pub mod queue;
 pub mod route;
 pub mod send;
 pub mod service;

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use crate::config::{GuardConfig, MirrorConfig, Share};
 use crate::guard::sequential::{Evidence, RateTest};
-use crate::stats::{Instant, PoolStats, StatusClass};
+use crate::stats::{FailureKind, Instant, PoolStats, StatusClass};
 
 /// Why a request that was chosen for a copy has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,19 @@ impl Dropped {
     pub fn label(self) -> &'static str {
         ["queue_full"][self as usize]
     }
+}
+
+/// How one copy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A final answer with this status, read to its end at `at`.
+    Answered {
+        status: u16,
+        at: Instant,
+    },
+    Failed(FailureKind),
+    /// The mirror pool had no usable backend: what its client would get.
+    NoBackend,
 }
 
 /// The copies' figures for one mirror pool, kept across table builds while
@@ -125,7 +138,36 @@ impl MirrorStats {
             class,
             now.saturating_duration_since(started),
         );
-        let failed = matches!(class, StatusClass::S5xx | StatusClass::Error);
+        self.test_add(1, u64::from(is_failure(class)), now, guard);
+    }
+
+    /// A batch's outcomes (sent at `started`), counted and fed to the
+    /// error-rate test as one batch: one lock per batch, not per copy.
+    #[inline(never)]
+    pub fn record_batch(&self, outcomes: &[Outcome], started: Instant, guard: &GuardConfig) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let now_ms = crate::stats::ms_at(now);
+        let mut failed = 0;
+        for outcome in outcomes {
+            let (class, at) = match *outcome {
+                Outcome::Answered { status, at } => (StatusClass::from_status(status), at),
+                Outcome::Failed(kind) => {
+                    self.copies.record_failure(now_ms, kind);
+                    (StatusClass::Error, now)
+                }
+                Outcome::NoBackend => (StatusClass::Error, now),
+            };
+            failed += u64::from(is_failure(class));
+            self.copies
+                .record(now_ms, class, at.saturating_duration_since(started));
+        }
+        self.test_add(outcomes.len() as u64, failed, now, guard);
+    }
+
+    fn test_add(&self, copies: u64, failed: u64, now: Instant, guard: &GuardConfig) {
         let mut test = self.test.lock();
         match (guard.max_error_rate, test.as_ref()) {
             (None, _) => *test = None,
@@ -140,8 +182,8 @@ impl MirrorStats {
         }
         if let Some(t) = test.as_mut() {
             t.test.add(
-                1,
-                u64::from(failed),
+                copies,
+                failed,
                 crate::clock::MonoMs(crate::stats::ms_at(now)),
             );
         }
@@ -160,6 +202,11 @@ impl MirrorStats {
             limit: test.as_ref().map(|t| t.limit),
         }
     }
+}
+
+/// 5xx or no answer: what the error-rate test counts as failed.
+fn is_failure(class: StatusClass) -> bool {
+    matches!(class, StatusClass::S5xx | StatusClass::Error)
 }
 
 /// The `[mirror]` of one routing table, compiled for the request path.

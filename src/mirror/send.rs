@@ -1,32 +1,40 @@
-//! One copy to one backend of the mirror pool: the request written whole,
-//! the answer's head parsed for its status and framing, its body read and
-//! thrown away, the connection kept for the next copy when HTTP/1.1 allows.
-//! Every connect, write and read is bounded by the `[server]` timeouts.
+//! A batch of copies to one backend of the mirror pool, pipelined on one
+//! connection: every copy written in one write, then their answers read
+//! in order ([`super::answers`] finds where each ends), bodies skipped and
+//! thrown away; the connection kept for the next batch when HTTP/1.1
+//! allows. One write and a read or two carry a whole batch, instead of a
+//! write and a read per copy.
+//!
+//! An answer is only ever matched with its own copy: answers come in the
+//! order of the requests (RFC 9112 §9.3.2). When the connection ends
+//! cleanly between two answers (the origin said `Connection: close`, or
+//! closed an idle connection), the copies it did not answer were not taken
+//! and go again on a fresh connection; when it breaks inside an answer,
+//! times out or sends what can't be parsed, the copies without an answer
+//! count as failed and the connection is discarded. Every connect, write
+//! and read is bounded by the `[server]` timeouts.
 
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::answers::{parse_head, Framing, Parsed};
+use super::queue::Batch;
+pub use super::route::Outcome;
 use crate::config::ServerConfig;
-use crate::dataplane::framing::{parse_length, ChunkedScanner};
-use crate::stats::FailureKind;
+use crate::dataplane::framing::ChunkedScanner;
+use crate::stats::{FailureKind, Instant};
 
 /// A response head longer than this is a broken answer.
 const MAX_HEAD: usize = 64 * 1024;
 /// Idle connections one worker keeps (one per backend, a few backends).
 const IDLE_PER_WORKER: usize = 4;
-const MAX_HEADERS: usize = 128;
-
-/// How a copy ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// A final answer with this status, read to its end.
-    Answered(u16),
-    Failed(FailureKind),
-}
+/// Reads for one answer's body, at most (each waits at most the read
+/// timeout; a body read in 16 KiB pieces: 1 GiB).
+const MAX_READS: u32 = 1 << 16;
 
 /// One worker's idle upstream connections, by backend address.
 #[derive(Default)]
@@ -48,45 +56,69 @@ impl Conns {
     }
 }
 
-/// Sends `copy` (a whole HTTP/1.1 request) to `addr` and reads the answer
-/// to its end. A reused connection that fails before any answer byte (the
-/// origin closed it while idle) is replaced by a new one, once.
-pub async fn send(
+/// How one connection's part of a batch ended.
+enum RoundEnd {
+    /// Every copy from the round's first on was answered; the connection,
+    /// when it can carry more.
+    Done(Option<TcpStream>),
+    /// The connection ended between answers (or before the first): the
+    /// copies after those answered were not taken by the origin.
+    Closed,
+    /// Broken inside an answer, timed out, or unparsable: the copies
+    /// without an answer fail with this kind.
+    Failed(FailureKind),
+}
+
+/// Sends copies `copies` of `batch` to `addr` and reads their answers:
+/// one [`Outcome`] per copy, in order, pushed onto `out`.
+pub async fn send_batch(
     conns: &mut Conns,
     addr: SocketAddr,
-    copy: &[u8],
+    (batch, copies): (&Batch, Range<usize>),
     server: &ServerConfig,
     buf: &mut Vec<u8>,
-) -> Sent {
-    let head_method = copy.starts_with(b"HEAD ");
-    if let Some(stream) = conns.take(addr) {
-        match exchange(stream, copy, head_method, server, buf).await {
-            Ok((status, Some(stream))) => {
-                conns.put(addr, stream);
-                return Sent::Answered(status);
+    out: &mut Vec<Outcome>,
+) {
+    let base = out.len();
+    let len = copies.len();
+    // Each round answers at least one copy or was on a reused (possibly
+    // stale) connection, so this bound is never what ends the loop.
+    for _ in 0..len + IDLE_PER_WORKER + 2 {
+        let done = out.len() - base;
+        if done >= len {
+            return;
+        }
+        let (stream, reused) = match conns.take(addr) {
+            Some(stream) => (stream, true),
+            None => match connect(addr, server.connect_timeout).await {
+                Ok(stream) => (stream, false),
+                Err(kind) => return fail_rest(out, base, len, kind),
+            },
+        };
+        let rest = copies.start + done..copies.end;
+        match round(stream, batch, rest, server, buf, out).await {
+            RoundEnd::Done(keep) => {
+                if let Some(stream) = keep {
+                    conns.put(addr, stream);
+                }
+                return;
             }
-            Ok((status, None)) => return Sent::Answered(status),
-            Err(Failure {
-                answered: true,
-                kind,
-            }) => return Sent::Failed(kind),
-            Err(Failure {
-                answered: false, ..
-            }) => {}
+            // Nothing answered on a fresh connection: the origin does not
+            // take these copies.
+            RoundEnd::Closed if !reused && out.len() - base == done => {
+                return fail_rest(out, base, len, FailureKind::Reset)
+            }
+            RoundEnd::Closed => {}
+            RoundEnd::Failed(kind) => return fail_rest(out, base, len, kind),
         }
     }
-    let stream = match connect(addr, server.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(kind) => return Sent::Failed(kind),
-    };
-    match exchange(stream, copy, head_method, server, buf).await {
-        Ok((status, Some(stream))) => {
-            conns.put(addr, stream);
-            Sent::Answered(status)
-        }
-        Ok((status, None)) => Sent::Answered(status),
-        Err(failure) => Sent::Failed(failure.kind),
-    }
+    fail_rest(out, base, len, FailureKind::Reset);
+}
+
+/// Every copy of the batch without an outcome yet fails with `kind`.
+fn fail_rest(out: &mut Vec<Outcome>, base: usize, len: usize, kind: FailureKind) {
+    let missing = (base + len).saturating_sub(out.len());
+    out.extend(std::iter::repeat_n(Outcome::Failed(kind), missing));
 }
 
 async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, FailureKind> {
@@ -103,102 +135,166 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure
     }
 }
 
-struct Failure {
-    kind: FailureKind,
-    /// Some of the answer arrived (so the copy must not be sent again).
-    answered: bool,
-}
-
-fn failed(kind: FailureKind, answered: bool) -> Failure {
-    Failure { kind, answered }
-}
-
-/// How the answer's body is delimited (RFC 9112 §6.3).
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// Writes the copy, reads the final answer and its body. The status, and
-/// the connection when it can carry another request.
-async fn exchange(
+/// Writes copies `from..to` of `batch` in one write and reads their
+/// answers in order, pushing an outcome per answered copy.
+async fn round(
     mut stream: TcpStream,
-    copy: &[u8],
-    head_method: bool,
+    batch: &Batch,
+    Range {
+        start: from,
+        end: to,
+    }: Range<usize>,
     server: &ServerConfig,
     buf: &mut Vec<u8>,
-) -> Result<(u16, Option<TcpStream>), Failure> {
-    match tokio::time::timeout(server.write_timeout, stream.write_all(copy)).await {
-        Err(_) => return Err(failed(FailureKind::WriteTimeout, false)),
-        Ok(Err(_)) => return Err(failed(FailureKind::Reset, false)),
+    out: &mut Vec<Outcome>,
+) -> RoundEnd {
+    let bytes = batch
+        .bytes
+        .get(batch.start(from)..batch.start(to))
+        .unwrap_or_default();
+    match tokio::time::timeout(server.write_timeout, stream.write_all(bytes)).await {
+        Err(_) => return RoundEnd::Failed(FailureKind::WriteTimeout),
+        // A reused connection the origin had closed, most likely.
+        Ok(Err(_)) => return RoundEnd::Closed,
         Ok(Ok(())) => {}
     }
+    let limit = server.read_timeout;
     buf.clear();
-    let read_timeout = server.read_timeout;
-    loop {
-        let (head_len, status, framing, close) = loop {
-            if let Some(parsed) = parse_head(buf, head_method)? {
-                break parsed;
+    // `buf[pos..]` is what is read and not yet parsed.
+    let mut pos = 0;
+    // When the last read ended: the end of the answers it completed.
+    let mut read_at = Instant::now();
+    let mut i = from;
+    while i < to {
+        let head_method = batch.copy(i).starts_with(b"HEAD ");
+        let mut reads = 0u32;
+        let head = loop {
+            match parse_head(&buf[pos..], head_method) {
+                Parsed::Head(head) => break head,
+                Parsed::Bad => return RoundEnd::Failed(FailureKind::Other),
+                Parsed::Partial => {}
             }
-            if buf.len() >= MAX_HEAD {
-                return Err(failed(FailureKind::Other, true));
+            let partial = buf.len() > pos;
+            if buf.len() - pos >= MAX_HEAD || reads >= MAX_READS {
+                return RoundEnd::Failed(FailureKind::Other);
             }
-            let answered = !buf.is_empty();
-            if read_more(&mut stream, buf, read_timeout, answered).await? == 0 {
-                return Err(failed(FailureKind::Reset, answered));
+            reads += 1;
+            if pos > 0 {
+                buf.drain(..pos);
+                pos = 0;
+            }
+            match read_more(&mut stream, buf, limit).await {
+                Ok(0) | Err(FailureKind::Reset) if !partial => return RoundEnd::Closed,
+                Ok(0) => return RoundEnd::Failed(FailureKind::Reset),
+                Err(kind) => return RoundEnd::Failed(kind),
+                Ok(_) => read_at = Instant::now(),
             }
         };
-        buf.drain(..head_len);
-        if (100..200).contains(&status) {
+        pos += head.len;
+        if (100..200).contains(&head.status) {
             // An interim answer (100 Continue): the final one follows.
             continue;
         }
-        let reusable = match framing {
-            Framing::Empty => true,
-            Framing::Length(mut left) => {
-                let have = (buf.len() as u64).min(left);
-                left -= have;
-                let extra = buf.len() as u64 > have;
-                buf.clear();
-                while left > 0 {
-                    let read = read_more(&mut stream, buf, read_timeout, true).await?;
-                    if read == 0 {
-                        return Err(failed(FailureKind::Reset, true));
-                    }
-                    left = left.saturating_sub(buf.len() as u64);
+        match head.framing {
+            Framing::Empty => {}
+            Framing::Length(length) => {
+                let mut left = length;
+                let have = (buf.len() - pos) as u64;
+                if have >= left {
+                    pos += left as usize;
+                } else {
+                    left -= have;
                     buf.clear();
+                    pos = 0;
+                    for _ in 0..MAX_READS {
+                        match read_more(&mut stream, buf, limit).await {
+                            Ok(0) => return RoundEnd::Failed(FailureKind::Reset),
+                            Err(kind) => return RoundEnd::Failed(kind),
+                            Ok(_) => read_at = Instant::now(),
+                        }
+                        let have = buf.len() as u64;
+                        if have >= left {
+                            pos = left as usize;
+                            left = 0;
+                            break;
+                        }
+                        left -= have;
+                        buf.clear();
+                    }
+                    if left > 0 {
+                        return RoundEnd::Failed(FailureKind::Other);
+                    }
                 }
-                !extra
             }
             Framing::Chunked => {
                 let mut scanner = ChunkedScanner::default();
-                loop {
-                    match scanner.feed(buf) {
-                        Ok(Some(end)) => break end == buf.len(),
+                let mut ended = false;
+                for _ in 0..MAX_READS {
+                    match scanner.feed(&buf[pos..]) {
+                        Ok(Some(end)) => {
+                            pos += end;
+                            ended = true;
+                            break;
+                        }
                         Ok(None) => {}
-                        Err(_) => return Err(failed(FailureKind::Other, true)),
+                        Err(_) => return RoundEnd::Failed(FailureKind::Other),
                     }
                     buf.clear();
-                    if read_more(&mut stream, buf, read_timeout, true).await? == 0 {
-                        return Err(failed(FailureKind::Reset, true));
+                    pos = 0;
+                    match read_more(&mut stream, buf, limit).await {
+                        Ok(0) => return RoundEnd::Failed(FailureKind::Reset),
+                        Err(kind) => return RoundEnd::Failed(kind),
+                        Ok(_) => read_at = Instant::now(),
                     }
+                }
+                if !ended {
+                    return RoundEnd::Failed(FailureKind::Other);
                 }
             }
             Framing::UntilClose => {
-                for _ in 0..u32::MAX {
+                let mut closed = false;
+                for _ in 0..MAX_READS {
                     buf.clear();
-                    if read_more(&mut stream, buf, read_timeout, true).await? == 0 {
-                        break;
+                    match read_more(&mut stream, buf, limit).await {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(kind) => return RoundEnd::Failed(kind),
+                        Ok(_) => {}
                     }
                 }
-                false
+                if !closed {
+                    return RoundEnd::Failed(FailureKind::Other);
+                }
+                out.push(Outcome::Answered {
+                    status: head.status,
+                    at: Instant::now(),
+                });
+                return if i + 1 < to {
+                    RoundEnd::Closed
+                } else {
+                    RoundEnd::Done(None)
+                };
             }
-        };
-        let keep = (reusable && !close).then_some(stream);
-        return Ok((status, keep));
+        }
+        out.push(Outcome::Answered {
+            status: head.status,
+            at: read_at,
+        });
+        i += 1;
+        if head.close {
+            return if i < to {
+                RoundEnd::Closed
+            } else {
+                RoundEnd::Done(None)
+            };
+        }
     }
+    // Bytes past the last answer: nothing asked for them, the connection
+    // can't be trusted with another batch.
+    let clean = pos == buf.len();
+    RoundEnd::Done(clean.then_some(stream))
 }
 
 /// Reads what is there onto the end of `buf`, within `limit`.
@@ -206,73 +302,236 @@ async fn read_more(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     limit: Duration,
-    answered: bool,
-) -> Result<usize, Failure> {
+) -> Result<usize, FailureKind> {
     // Into the spare capacity: `read_buf` does not zero it first (a
-    // zeroed 16 KiB per read was most of a copy's instructions).
+    // zeroed 16 KiB per read was most of a copy's instructions once).
     buf.reserve(16 * 1024);
-    let read = tokio::time::timeout(limit, stream.read_buf(buf)).await;
-    match read {
-        Err(_) => Err(failed(FailureKind::ReadTimeout, answered)),
-        Ok(Err(_)) => Err(failed(FailureKind::Reset, answered)),
+    match tokio::time::timeout(limit, stream.read_buf(buf)).await {
+        Err(_) => Err(FailureKind::ReadTimeout),
+        Ok(Err(_)) => Err(FailureKind::Reset),
         Ok(Ok(n)) => Ok(n),
     }
 }
 
-/// The answer's head if it is all in `buf`: its length, status, framing and
-/// whether the origin closes after it.
-fn parse_head(
-    buf: &[u8],
-    head_method: bool,
-) -> Result<Option<(usize, u16, Framing, bool)>, Failure> {
-    let mut storage = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut storage,
-    ) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(failed(FailureKind::Other, !buf.is_empty())),
-    };
-    let (Some(version), Some(status)) = (response.version, response.code) else {
-        return Err(failed(FailureKind::Other, true));
-    };
-    let mut close = version == 0;
-    let mut length = None;
-    let mut chunked = false;
-    for header in response.headers.iter() {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            length = parse_length(header.value);
-            if length.is_none() {
-                return Err(failed(FailureKind::Other, true));
-            }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = header
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            close |= !chunked;
-        } else if header.name.eq_ignore_ascii_case("connection") {
-            close |= header
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn server() -> ServerConfig {
+        let text = "[pools.blue]\nbackends = [\"127.0.0.1:1\"]\n[split]\nblue = 100\n";
+        crate::config::parse(text, std::path::Path::new("/"))
+            .expect("config")
+            .server
     }
-    let framing = if (100..200).contains(&status) || head_method || status == 204 || status == 304 {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if close && length.is_none() {
-        Framing::UntilClose
-    } else {
-        match length {
-            Some(len) => Framing::Length(len),
-            None => Framing::UntilClose,
+
+    fn batch(n: usize) -> Batch {
+        let mut batch = Batch::default();
+        for i in 0..n {
+            batch.push(format!("GET /{i} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
         }
-    };
-    Ok(Some((head_len, status, framing, close)))
+        batch
+    }
+
+    /// An origin on loopback that, for each connection in turn, reads
+    /// `requests` bodiless requests, writes `answer` in one piece, and then
+    /// closes (everything read first: a FIN, not a reset) or keeps the
+    /// connection open until the test ends. What each connection received.
+    async fn scripted(
+        script: Vec<(usize, &'static [u8], bool)>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut received, mut open) = (Vec::new(), Vec::new());
+            for (requests, answer, close) in script {
+                let Ok(Ok((mut stream, _))) =
+                    tokio::time::timeout(Duration::from_secs(5), listener.accept()).await
+                else {
+                    break;
+                };
+                let mut got = Vec::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while got.windows(4).filter(|w| w == b"\r\n\r\n").count() < requests {
+                    let mut chunk = [0u8; 4096];
+                    match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                let _ = stream.write_all(answer).await;
+                received.push(got);
+                if !close {
+                    open.push(stream);
+                }
+            }
+            received
+        });
+        (addr, task)
+    }
+
+    fn statuses(out: &[Outcome]) -> Vec<Result<u16, FailureKind>> {
+        out.iter()
+            .map(|o| match o {
+                Outcome::Answered { status, .. } => Ok(*status),
+                Outcome::Failed(kind) => Err(*kind),
+                Outcome::NoBackend => Err(FailureKind::Other),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_are_matched_in_order_whatever_their_framing() {
+        let answers: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ngreen\
+            HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ngreen\r\n0\r\n\r\n\
+            HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\
+            HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        let (addr, origin) = scripted(vec![(4, answers, false)]).await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(4), 0..4),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200), Ok(503), Ok(204), Ok(404)]);
+        // One write carried all four; the connection is kept.
+        assert_eq!(conns.idle.len(), 1);
+        let received = origin.await.expect("origin");
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0], batch(4).bytes);
+    }
+
+    #[tokio::test]
+    async fn a_piece_of_a_batch_sends_its_own_copies_only() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 OK\r\nContent-Length: 0\r\n\r\n";
+        let (addr, origin) = scripted(vec![(2, ok, false)]).await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        let whole = batch(4);
+        send_batch(
+            &mut conns,
+            addr,
+            (&whole, 1..3),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200), Ok(201)]);
+        let received = origin.await.expect("origin");
+        assert_eq!(
+            received,
+            [whole.bytes[whole.start(1)..whole.start(3)].to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_broken_mid_batch_fails_the_unanswered_copies_only() {
+        let answers: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ngreen\
+            HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        let (addr, origin) = scripted(vec![(4, answers, true)]).await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(4), 0..4),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        let reset = Err(FailureKind::Reset);
+        assert_eq!(statuses(&out), [Ok(200), reset, reset, reset]);
+        assert!(conns.idle.is_empty(), "a broken connection is not kept");
+        assert_eq!(origin.await.expect("origin").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn copies_after_an_announced_close_go_again_on_a_fresh_connection() {
+        let (addr, origin) = scripted(vec![
+            (
+                3,
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                2,
+                b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n\
+                  HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+        ])
+        .await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(3), 0..3),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200), Ok(201), Ok(202)]);
+        let received = origin.await.expect("origin");
+        let whole = batch(3);
+        assert_eq!(
+            received,
+            [whole.bytes.clone(), whole.bytes[whole.start(1)..].to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_idle_connection_is_replaced_once_and_a_silent_origin_fails() {
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (addr, origin) = scripted(vec![
+            (1, ok, true),
+            (2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (1, b"", true),
+        ])
+        .await;
+        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(1), 0..1),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200)]);
+        assert_eq!(conns.idle.len(), 1);
+        // The origin closes that connection after its answer (before or
+        // after this write: an end or a reset, never an answer): the next
+        // batch goes on a new one, answered in full.
+        out.clear();
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(2), 0..2),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Ok(200), Ok(200)]);
+        // A fresh connection closed without a byte of answer: failed.
+        conns.idle.clear();
+        out.clear();
+        send_batch(
+            &mut conns,
+            addr,
+            (&batch(1), 0..1),
+            &server(),
+            &mut buf,
+            &mut out,
+        )
+        .await;
+        assert_eq!(statuses(&out), [Err(FailureKind::Reset)]);
+        assert_eq!(origin.await.expect("origin").len(), 3);
+    }
 }

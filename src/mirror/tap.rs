@@ -1,15 +1,14 @@
 //! The request path's side of the mirror: a copy is handed over by
-//! appending it to this thread's ring ([`crate::access_log`]'s
-//! single-producer ring of words) — relaxed atomic stores of the head and
-//! body bytes: no lock, no syscall, no allocation once the thread's ring
-//! exists. The mirror service drains every ring on its own schedule; a
-//! full ring refuses the copy, which is counted as dropped, and the client
-//! never waits for it.
+//! appending it to this thread's ring ([`super::queue`], single-producer,
+//! of words) — relaxed atomic stores of the head and body bytes as they
+//! are, no per-header work: no lock, no syscall, no allocation once the
+//! thread's ring exists. The mirror service drains every ring on its own
+//! schedule; a full ring refuses the copy, which is counted as dropped,
+//! and the client never waits for it.
 //!
-//! A copy in the ring is one line: the length of the rest (u32, LE), then
-//! the HTTP/1.1 request as it goes to the mirror pool — the head the
-//! request's own pool got, with `x-switchyard-mirror: 1` added, then the
-//! body.
+//! A copy in the ring is the HTTP/1.1 request as it goes to the mirror
+//! pool — the head the request's own pool got, with `x-switchyard-mirror:
+//! 1` added, then the body — so a drained batch is written as it is.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -17,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 
+use super::queue::Queue;
 use super::route::{Dropped, MirrorRoute, MirrorStats, Skipped};
-use crate::access_log::ring::Ring;
 
 /// The header every copy carries, so the mirror pool (and its logs) can
 /// tell copies from live traffic; it ends the head.
@@ -30,35 +29,28 @@ const RING_BYTES: usize = 2 << 20;
 
 /// Every thread's ring; locked when a thread makes its ring and by the
 /// mirror service's drain, never per request.
-static RINGS: Mutex<Vec<Arc<Ring>>> = Mutex::new(Vec::new());
+static RINGS: Mutex<Vec<Arc<Queue>>> = Mutex::new(Vec::new());
 
 thread_local! {
-    static RING: RefCell<Option<Arc<Ring>>> = const { RefCell::new(None) };
+    static RING: RefCell<Option<Arc<Queue>>> = const { RefCell::new(None) };
 }
 
 /// Queues one copy made of `parts` (head without its final CRLF, extra
 /// head lines, the mirror line, body); counted dropped when the thread's
 /// ring has no room.
 fn push(stats: &MirrorStats, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
-    let mut all: [&[u8]; 6] = [&[]; 6];
-    all[0] = &prefix;
-    for (slot, part) in all[1..].iter_mut().zip(parts) {
-        *slot = part;
-    }
     let queued = RING.with(|ring| {
         let Ok(mut ring) = ring.try_borrow_mut() else {
             return false;
         };
         let ring = ring.get_or_insert_with(|| {
-            let ring = Arc::new(Ring::new(RING_BYTES));
+            let ring = Arc::new(Queue::new(RING_BYTES));
             if let Ok(mut rings) = RINGS.lock() {
                 rings.push(Arc::clone(&ring));
             }
             ring
         });
-        ring.push_parts(&all[..=parts.len()])
+        ring.push(parts)
     });
     if !queued {
         stats.count_dropped(Dropped::QueueFull);
@@ -229,31 +221,24 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The mirror service's side: appends every queued copy to `out` and
-/// frees their room. Returns how many it took.
-pub fn drain(out: &mut Vec<u8>) -> u64 {
-    let rings: Vec<Arc<Ring>> = match RINGS.lock() {
+/// The mirror service's side: every request thread's ring (locked only
+/// to copy the list).
+pub fn rings() -> Vec<Arc<Queue>> {
+    match RINGS.lock() {
         Ok(rings) => rings.clone(),
-        Err(_) => return 0,
-    };
-    rings.iter().map(|ring| ring.drain_into(out)).sum()
+        Err(_) => Vec::new(),
+    }
 }
 
-/// Splits drained bytes into copies (each a whole HTTP/1.1 request).
-pub fn copies(drained: Bytes) -> impl Iterator<Item = Bytes> {
-    let mut rest = drained;
-    std::iter::from_fn(move || {
-        if rest.len() < 4 {
-            return None;
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if rest.len() < 4 + len {
-            return None;
-        }
-        let copy = rest.slice(4..4 + len);
-        rest = rest.slice(4 + len..);
-        Some(copy)
-    })
+/// Drains every ring into one batch (tests: this thread's copies come out
+/// with the others').
+#[cfg(test)]
+fn drain_all() -> Vec<Vec<u8>> {
+    let mut batch = super::queue::Batch::default();
+    for ring in rings() {
+        ring.drain_into(&mut batch, usize::MAX, usize::MAX);
+    }
+    (0..batch.len()).map(|i| batch.copy(i).to_vec()).collect()
 }
 
 #[cfg(test)]
@@ -304,18 +289,16 @@ mod tests {
         );
         assert_eq!(route.stats.skipped(Skipped::BodyTooLarge), 1);
         assert_eq!(route.stats.skipped(Skipped::BodyNotBuffered), 1);
-        let mut out = Vec::new();
-        drain(&mut out);
-        let ours: Vec<Bytes> = copies(Bytes::from(out))
+        let ours: Vec<Vec<u8>> = drain_all()
+            .into_iter()
             .filter(|c| c.windows(5).any(|w| w == b"/tap-"))
             .collect();
         assert_eq!(
             ours,
             [
-                Bytes::from_static(b"GET /tap-a HTTP/1.1\r\nhost: x\r\nx-switchyard-mirror: 1\r\n\r\n"),
-                Bytes::from_static(
-                    b"POST /tap-b HTTP/1.1\r\ncontent-length: 5\r\nx-switchyard-mirror: 1\r\n\r\nhello"
-                ),
+                b"GET /tap-a HTTP/1.1\r\nhost: x\r\nx-switchyard-mirror: 1\r\n\r\n".to_vec(),
+                b"POST /tap-b HTTP/1.1\r\ncontent-length: 5\r\nx-switchyard-mirror: 1\r\n\r\nhello"
+                    .to_vec(),
             ]
         );
     }
@@ -341,16 +324,16 @@ mod tests {
         too_long.body(Some(&Bytes::from_static(b"123456789")), true);
         assert!(matches!(too_long, Capture::Off));
         assert_eq!(route.stats.skipped(Skipped::BodyTooLarge), 1);
-        let mut out = Vec::new();
-        drain(&mut out);
-        let ours: Vec<Bytes> = copies(Bytes::from(out))
+        let ours: Vec<Vec<u8>> = drain_all()
+            .into_iter()
             .filter(|c| c.windows(6).any(|w| w == b"/tap-p"))
             .collect();
         assert_eq!(
             ours,
-            [Bytes::from_static(
+            [
                 b"POST /tap-p?q=1 HTTP/1.1\r\nx-id: 7\r\ncontent-length: 5\r\nx-switchyard-mirror: 1\r\n\r\nabcde"
-            )]
+                    .to_vec()
+            ]
         );
     }
 }
