@@ -74,7 +74,9 @@
 #   SWITCHYARD_SERVER_B [none]: extra [server] lines for switchyard-b, e.g.
 #     SWITCHYARD_SERVER_B='fast_path = false' (pingora's HTTP path); alone,
 #     it benches the same binary twice
-#   IDLE_BIN [build with `cargo bench --bench idle_conns --no-run`]
+#   IDLE_BIN [build with `cargo bench --bench idle_conns --no-run`];
+#     IDLE_BIN=benches/idle_conns.py runs the same steps in Python, with
+#     no build (the bench's build rebuilds every crate with unwinding)
 #   SCHEME [http]: https = every proxy also gets a TLS listener (TLS 1.3,
 #     self-signed ECDSA P-256 certificate made here with openssl, ALPN
 #     http/1.1) and wrk, the live shift and the idle bench (IDLE_TLS=1) go

@@ -118,16 +118,17 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let idle_reaper = app.idle_reaper();
     let mut proxy = Service::new("switchyard proxy".to_string(), app);
     for addr in &config.server.listen {
-        // pingora's default L4 read buffer is 64 KiB per connection, zero-
-        // filled at accept: 500 MB for 10 000 idle clients. 1 KiB still
-        // takes a typical request head in the one read that also wakes the
-        // idle connection (without it each request costs a second recv).
-        // No write buffer: the fast path writes whole heads and bodies and
+        // No L4 buffers: pingora's default read buffer is 64 KiB per
+        // connection, zero-filled at accept (500 MB for 10 000 idle
+        // clients), and even 1 KiB was most of an idle connection. The
+        // fast path waits for readability and then reads a request
+        // straight into its per-request buffer (one `recv`, no copy);
+        // pingora's path reads heads into buffers of its own. No write
+        // buffer either: the fast path writes whole heads and bodies and
         // flushes each, so a per-connection buffer (1460 B) only added a
         // copy. (A response on pingora's path goes out as head and body.)
         proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, 0)),
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
         );
     }
     for listener in &tls_listeners {
@@ -136,11 +137,14 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
         settings.set_cert_resolver(Arc::clone(&listener.resolver) as _);
         // HTTP/2 and HTTP/1.1, chosen by the client through ALPN.
         settings.enable_h2();
-        // TLS reads whole records (up to 16 KiB): buffer one.
+        // No L4 buffers under TLS: rustls reads records into its own
+        // buffer (a read buffer under it, 16 KiB for a whole record, only
+        // added a copy and was held by every idle connection), and writes
+        // whole records (a write buffer only added a copy).
         proxy.add_listener(
             ListenerConfig::tcp(listener.addr.to_string())
                 .tls(settings)
-                .l4_buffer(L4BufferSettings::default().read(TLS_RECORD)),
+                .l4_buffer(L4BufferSettings::unbuffered()),
         );
     }
     server.add_service(proxy);
@@ -234,11 +238,6 @@ pub fn run(config_path: &Path, upgrade: bool) -> Result<(), String> {
     crate::access_log::writer::flush();
     Ok(())
 }
-
-/// Read buffer of a plain listener's connections.
-const PLAIN_READ_BUFFER: usize = 1024;
-/// The largest TLS record: the read buffer of a TLS listener's connections.
-const TLS_RECORD: usize = 16 * 1024;
 
 fn server_conf(config: &Config) -> ServerConf {
     let state_dir = &config.admin.state_dir;

@@ -4,14 +4,16 @@
 //! head, and counting and answering how the request ended.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, ReadBuf};
 
-use super::client::Client;
+use super::client::{Arrival, Client};
 use super::deadline::Deadline;
 use super::head::{self, ClientAddr, Parsed};
 use super::io::{read_within, write_within};
@@ -33,6 +35,9 @@ pub(super) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// first request (it is counted in flight meanwhile, so the process waits
 /// for it): its client is most likely sending it at that very moment.
 const FIRST_REQUEST_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+/// Wakes in a row that found nothing to read before a connection is
+/// closed (one is possible, see [`keep_alive`]; more would be a bug).
+const STALE_WAKES_MAX: u32 = 4;
 
 /// How a client connection left the fast path.
 pub enum Ending {
@@ -64,6 +69,7 @@ pub(super) async fn keep_alive<C: Client>(
     let mut shutdown_begins = std::pin::pin!(watch.changed());
     let mut scratch: Option<Scratch> = None;
     let mut served_one = false;
+    let mut stale_wakes = 0u32;
     loop {
         if connection.buffered == 0 {
             if let Some(spare) = scratch.take() {
@@ -84,13 +90,44 @@ pub(super) async fn keep_alive<C: Client>(
             } else {
                 Wait::UntilShutdown(shutdown_begins.as_mut())
             };
-            let Some(first) = connection.next_request_byte(wait).await else {
+            let Some(arrival) = connection.next_arrival(wait).await else {
                 return Ending::Closed;
             };
-            served_one = true;
             let fresh = scratch.insert(Scratch::take());
-            fresh.client[0] = first;
-            connection.buffered = 1;
+            let read = match arrival {
+                Arrival::Byte(first) => {
+                    fresh.client[0] = first;
+                    Some(Ok(1))
+                }
+                Arrival::Readable => connection.read_ready(&mut fresh.client).await,
+                Arrival::Closed => Some(Ok(0)),
+            };
+            match read {
+                Some(Ok(read)) if read > 0 => connection.buffered = read,
+                // Closed (or failed): nothing to answer.
+                Some(_) => {
+                    if let Some(spare) = scratch.take() {
+                        spare.give_back();
+                    }
+                    return Ending::Closed;
+                }
+                // Readiness left over from an earlier read that filled its
+                // buffer: this read cleared it, so wait again (without the
+                // buffers). It can't recur without a read in between;
+                // bounded all the same.
+                None => {
+                    if let Some(spare) = scratch.take() {
+                        spare.give_back();
+                    }
+                    stale_wakes += 1;
+                    if stale_wakes > STALE_WAKES_MAX {
+                        return Ending::Closed;
+                    }
+                    continue;
+                }
+            }
+            stale_wakes = 0;
+            served_one = true;
         }
         let buffers = scratch.get_or_insert_with(Scratch::take);
         match connection.one_request(buffers, &serving).await {
@@ -210,63 +247,76 @@ impl<C: Client> Connection<C> {
         read_within(&mut self.deadline, &mut self.client, buf, limit).await
     }
 
-    /// Waits for the first byte of the next request, as `wait` says: `None`
-    /// if the client closes, idles out, or the wait ends. No buffer is held
-    /// while a connection idles.
-    async fn next_request_byte<F: std::future::Future>(&mut self, wait: Wait<'_, F>) -> Option<u8> {
-        let mut byte = [0u8; 1];
-        let read = match wait {
+    /// Waits for the next request, as `wait` says: `None` if the client
+    /// closes, idles out, or the wait ends. No buffer is held while a
+    /// connection idles.
+    async fn next_arrival<F: std::future::Future>(&mut self, wait: Wait<'_, F>) -> Option<Arrival> {
+        let arrived = match wait {
             Wait::First(shutdown_begins) => {
-                match self.read_until_shutdown(&mut byte, shutdown_begins).await {
+                match self.arrival_until_shutdown(shutdown_begins).await {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        self.read_first_at_shutdown(&mut byte).await
+                        self.first_arrival_at_shutdown().await
                     }
-                    read => read,
+                    arrived => arrived,
                 }
             }
-            Wait::FirstAtShutdown => self.read_first_at_shutdown(&mut byte).await,
+            Wait::FirstAtShutdown => self.first_arrival_at_shutdown().await,
             Wait::UntilShutdown(shutdown_begins) => {
-                self.read_until_shutdown(&mut byte, shutdown_begins).await
+                self.arrival_until_shutdown(shutdown_begins).await
             }
             Wait::OnlyIfHere => {
-                let mut read = std::pin::pin!(self.client.read(&mut byte));
-                std::future::poll_fn(|cx| match std::future::Future::poll(read.as_mut(), cx) {
-                    std::task::Poll::Ready(done) => std::task::Poll::Ready(done),
-                    std::task::Poll::Pending => {
-                        std::task::Poll::Ready(Err(io::ErrorKind::WouldBlock.into()))
-                    }
+                let client = &mut self.client;
+                std::future::poll_fn(|cx| match client.poll_arrival(cx) {
+                    Poll::Ready(done) => Poll::Ready(done),
+                    Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
                 })
                 .await
             }
         };
-        matches!(read, Ok(1)).then_some(byte[0])
+        match arrived {
+            Ok(Arrival::Closed) | Err(_) => None,
+            Ok(arrival) => Some(arrival),
+        }
     }
 
-    /// Reads up to the keep-alive timeout; `Interrupted` as soon as the
-    /// server begins shutting down.
-    async fn read_until_shutdown<F: std::future::Future>(
-        &mut self,
-        byte: &mut [u8; 1],
-        shutdown_begins: std::pin::Pin<&mut F>,
-    ) -> io::Result<usize> {
+    /// Reads what a [`Arrival::Readable`] wait found into `buf`, without
+    /// waiting: `None` if nothing was there after all.
+    async fn read_ready(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
         let client = &mut self.client;
-        let read = async {
+        std::future::poll_fn(|cx| match Pin::new(&mut *client).poll_read(cx, &mut buf) {
+            Poll::Ready(done) => Poll::Ready(Some(done.map(|()| buf.filled().len()))),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
+
+    /// Waits up to the keep-alive timeout; `Interrupted` as soon as the
+    /// server begins shutting down.
+    async fn arrival_until_shutdown<F: std::future::Future>(
+        &mut self,
+        shutdown_begins: std::pin::Pin<&mut F>,
+    ) -> io::Result<Arrival> {
+        let client = &mut self.client;
+        let arrival = async {
             tokio::select! {
                 biased;
-                read = client.read(byte) => read,
+                arrived = std::future::poll_fn(|cx| client.poll_arrival(cx)) => arrived,
                 _ = shutdown_begins => Err(io::ErrorKind::Interrupted.into()),
             }
         };
-        self.deadline.bound(self.idle, read).await
+        self.deadline.bound(self.idle, arrival).await
     }
 
     /// A new connection's first request while the server shuts down, up to
     /// [`FIRST_REQUEST_AT_SHUTDOWN`]. Counted in flight, so the process
     /// doesn't exit under it.
-    async fn read_first_at_shutdown(&mut self, byte: &mut [u8; 1]) -> io::Result<usize> {
+    async fn first_arrival_at_shutdown(&mut self) -> io::Result<Arrival> {
         let _in_flight = REQUESTS.start();
+        let client = &mut self.client;
+        let arrival = std::future::poll_fn(|cx| client.poll_arrival(cx));
         self.deadline
-            .bound(FIRST_REQUEST_AT_SHUTDOWN, self.client.read(byte))
+            .bound(FIRST_REQUEST_AT_SHUTDOWN, arrival)
             .await
     }
 

@@ -152,6 +152,7 @@ mod tests {
         let idle = super::IdlePool::new();
         let serve = super::serve(Box::new(stream), &shared, &idle, &watch);
         let size = std::mem::size_of_val(&serve);
+        eprintln!("fastpath::serve future: {size} bytes");
         // 2 KiB until the head deadline (bounded heads) and the framing
         // rules' state joined it; brought back down is the idle-memory
         // work of the edge-performance issue.
