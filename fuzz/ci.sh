@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"request_head chunked_request chunked_response config admin_command"}
+TARGETS=${FUZZ_TARGETS:-"request_head chunked_request chunked_response response_scanner config admin_command"}
 CARGO_FUZZ_VERSION=0.13.2
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

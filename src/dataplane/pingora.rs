@@ -36,12 +36,20 @@ pub struct SwitchyardProxy {
     /// The connect of plaintext HTTP/1.1 peers: their responses are read
     /// through the strict framing rules ([`super::strict_upstream`]).
     strict: Arc<dyn L4Connect + Send + Sync>,
+    /// The same, typed: HTTP/1.1-over-TLS peers get a connect of their own
+    /// that shares its idle pools.
+    strict_tls: Arc<StrictConnect>,
 }
 
 impl SwitchyardProxy {
     pub fn new(shared: Arc<Shared>) -> Self {
-        let strict = StrictConnect::new(Arc::clone(&shared));
-        SwitchyardProxy { shared, strict }
+        let strict_tls = StrictConnect::new(Arc::clone(&shared));
+        let strict: Arc<dyn L4Connect + Send + Sync> = Arc::clone(&strict_tls) as _;
+        SwitchyardProxy {
+            shared,
+            strict,
+            strict_tls,
+        }
     }
 }
 
@@ -197,6 +205,14 @@ impl ProxyHttp for SwitchyardProxy {
                 let mut peer = pool.backends[index].peer.clone();
                 if StrictConnect::applies_to(&peer) {
                     peer.options.custom_l4 = Some(Arc::clone(&self.strict));
+                } else if let Some(config) = pool
+                    .probe_tls
+                    .as_ref()
+                    .filter(|_| strict_upstream::tls::applies_to(&peer))
+                {
+                    // switchyard does the TLS itself, so that the framing
+                    // rules see the decrypted response.
+                    peer = strict_upstream::tls::plaintext_peer(&self.strict_tls, &peer, config)?;
                 }
                 Ok(Box::new(peer))
             }

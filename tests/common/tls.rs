@@ -111,3 +111,76 @@ pub async fn get_over_with(
         .await
         .expect("response in time")
 }
+
+/// A TLS front for a plaintext origin on `127.0.0.1:0`: each connection's
+/// handshake (certificate `cert_pem`/`key_pem`, ALPN `http/1.1`) is counted,
+/// then its decrypted bytes are relayed both ways over a TCP connection of
+/// its own to `origin`, so the origin sees one connection per TLS one.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(origin: SocketAddr, cert_pem: &str, key_pem: &str) -> TlsFront {
+        let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .expect("key PEM")
+            .expect("a key");
+        let mut config = pingora::tls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("front TLS config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = pingora::tls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind TLS front");
+        let addr = listener.local_addr().expect("front address");
+        let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&handshakes);
+        let task = tokio::spawn(async move {
+            // Aborting the task closes every relayed connection with it.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let acceptor = acceptor.clone();
+                        let counter = Arc::clone(&counter);
+                        connections.spawn(async move {
+                            let handshake = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                acceptor.accept(tcp),
+                            );
+                            let Ok(Ok(mut tls)) = handshake.await else { return };
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Ok(mut plain) = TcpStream::connect(origin).await else { return };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        });
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        TlsFront {
+            addr,
+            handshakes,
+            task,
+        }
+    }
+
+    /// TLS handshakes completed so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

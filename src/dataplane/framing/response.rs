@@ -251,8 +251,13 @@ impl ResponseScanner {
     /// to the head (all of them while it is incomplete).
     fn head_bytes(&mut self, bytes: &[u8]) -> Result<usize, BadResponse> {
         // Usually the whole head comes in one read: parsed where it lies.
+        // A head longer than MAX_RESPONSE_HEAD is refused however it
+        // arrives: whole in one read, or gathered (capped at MAX + 1 bytes).
         let (parsed, used) = if self.head.is_empty() {
             match parse_response_head(bytes, self.head_method) {
+                Ok(Some((len, _))) if len > MAX_RESPONSE_HEAD => {
+                    return Err(self.broken(BadResponse("response head too long")))
+                }
                 Ok(Some((len, framing))) => (framing, len),
                 Ok(None) => {
                     if bytes.len() > MAX_RESPONSE_HEAD {
@@ -268,6 +273,9 @@ impl ResponseScanner {
             let take = bytes.len().min(MAX_RESPONSE_HEAD + 1 - before);
             self.head.extend_from_slice(&bytes[..take]);
             match parse_response_head(&self.head, self.head_method) {
+                Ok(Some((len, _))) if len > MAX_RESPONSE_HEAD => {
+                    return Err(self.broken(BadResponse("response head too long")))
+                }
                 Ok(Some((len, framing))) => {
                     self.head.clear();
                     (framing, len - before)
@@ -321,6 +329,37 @@ mod tests {
             offset += piece.len();
         }
         Ok(None)
+    }
+
+    /// Found while writing the `response_scanner` fuzz target: a complete
+    /// head over the limit passed when it came in one read and failed when
+    /// gathered over several.
+    #[test]
+    fn a_long_head_is_refused_however_it_is_read() {
+        // Few, long lines: past MAX_RESPONSE_HEADERS it would be refused
+        // for its line count instead.
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(4000));
+        while head.len() <= MAX_RESPONSE_HEAD {
+            head.extend_from_slice(filler.as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        for step in [head.len(), 4096, 1000] {
+            assert_eq!(
+                end_of(&head, step, false),
+                Err(BadResponse("response head too long")),
+                "step {step}"
+            );
+        }
+        // At the limit exactly, it is taken either way.
+        let mut at_limit = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        let tail = b"\r\nContent-Length: 0\r\n\r\n";
+        at_limit.resize(MAX_RESPONSE_HEAD - tail.len(), b'a');
+        at_limit.extend_from_slice(tail);
+        assert_eq!(at_limit.len(), MAX_RESPONSE_HEAD);
+        for step in [at_limit.len(), 4096, 1000] {
+            assert_eq!(end_of(&at_limit, step, false), Ok(Some(MAX_RESPONSE_HEAD)));
+        }
     }
 
     #[test]

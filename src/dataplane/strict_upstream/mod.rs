@@ -18,10 +18,13 @@
 //! its own reused connections; a framing error ([`Unframed`]) is never
 //! retried.
 //!
-//! Not covered: TLS upstreams (the socket would see ciphertext; pingora
-//! decodes their responses itself) and HTTP/2 upstreams (h2 frames).
+//! HTTP/1.1-over-TLS peers get the same socket over a TLS stream whose
+//! handshake this module does ([`tls`]). Not covered: HTTP/2 upstreams
+//! (h2 frames), and `protocol = "auto"` TLS peers (ALPN may pick h2, so
+//! pingora does their handshake).
 
 mod socket;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr as InetAddr;
@@ -56,6 +59,7 @@ pub struct Unframed(pub &'static str);
 pub struct StrictConnect {
     shared: Arc<Shared>,
     idle: Arc<IdlePool>,
+    tls_idle: Arc<tls::TlsIdlePool>,
     /// The reaper of `idle` starts with the first connection (inside the
     /// proxy's runtime) and stops when this is dropped.
     reaper: AtomicBool,
@@ -73,6 +77,7 @@ impl StrictConnect {
         Arc::new(StrictConnect {
             shared,
             idle: Arc::new(IdlePool::new()),
+            tls_idle: Arc::new(tls::TlsIdlePool::default()),
             reaper: AtomicBool::new(false),
             stop_reaper: tokio::sync::watch::channel(false).0,
         })
@@ -114,7 +119,7 @@ impl L4Connect for StrictConnect {
             Some(tcp) => (tcp, true),
             None => (connect(*inet, server.connect_timeout).await?, false),
         };
-        let socket = StrictSocket::new(tcp, reused, home);
+        let socket = StrictSocket::new(tcp, *inet, reused, home);
         Ok(Stream::from(VirtualSocketStream::new(Box::new(socket))))
     }
 }

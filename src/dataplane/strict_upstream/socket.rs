@@ -1,5 +1,7 @@
-//! The upstream socket pingora reads a plaintext HTTP/1.1 response from:
-//! a TCP connection with [`ResponseScanner`] between it and pingora.
+//! The upstream socket pingora reads an HTTP/1.1 response from: a TCP
+//! connection, or a TLS stream over one whose handshake switchyard did
+//! ([`super::tls`]), with [`ResponseScanner`] between it and pingora (so
+//! for TLS the scanner sees the decrypted bytes).
 //!
 //! One socket carries exactly one request and its response. Every read is
 //! checked before pingora sees it: bytes that break the response framing
@@ -29,7 +31,7 @@ use super::{Stale, Unframed};
 use crate::dataplane::fastpath::IdlePool;
 use crate::dataplane::framing::response::{Fed, ResponseScanner};
 
-/// Where a reusable connection goes when pingora lets its socket go.
+/// Where a reusable TCP connection goes when pingora lets its socket go.
 #[derive(Clone)]
 pub(super) struct Home {
     pub idle: Arc<IdlePool>,
@@ -38,12 +40,41 @@ pub(super) struct Home {
     pub max_idle: Duration,
 }
 
+/// What a strict socket runs over: plaintext TCP or TLS over TCP.
+pub(super) trait Upstream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Where the connection goes back to for reuse.
+    type Home: Send + Sync + Unpin;
+    /// Nothing to read, and not closed: quiet, as an idle connection must be.
+    fn quiet(&mut self) -> bool;
+    fn nodelay(&self) -> io::Result<()>;
+    fn go_home(self, home: &Self::Home);
+}
+
+impl Upstream for TcpStream {
+    type Home = Home;
+
+    fn quiet(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    fn nodelay(&self) -> io::Result<()> {
+        self.set_nodelay(true)
+    }
+
+    fn go_home(self, home: &Home) {
+        home.idle
+            .put_idle(home.addr, self, home.capacity, home.max_idle);
+    }
+}
+
 /// Bytes of the request line needed to know whether it is a HEAD.
 const METHOD_SNIFF: usize = 5;
 
-pub(super) struct StrictSocket {
+pub(super) struct StrictSocket<S: Upstream> {
     /// `None` once handed back to the idle pool (only in `drop`).
-    tcp: Option<TcpStream>,
+    tcp: Option<S>,
+    addr: SocketAddr,
     scanner: ResponseScanner,
     /// The first bytes of the request, until [`METHOD_SNIFF`] are known.
     method: [u8; METHOD_SNIFF],
@@ -56,22 +87,23 @@ pub(super) struct StrictSocket {
     poisoned: bool,
     /// pingora probed the whole response for keep-alive: hand it back.
     released: bool,
-    home: Home,
+    home: S::Home,
 }
 
-impl std::fmt::Debug for StrictSocket {
+impl<S: Upstream> std::fmt::Debug for StrictSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StrictSocket")
-            .field("addr", &self.home.addr)
+            .field("addr", &self.addr)
             .field("reused", &self.reused)
             .finish_non_exhaustive()
     }
 }
 
-impl StrictSocket {
-    pub(super) fn new(tcp: TcpStream, reused: bool, home: Home) -> StrictSocket {
+impl<S: Upstream> StrictSocket<S> {
+    pub(super) fn new(tcp: S, addr: SocketAddr, reused: bool, home: S::Home) -> StrictSocket<S> {
         StrictSocket {
             tcp: Some(tcp),
+            addr,
             scanner: ResponseScanner::new(false),
             method: [0; METHOD_SNIFF],
             method_len: 0,
@@ -106,7 +138,7 @@ impl StrictSocket {
         }
     }
 
-    fn tcp(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+    fn tcp(&mut self) -> io::Result<Pin<&mut S>> {
         match self.tcp.as_mut() {
             Some(tcp) => Ok(Pin::new(tcp)),
             None => Err(io::Error::from(io::ErrorKind::NotConnected)),
@@ -114,14 +146,7 @@ impl StrictSocket {
     }
 }
 
-/// Nothing to read, and not closed: the connection is quiet, as an idle
-/// one must be.
-fn quiet(tcp: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-impl AsyncRead for StrictSocket {
+impl<S: Upstream> AsyncRead for StrictSocket<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -141,8 +166,9 @@ impl AsyncRead for StrictSocket {
         if this.scanner.done() {
             // pingora's keep-alive probe (see the module doc): end of
             // stream, so it lets go of the socket.
-            this.released =
-                !this.poisoned && this.scanner.reusable() && this.tcp.as_ref().is_some_and(quiet);
+            this.released = !this.poisoned
+                && this.scanner.reusable()
+                && this.tcp.as_mut().is_some_and(S::quiet);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -179,7 +205,7 @@ impl AsyncRead for StrictSocket {
                     Err(bad) => {
                         this.poisoned = true;
                         buf.set_filled(before);
-                        log::debug!("upstream {}: {bad}", this.home.addr);
+                        log::debug!("upstream {}: {bad}", this.addr);
                         Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             Unframed(bad.0),
@@ -191,7 +217,7 @@ impl AsyncRead for StrictSocket {
     }
 }
 
-impl AsyncWrite for StrictSocket {
+impl<S: Upstream> AsyncWrite for StrictSocket<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -262,25 +288,23 @@ impl AsyncWrite for StrictSocket {
     }
 }
 
-impl VirtualSocket for StrictSocket {
+impl<S: Upstream> VirtualSocket for StrictSocket<S> {
     fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
         match (opt, &self.tcp) {
-            (VirtualSockOpt::NoDelay, Some(tcp)) => tcp.set_nodelay(true),
+            (VirtualSockOpt::NoDelay, Some(tcp)) => tcp.nodelay(),
             // Peers are built without TCP keepalive; nothing else is asked.
             _ => Ok(()),
         }
     }
 }
 
-impl Drop for StrictSocket {
+impl<S: Upstream> Drop for StrictSocket<S> {
     fn drop(&mut self) {
         if !self.released {
             return;
         }
         if let Some(tcp) = self.tcp.take() {
-            let home = &self.home;
-            home.idle
-                .put_idle(home.addr, tcp, home.capacity, home.max_idle);
+            tcp.go_home(&self.home);
         }
     }
 }
