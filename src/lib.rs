@@ -16,6 +16,7 @@
 //! | `protocol` | the admin vocabulary shared by the server and `ctl`: commands, typed answers and events, line framing |
 //! | `clock`    | time as a value: `Now { wall, mono }` passed into every decision |
 //! | `stats`    | per-pool inline counters, latency histogram, sliding window (atomics only) |
+//! | `word_ring` | the lock-free single-producer ring of whole byte records under the access log's and the mirror's per-thread queues |
 //! | `tls`      | `material` (PEM, keys, CAs: a leaf), `upstream` (client settings), `listeners` (SNI, reload) |
 //!
 //! **Data plane** (per request: no lock, no allocation, no call out)
@@ -74,3 +75,4 @@ pub mod routing;
 pub mod shared;
 pub mod stats;
 pub mod tls;
+pub(crate) mod word_ring;

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tls::material", 1),
     ("tls::upstream", 1), // client TLS settings from material; no state
     ("origin", 1),
+    ("word_ring", 1), // the ring under the access log's and the mirror's queues
     // 2. pure decisions and the routing table
     ("routing", 2),
     ("health::verdict", 2),

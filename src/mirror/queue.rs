@@ -1,30 +1,14 @@
-//! One request thread's queue of copies: a single-producer,
-//! single-consumer ring of 64-bit words, like the access log's
-//! ([`crate::access_log::ring`]), with a consumer side made for the
-//! mirror: it moves whole copies straight into a [`Batch`] — the bytes
-//! the mirror connection writes in one go, and where each copy ends — and
-//! stops at the batch's limits, leaving the rest queued. The ring itself
-//! is the mirror's bounded queue: while every sender is busy nothing is
-//! drained, it fills, and the request path drops (and counts) new copies.
-//!
-//! Words rather than bytes because the crate forbids `unsafe`: atomics are
-//! the only safe shared memory. A copy is one length word, then its bytes,
-//! zero-padded to whole words. The producer writes with relaxed stores and
-//! publishes with one release store of the head: no lock, no syscall, no
-//! allocation after the ring is made.
+//! One request thread's queue of copies: a [`WordRing`] whose records
+//! are whole request copies, with a consumer side made for the mirror: it
+//! moves whole copies straight into a [`Batch`] — the bytes the mirror
+//! connection writes in one go, and where each copy ends — and stops at
+//! the batch's limits, leaving the rest queued. The ring itself is the
+//! mirror's bounded queue: while every sender is busy nothing is drained,
+//! it fills, and the request path drops (and counts) new copies.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::word_ring::WordRing;
 
-pub struct Queue {
-    words: Box<[AtomicU64]>,
-    /// `words.len() - 1` (the length is a power of two).
-    mask: u64,
-    /// Words written, ever. Only the producer stores it (release: the
-    /// words before it are visible to a consumer that acquires it).
-    head: AtomicU64,
-    /// Words consumed, ever. Only the consumer stores it.
-    tail: AtomicU64,
-}
+pub struct Queue(WordRing);
 
 /// Copies drained together, sent together on one mirror connection: their
 /// bytes back to back (each a whole HTTP/1.1 request) and each one's end.
@@ -71,67 +55,13 @@ impl Batch {
 impl Queue {
     /// A ring of at least `bytes` bytes (rounded up to a power of two).
     pub fn new(bytes: usize) -> Queue {
-        let len = (bytes / 8).max(2).next_power_of_two();
-        Queue {
-            words: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            mask: len as u64 - 1,
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-        }
-    }
-
-    fn word(&self, at: u64) -> &AtomicU64 {
-        &self.words[(at & self.mask) as usize]
+        Queue(WordRing::new(bytes))
     }
 
     /// Producer side: appends the concatenation of `parts` as one copy;
     /// `false` (and nothing written) when the consumer has not made room.
     pub fn push(&self, parts: &[&[u8]]) -> bool {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let need = 1 + len.div_ceil(8) as u64;
-        let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Acquire);
-        if head - tail + need > self.mask + 1 {
-            return false;
-        }
-        self.word(head).store(len as u64, Ordering::Relaxed);
-        let mut at = head + 1;
-        // The word in progress: `filled` bytes of it, little-endian.
-        let mut word = 0u64;
-        let mut filled = 0u32;
-        for part in parts {
-            let mut part: &[u8] = part;
-            // Bytes one by one only to finish the word in progress at a
-            // seam (at most 7); then whole words straight from the part.
-            while filled > 0 && !part.is_empty() {
-                word |= u64::from(part[0]) << (8 * filled);
-                part = &part[1..];
-                filled += 1;
-                if filled == 8 {
-                    self.word(at).store(word, Ordering::Relaxed);
-                    at += 1;
-                    (word, filled) = (0, 0);
-                }
-            }
-            let mut chunks = part.chunks_exact(8);
-            for chunk in &mut chunks {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(chunk);
-                self.word(at)
-                    .store(u64::from_le_bytes(bytes), Ordering::Relaxed);
-                at += 1;
-            }
-            for byte in chunks.remainder() {
-                word |= u64::from(*byte) << (8 * filled);
-                filled += 1;
-            }
-        }
-        if filled > 0 {
-            self.word(at).store(word, Ordering::Relaxed);
-            at += 1;
-        }
-        self.head.store(at, Ordering::Release);
-        true
+        self.0.push(parts)
     }
 
     /// Consumer side: moves whole copies into `batch` until it holds
@@ -140,68 +70,32 @@ impl Queue {
     /// room. Returns how many it moved.
     #[inline(never)]
     pub fn drain_into(&self, batch: &mut Batch, max_copies: usize, max_bytes: usize) -> usize {
-        let head = self.head.load(Ordering::Acquire);
-        let mut at = self.tail.load(Ordering::Relaxed);
-        let mut moved = 0;
         // Room for what is queued (up to the limit) at once, not copy by copy.
-        let queued = usize::try_from((head - at) * 8).unwrap_or(usize::MAX);
-        batch.bytes.reserve(queued.min(max_bytes));
+        batch.bytes.reserve(self.0.queued_bytes().min(max_bytes));
         batch.ends.reserve(max_copies.min(64));
-        while at < head && batch.len() < max_copies {
-            let len = self.word(at).load(Ordering::Relaxed) as usize;
-            if !batch.is_empty() && batch.bytes.len() + len > max_bytes {
-                break;
+        let ends = &mut batch.ends;
+        self.0.drain_into(&mut batch.bytes, |filled, len| {
+            let fits = ends.is_empty() || filled + len <= max_bytes;
+            if ends.len() >= max_copies || !fits {
+                return false;
             }
-            at += 1;
-            let words = len.div_ceil(8) as u64;
-            let start = batch.bytes.len();
-            batch.bytes.resize(start + words as usize * 8, 0);
-            for (from, out) in (at..).zip(batch.bytes[start..].chunks_exact_mut(8)) {
-                let word = self.word(from).load(Ordering::Relaxed);
-                out.copy_from_slice(&word.to_le_bytes());
-            }
-            // The last word's padding is not the copy's.
-            batch.bytes.truncate(start + len);
-            batch
-                .ends
-                .push(u32::try_from(batch.bytes.len()).unwrap_or(u32::MAX));
-            at += words;
-            moved += 1;
-        }
-        self.tail.store(at, Ordering::Release);
-        moved
+            ends.push(u32::try_from(filled + len).unwrap_or(u32::MAX));
+            true
+        })
     }
 
     /// Nothing waits to be drained.
     pub fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Acquire)
+        self.0.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::{Batch, Queue};
-    use std::sync::Arc;
 
-    #[test]
-    fn copies_come_out_whole_in_order_across_the_wrap_and_seams() {
-        let queue = Queue::new(128); // 16 words
-        let whole: Vec<u8> = (0..40u8).collect();
-        for round in 0..30usize {
-            let cut = round % 41;
-            let (a, rest) = whole.split_at(cut);
-            let (b, c) = rest.split_at(rest.len() / 2);
-            let len = round % 13;
-            assert!(queue.push(&[&a[..cut.min(len)], b, c]), "round {round}");
-            let mut expected = a[..cut.min(len)].to_vec();
-            expected.extend_from_slice(b);
-            expected.extend_from_slice(c);
-            let mut batch = Batch::default();
-            assert_eq!(queue.drain_into(&mut batch, 64, 1 << 20), 1);
-            assert_eq!(batch.copy(0), &expected[..], "round {round}");
-            assert!(queue.is_empty());
-        }
-    }
+    // The ring's own cases (wrap-around, seams, a full ring refusing, two
+    // threads) are `word_ring`'s; this is the mirror's batch limits.
 
     #[test]
     fn a_drain_stops_at_the_batch_limits_and_leaves_the_rest_queued() {
@@ -222,48 +116,5 @@ mod tests {
         let mut batch = Batch::default();
         assert_eq!(queue.drain_into(&mut batch, 64, 1 << 20), 4);
         assert!(queue.is_empty());
-    }
-
-    #[test]
-    fn a_full_queue_refuses_instead_of_overwriting() {
-        let queue = Queue::new(64); // 8 words: 4 copies of 2 words fit
-        for copy in [b"12345678", b"abcdefgh", b"ABCDEFGH", b"87654321"] {
-            assert!(queue.push(&[copy]));
-        }
-        assert!(!queue.push(&[b"too much"]));
-        let mut batch = Batch::default();
-        assert_eq!(queue.drain_into(&mut batch, 64, 1 << 20), 4);
-        assert_eq!(batch.bytes, b"12345678abcdefghABCDEFGH87654321");
-        assert!(queue.push(&[b"room again"]));
-    }
-
-    #[test]
-    fn a_consumer_thread_sees_every_copy_a_producer_pushed() {
-        let queue = Arc::new(Queue::new(1024));
-        let producer = {
-            let queue = Arc::clone(&queue);
-            std::thread::spawn(move || {
-                for i in 0..20_000u32 {
-                    let copy = format!("copy {i:07}\n");
-                    for _ in 0..10_000_000 {
-                        if queue.push(&[copy.as_bytes()]) {
-                            break;
-                        }
-                        std::thread::yield_now();
-                    }
-                }
-            })
-        };
-        let mut all = Batch::default();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while all.len() < 20_000 && std::time::Instant::now() < deadline {
-            queue.drain_into(&mut all, usize::MAX, usize::MAX);
-            std::thread::yield_now();
-        }
-        let _ = producer.join();
-        assert_eq!(all.len(), 20_000);
-        for i in 0..20_000 {
-            assert_eq!(all.copy(i), format!("copy {i:07}\n").as_bytes());
-        }
     }
 }

@@ -370,6 +370,36 @@ mod tests {
         (addr, task)
     }
 
+    /// The service's side of one origin, as each test drives it: the
+    /// connections, the read buffer and the outcomes of every batch sent.
+    struct Sender {
+        addr: SocketAddr,
+        server: ServerConfig,
+        conns: Conns,
+        buf: Vec<u8>,
+        out: Vec<Outcome>,
+    }
+
+    impl Sender {
+        fn new(addr: SocketAddr) -> Sender {
+            let (conns, buf, out) = (Conns::default(), Vec::new(), Vec::new());
+            let server = server();
+            Sender {
+                addr,
+                server,
+                conns,
+                buf,
+                out,
+            }
+        }
+
+        /// Sends copies `range` of `batch`; their outcomes join `self.out`.
+        async fn send(&mut self, batch: &Batch, range: Range<usize>) {
+            let (conns, buf, out) = (&mut self.conns, &mut self.buf, &mut self.out);
+            send_batch(conns, self.addr, (batch, range), &self.server, buf, out).await;
+        }
+    }
+
     fn statuses(out: &[Outcome]) -> Vec<Result<u16, FailureKind>> {
         out.iter()
             .map(|o| match o {
@@ -387,19 +417,11 @@ mod tests {
             HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\
             HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         let (addr, origin) = scripted(vec![(4, answers, false)]).await;
-        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(4), 0..4),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Ok(200), Ok(503), Ok(204), Ok(404)]);
+        let mut sender = Sender::new(addr);
+        sender.send(&batch(4), 0..4).await;
+        assert_eq!(statuses(&sender.out), [Ok(200), Ok(503), Ok(204), Ok(404)]);
         // One write carried all four; the connection is kept.
-        assert_eq!(conns.idle.len(), 1);
+        assert_eq!(sender.conns.idle.len(), 1);
         let received = origin.await.expect("origin");
         assert_eq!(received.len(), 1);
         assert_eq!(received[0], batch(4).bytes);
@@ -409,18 +431,10 @@ mod tests {
     async fn a_piece_of_a_batch_sends_its_own_copies_only() {
         let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 201 OK\r\nContent-Length: 0\r\n\r\n";
         let (addr, origin) = scripted(vec![(2, ok, false)]).await;
-        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
+        let mut sender = Sender::new(addr);
         let whole = batch(4);
-        send_batch(
-            &mut conns,
-            addr,
-            (&whole, 1..3),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Ok(200), Ok(201)]);
+        sender.send(&whole, 1..3).await;
+        assert_eq!(statuses(&sender.out), [Ok(200), Ok(201)]);
         let received = origin.await.expect("origin");
         assert_eq!(
             received,
@@ -433,19 +447,14 @@ mod tests {
         let answers: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ngreen\
             HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
         let (addr, origin) = scripted(vec![(4, answers, true)]).await;
-        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(4), 0..4),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
+        let mut sender = Sender::new(addr);
+        sender.send(&batch(4), 0..4).await;
         let reset = Err(FailureKind::Reset);
-        assert_eq!(statuses(&out), [Ok(200), reset, reset, reset]);
-        assert!(conns.idle.is_empty(), "a broken connection is not kept");
+        assert_eq!(statuses(&sender.out), [Ok(200), reset, reset, reset]);
+        assert!(
+            sender.conns.idle.is_empty(),
+            "a broken connection is not kept"
+        );
         assert_eq!(origin.await.expect("origin").len(), 1);
     }
 
@@ -465,17 +474,9 @@ mod tests {
             ),
         ])
         .await;
-        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(3), 0..3),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Ok(200), Ok(201), Ok(202)]);
+        let mut sender = Sender::new(addr);
+        sender.send(&batch(3), 0..3).await;
+        assert_eq!(statuses(&sender.out), [Ok(200), Ok(201), Ok(202)]);
         let received = origin.await.expect("origin");
         let whole = batch(3);
         assert_eq!(
@@ -493,45 +494,21 @@ mod tests {
             (1, b"", true),
         ])
         .await;
-        let (mut conns, mut buf, mut out) = (Conns::default(), Vec::new(), Vec::new());
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(1), 0..1),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Ok(200)]);
-        assert_eq!(conns.idle.len(), 1);
+        let mut sender = Sender::new(addr);
+        sender.send(&batch(1), 0..1).await;
+        assert_eq!(statuses(&sender.out), [Ok(200)]);
+        assert_eq!(sender.conns.idle.len(), 1);
         // The origin closes that connection after its answer (before or
         // after this write: an end or a reset, never an answer): the next
         // batch goes on a new one, answered in full.
-        out.clear();
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(2), 0..2),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Ok(200), Ok(200)]);
+        sender.out.clear();
+        sender.send(&batch(2), 0..2).await;
+        assert_eq!(statuses(&sender.out), [Ok(200), Ok(200)]);
         // A fresh connection closed without a byte of answer: failed.
-        conns.idle.clear();
-        out.clear();
-        send_batch(
-            &mut conns,
-            addr,
-            (&batch(1), 0..1),
-            &server(),
-            &mut buf,
-            &mut out,
-        )
-        .await;
-        assert_eq!(statuses(&out), [Err(FailureKind::Reset)]);
+        sender.conns.idle.clear();
+        sender.out.clear();
+        sender.send(&batch(1), 0..1).await;
+        assert_eq!(statuses(&sender.out), [Err(FailureKind::Reset)]);
         assert_eq!(origin.await.expect("origin").len(), 3);
     }
 }
