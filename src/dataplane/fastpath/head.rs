@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::dataplane::framing::response::{FramingFields as ResponseFields, ResponseBody};
 use crate::dataplane::framing::{self, Body, Reject};
 use crate::routing::{CookieIssuer, PoolId, RoutingTable, StickyId};
 
@@ -315,55 +316,31 @@ pub fn parse_response(
     }
     let headers: &[httparse::Header] = response.headers;
 
-    let mut length = None;
-    let mut chunked = false;
-    let mut other_coding = false;
-    // HTTP/1.0 connections close unless told otherwise; we don't reuse them.
-    let mut upstream_close = version == 0;
+    // The framing rules are pingora's path's too (`framing::response`);
+    // this loop also sorts each line for the head written below.
+    let mut fields = ResponseFields::new(version);
     let mut kinds = [ResponseField::Other; MAX_RESPONSE_HEADERS];
     for (header, kind) in headers.iter().zip(kinds.iter_mut()) {
         *kind = ResponseField::of(header.name, context.pool_header);
         match *kind {
-            ResponseField::ContentLength => match framing::parse_length(header.value) {
-                Some(len) if length.is_none_or(|prior| prior == len) => length = Some(len),
-                _ => return Err(BadResponse),
-            },
-            ResponseField::TransferEncoding => {
-                // Only the last coding decides whether the body is chunked.
-                let mut any = false;
-                for token in tokens(header.value) {
-                    chunked = token.eq_ignore_ascii_case(b"chunked");
-                    other_coding |= !chunked;
-                    any = true;
-                }
-                // A line with no coding at all: the framing is unknowable,
-                // so the body runs until close (and Content-Length goes).
-                if !any {
-                    chunked = false;
-                    other_coding = true;
-                }
-            }
-            ResponseField::Connection => {
-                upstream_close |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"close"));
-            }
+            ResponseField::ContentLength => fields
+                .content_length(header.value)
+                .map_err(|_| BadResponse)?,
+            ResponseField::TransferEncoding => fields.transfer_encoding(header.value),
+            ResponseField::Connection => fields.connection(header.value),
             _ => {}
         }
     }
     let informational = (100..200).contains(&status);
-    let framing = if informational || context.head_method || status == 204 || status == 304 {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if other_coding {
-        Framing::UntilClose
-    } else if let Some(len) = length {
-        Framing::Length(len)
-    } else {
-        Framing::UntilClose
+    let body = fields.body(status, context.head_method);
+    let framing = match body {
+        ResponseBody::Empty => Framing::Empty,
+        ResponseBody::Length(len) => Framing::Length(len),
+        ResponseBody::Chunked => Framing::Chunked,
+        // A 101 (a tunnel) was refused above.
+        ResponseBody::UntilClose | ResponseBody::Tunnel => Framing::UntilClose,
     };
-    if framing == Framing::UntilClose {
-        upstream_close = true;
-    }
+    let upstream_close = fields.close_after(body);
     let client_close = !informational && (context.close_client || framing == Framing::UntilClose);
 
     out.clear();
@@ -384,7 +361,7 @@ pub fn parse_response(
         out.extend_from_slice(b"\r\n");
     }
     // With both, Transfer-Encoding frames the body (RFC 9112 §6.3).
-    let drop_length = chunked || other_coding;
+    let drop_length = fields.has_coding();
     lines.copy(out, |i| match kinds[i] {
         ResponseField::Connection | ResponseField::HopByHop | ResponseField::PoolHeader => false,
         ResponseField::ContentLength => !drop_length,

@@ -52,6 +52,92 @@ pub struct HeadFraming {
     pub close: bool,
 }
 
+/// A response head's framing fields (`Content-Length`, `Transfer-Encoding`,
+/// `Connection`), gathered line by line: the one rule set both paths apply,
+/// the fast path while it rewrites the head it relays
+/// (`fastpath::head::parse_response`), pingora's path in
+/// [`response_framing`].
+#[derive(Debug, Clone, Copy)]
+pub struct FramingFields {
+    length: Option<u64>,
+    chunked: bool,
+    other_coding: bool,
+    close: bool,
+}
+
+impl FramingFields {
+    /// `version` is httparse's minor version: HTTP/1.0 connections close
+    /// unless told otherwise, and are not reused.
+    pub fn new(version: u8) -> FramingFields {
+        FramingFields {
+            length: None,
+            chunked: false,
+            other_coding: false,
+            close: version == 0,
+        }
+    }
+
+    /// Repeated lines must all say the same one number.
+    pub fn content_length(&mut self, value: &[u8]) -> Result<(), BadResponse> {
+        match parse_length(value) {
+            Some(len) if self.length.is_none_or(|prior| prior == len) => {
+                self.length = Some(len);
+                Ok(())
+            }
+            _ => Err(BadResponse("Content-Length is not one number")),
+        }
+    }
+
+    pub fn transfer_encoding(&mut self, value: &[u8]) {
+        // Only the last coding decides whether the body is chunked.
+        let mut any = false;
+        for token in tokens(value) {
+            self.chunked = token.eq_ignore_ascii_case(b"chunked");
+            self.other_coding |= !self.chunked;
+            any = true;
+        }
+        // A line with no coding at all: the framing is unknowable, so the
+        // body runs until close.
+        if !any {
+            self.chunked = false;
+            self.other_coding = true;
+        }
+    }
+
+    pub fn connection(&mut self, value: &[u8]) {
+        self.close |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+    }
+
+    /// A Transfer-Encoding was given: it frames the body, and a
+    /// `Content-Length` beside it is not passed on (RFC 9112 §6.3).
+    pub fn has_coding(&self) -> bool {
+        self.chunked || self.other_coding
+    }
+
+    /// How the body of a response with `status` is delimited.
+    pub fn body(&self, status: u16, head_method: bool) -> ResponseBody {
+        if status == 101 {
+            ResponseBody::Tunnel
+        } else if (100..200).contains(&status) || head_method || status == 204 || status == 304 {
+            ResponseBody::Empty
+        } else if self.chunked {
+            ResponseBody::Chunked
+        } else if self.other_coding {
+            ResponseBody::UntilClose
+        } else if let Some(len) = self.length {
+            ResponseBody::Length(len)
+        } else {
+            ResponseBody::UntilClose
+        }
+    }
+
+    /// The connection can't carry another request after a response with
+    /// this `body`.
+    pub fn close_after(&self, body: ResponseBody) -> bool {
+        self.close || matches!(body, ResponseBody::UntilClose | ResponseBody::Tunnel)
+    }
+}
+
 /// Applies the rules to a parsed response head. `version` is httparse's
 /// minor version; `head_method`: the request was a HEAD.
 pub fn response_framing(
@@ -64,54 +150,22 @@ pub fn response_framing(
     if status < 100 {
         return Err(BadResponse("status below 100"));
     }
-    let mut length = None;
-    let mut chunked = false;
-    let mut other_coding = false;
-    // HTTP/1.0 connections close unless told otherwise; they are not reused.
-    let mut close = version == 0;
+    let mut fields = FramingFields::new(version);
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            match parse_length(header.value) {
-                Some(len) if length.is_none_or(|prior| prior == len) => length = Some(len),
-                _ => return Err(BadResponse("Content-Length is not one number")),
-            }
+            fields.content_length(header.value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding decides whether the body is chunked.
-            let mut any = false;
-            for token in tokens(header.value) {
-                chunked = token.eq_ignore_ascii_case(b"chunked");
-                other_coding |= !chunked;
-                any = true;
-            }
-            // A line with no coding at all: the framing is unknowable, so
-            // the body runs until close.
-            if !any {
-                chunked = false;
-                other_coding = true;
-            }
+            fields.transfer_encoding(header.value);
         } else if name.eq_ignore_ascii_case("connection") {
-            close |= tokens(header.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            fields.connection(header.value);
         }
     }
-    let body = if status == 101 {
-        ResponseBody::Tunnel
-    } else if (100..200).contains(&status) || head_method || status == 204 || status == 304 {
-        ResponseBody::Empty
-    } else if chunked {
-        ResponseBody::Chunked
-    } else if other_coding {
-        ResponseBody::UntilClose
-    } else if let Some(len) = length {
-        ResponseBody::Length(len)
-    } else {
-        ResponseBody::UntilClose
-    };
-    close |= matches!(body, ResponseBody::UntilClose | ResponseBody::Tunnel);
+    let body = fields.body(status, head_method);
     Ok(HeadFraming {
         status,
         body,
-        close,
+        close: fields.close_after(body),
     })
 }
 
