@@ -21,6 +21,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use raw_origin::UNFRAMEABLE as BAD;
 use raw_origin::{Act, RawOrigin, Req};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -28,26 +29,6 @@ use wire::{find, Wire};
 
 /// Bound on one exchange.
 const WITHIN: Duration = Duration::from_secs(10);
-
-/// The malformed responses, by the target that asks for them.
-const BAD: &[(&str, &[u8])] = &[
-    (
-        "/empty-size",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n\r\n",
-    ),
-    (
-        "/bare-lf",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
-    ),
-    (
-        "/bad-size",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-    ),
-    (
-        "/trailer-cr",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n",
-    ),
-];
 
 /// Answers each target; keeps every connection open (a proxy that reused
 /// a poisoned one would be answered on it).

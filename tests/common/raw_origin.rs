@@ -236,3 +236,25 @@ pub fn respond(status: &str, fields: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
 pub fn ok(body: &[u8]) -> Vec<u8> {
     respond("200 OK", &[("Content-Type", "text/plain")], body)
 }
+
+/// Upstream responses that can't be framed (chunked framing broken four
+/// ways), by the target a test origin answers them to: the strict-upstream
+/// tests send each through every path and expect a 502.
+pub const UNFRAMEABLE: &[(&str, &[u8])] = &[
+    (
+        "/empty-size",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n\r\n",
+    ),
+    (
+        "/bare-lf",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+    ),
+    (
+        "/bad-size",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "/trailer-cr",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n",
+    ),
+];
